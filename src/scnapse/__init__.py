@@ -1,0 +1,13 @@
+"""scnapse: deep learning as ordinary pipeline steps for single-cell biology."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("scnapse")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.1.0"
+
+from . import datasets, models, pl, tl, train
+from ._settings import settings
+
+__all__ = ["__version__", "datasets", "models", "pl", "settings", "tl", "train"]

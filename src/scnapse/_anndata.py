@@ -1,0 +1,121 @@
+"""AnnData in, tensors out: picking the matrix, checking it, and matching genes by name."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .train.data import is_backed
+
+
+def check_adata(adata, *, min_obs: int = 2, what: str = "adata") -> None:
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"{what} must be an AnnData, not {type(adata).__name__}.")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(
+            f"{what} is empty ({adata.n_obs} cells × {adata.n_vars} genes); give at least "
+            f"{min_obs} cells and one gene (check earlier filtering steps)."
+        )
+    if adata.n_obs < min_obs:
+        raise ValueError(
+            f"{what} has {adata.n_obs} cell(s); training needs at least {min_obs}. "
+            "Give more cells (check earlier filtering or subsetting)."
+        )
+
+
+def get_matrix(adata: AnnData, layer: str | None):
+    """``adata.X`` or ``adata.layers[layer]``, with a clear error for a missing layer."""
+    if layer is None:
+        X = adata.X
+        if X is None:
+            raise ValueError("adata.X is empty (None); pass layer=... naming a layer that holds the data.")
+        return X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"layer={layer!r} is not in adata.layers; available layers: {list(adata.layers.keys())} "
+            "(or layer=None for adata.X)."
+        )
+    return adata.layers[layer]
+
+
+def gene_mask(adata: AnnData, use_highly_variable: bool | None) -> np.ndarray | None:
+    """Boolean mask of the genes to use, scanpy-style: ``None`` means 'if the column exists'."""
+    has = "highly_variable" in adata.var.columns
+    if use_highly_variable is None:
+        use_highly_variable = has
+    if not use_highly_variable:
+        return None
+    if not has:
+        raise KeyError(
+            "use_highly_variable=True but adata.var has no 'highly_variable' column; "
+            "run sc.pp.highly_variable_genes first or pass use_highly_variable=False."
+        )
+    mask = adata.var["highly_variable"].to_numpy(dtype=bool)
+    if not mask.any():
+        raise ValueError("adata.var['highly_variable'] selects no gene; use use_highly_variable=False.")
+    return mask
+
+
+def subset_columns(X, mask: np.ndarray | None):
+    """In-memory matrices are subset at once (a copy of the subset only); backed ones stay lazy."""
+    if mask is None or is_backed(X):
+        return X
+    return X[:, np.flatnonzero(mask)]
+
+
+def gene_index(query: pd.Index, reference: pd.Index, *, min_overlap: float = 0.5, what: str = "model"):
+    """Positions of ``reference`` genes in ``query`` (-1 where missing).
+
+    Raises a ``ValueError`` naming the overlap when fewer than ``min_overlap`` of the reference
+    genes are present; warns with the count when some are missing (they are filled with zeros).
+    """
+    reference = pd.Index(reference)
+    if not pd.Index(query).is_unique:
+        raise ValueError("The data's gene names (var_names) are not unique; run adata.var_names_make_unique().")
+    pos = pd.Index(query).get_indexer(reference)
+    n_missing = int((pos < 0).sum())
+    overlap = 1 - n_missing / max(len(reference), 1)
+    if overlap < min_overlap:
+        example = list(reference[:3])
+        raise ValueError(
+            f"Only {len(reference) - n_missing} of the {what}'s {len(reference)} genes "
+            f"({overlap:.0%}) are in the data (need at least {min_overlap:.0%}). Check the species and "
+            f"the gene-name style (the {what} uses names like {example}); var_names must hold the same kind."
+        )
+    if n_missing:
+        warnings.warn(
+            f"{n_missing} of the {what}'s {len(reference)} genes are missing from the data and are "
+            "filled with zeros.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return pos
+
+
+def reindex_block(block, pos: np.ndarray) -> np.ndarray:
+    """Columns ``pos`` of a row block as dense float32, zeros where ``pos`` is -1."""
+    present = pos >= 0
+    out = np.zeros((block.shape[0], len(pos)), dtype=np.float32)
+    sub = block[:, pos[present]]
+    out[:, present] = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
+    return out
+
+
+def sanitize_for_uns(obj):
+    """Make a value writable to ``.h5ad``: None → 'None', tuples → lists, numpy scalars → Python."""
+    if obj is None:
+        return "None"
+    if isinstance(obj, dict):
+        return {str(k): sanitize_for_uns(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [sanitize_for_uns(v) for v in obj]
+        if any(isinstance(v, dict) for v in items):
+            return {str(i): v for i, v in enumerate(items)}
+        return items
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,105 @@
+"""Command line: ``scnapse run``, ``scnapse demo``, ``scnapse export``, ``scnapse info``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_run(args) -> int:
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_yaml(args.pipeline)
+    for assignment in args.set or []:
+        pipe.set(assignment)
+    if args.output:
+        pipe.output = args.output
+    if not pipe.output:
+        raise SystemExit("error: the pipeline names no 'output'; give --output PATH.")
+    pipe.run()
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    import pandas as pd
+
+    from .datasets import sample_path
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_yaml(sample_path("pbmc_autoencoder.yaml"))
+    out_dir = Path(args.output_dir)
+    pipe.output = str(out_dir / Path(pipe.output).name)
+    for step in pipe.steps:
+        if "save" in step.params:
+            step.params["save"] = str(out_dir / Path(step.params["save"]).name)
+    adata = pipe.run()
+    table = adata.uns.get("embedding_comparison")
+    print("\nAutoencoder vs PCA on", pipe.name, f"({adata.n_obs} cells, labels: bulk_labels)")
+    if isinstance(table, pd.DataFrame):
+        print(table.round(3).to_string())
+    print(f"\nwrote {pipe.output} and the plots in {out_dir}/")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .pipeline import Pipeline, export_script
+
+    pipe = Pipeline.from_yaml(args.pipeline)
+    sys.stdout.write(export_script(pipe))
+    return 0
+
+
+def _cmd_info(args) -> int:
+    import anndata as ad
+
+    adata = ad.read_h5ad(args.file, backed="r")
+    rec = adata.uns.get("scnapse")
+    print(f"{args.file}: {adata.n_obs} cells × {adata.n_vars} genes")
+    print("obsm:", ", ".join(adata.obsm.keys()) or "-")
+    if not rec:
+        print("No scnapse provenance in this file (it was not written by `scnapse run`).")
+        return 1
+    print("\nProduced by this pipeline:\n" + str(rec.get("pipeline", "")).rstrip())
+    print(f"\ninput: {rec.get('input')}  sha256: {rec.get('input_sha256')}")
+    print(f"seed: {rec.get('seed')}  device: {rec.get('device')}")
+    steps = rec.get("resolved_steps", {})
+    secs = list(rec.get("step_seconds", []))
+    print("\nsteps (resolved parameters, seconds):")
+    items = steps.values() if isinstance(steps, dict) else steps
+    for i, s in enumerate(items):
+        t = f"{secs[i]:.2f}s" if i < len(secs) else ""
+        print(f"  {i + 1}. {s.get('step')} {dict(s.get('params', {}))} {t}")
+    print("\nversions:", ", ".join(f"{k} {v}" for k, v in dict(rec.get("versions", {})).items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scnapse", description="Deep learning steps for single-cell data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a pipeline file")
+    p.add_argument("pipeline")
+    p.add_argument("--output", help="write here instead of the pipeline's output")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a parameter, e.g. steps.autoencoder.lr=3e-4 (repeatable)")
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("demo", help="run the bundled sample pipeline (PBMC autoencoder vs PCA)")
+    p.add_argument("--output-dir", default="results")
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("export", help="print a pipeline as a plain Python script")
+    p.add_argument("pipeline")
+    p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("info", help="show what produced an .h5ad file")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_info)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

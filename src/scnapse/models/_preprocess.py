@@ -1,0 +1,97 @@
+"""The input transform a model learns at fit time and applies unchanged to new data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..train.data import MatrixSummary
+
+
+def looks_like_counts(summary: MatrixSummary) -> bool:
+    """Raw counts: non-negative integers with a range no log-normalised matrix has."""
+    return summary.all_integer and summary.min >= 0 and summary.max > 30
+
+
+@dataclass
+class Preprocessing:
+    """``x → [log1p(x / Σx · target_sum)] → [(x − mean) / std, clipped to ±clip]``.
+
+    ``log_normalize`` is for raw counts; ``scale`` standardises each gene (as ``sc.pp.scale``).
+    """
+
+    log_normalize: bool = False
+    scale: bool = True
+    target_sum: float = 1e4
+    clip: float = 10.0
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+    def _log(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.log_normalize:
+            return x
+        lib = x.sum(dim=1, keepdim=True).clamp_min(1e-8)
+        return torch.log1p(x / lib * self.target_sum)
+
+    def fit(self, chunks) -> Preprocessing:
+        """Learn the gene means/stds from ``chunks`` (an iterable of float32 tensors)."""
+        if not self.scale:
+            return self
+        total = sq = None
+        n = 0
+        for x in chunks:
+            y = self._log(x).double()
+            total = y.sum(0) if total is None else total + y.sum(0)
+            sq = (y * y).sum(0) if sq is None else sq + (y * y).sum(0)
+            n += y.shape[0]
+        mean = total / max(n, 1)
+        var = (sq / max(n, 1) - mean**2).clamp_min(0)
+        std = var.sqrt()
+        std[std < 1e-6] = 1.0  # constant genes: centre only
+        self.mean, self.std = mean.float(), std.float()
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._log(x)
+        if self.scale:
+            y = ((y - self.mean.to(y.device)) / self.std.to(y.device)).clamp(-self.clip, self.clip)
+        return y
+
+    def describe(self) -> str:
+        steps = []
+        if self.log_normalize:
+            steps.append(f"log1p(x / total × {self.target_sum:g})")
+        if self.scale:
+            steps.append(f"per-gene z-score clipped at ±{self.clip:g}")
+        return " then ".join(steps) or "none"
+
+    def to_config(self) -> dict:
+        return {"log_normalize": self.log_normalize, "scale": self.scale,
+                "target_sum": self.target_sum, "clip": self.clip}
+
+    def tensors(self, prefix: str = "preprocessing.") -> dict[str, torch.Tensor]:
+        if not self.scale:
+            return {}
+        return {prefix + "mean": self.mean, prefix + "std": self.std}
+
+    @classmethod
+    def from_state(cls, config: dict, tensors: dict, prefix: str = "preprocessing.") -> Preprocessing:
+        obj = cls(**config)
+        if obj.scale:
+            obj.mean, obj.std = tensors[prefix + "mean"], tensors[prefix + "std"]
+        return obj
+
+
+def chunks_as_tensors(X, columns: np.ndarray | None = None, chunk_rows: int = 8192):
+    """Float32 tensors over consecutive row blocks of any matrix, optionally only some columns."""
+    from scipy import sparse
+
+    from ..train.data import iter_row_chunks
+
+    for _, block in iter_row_chunks(X, chunk_rows):
+        if columns is not None:
+            block = block[:, columns]
+        dense = block.toarray() if sparse.issparse(block) else np.asarray(block)
+        yield torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))

@@ -1,0 +1,274 @@
+"""``Autoencoder``: dimensionality reduction by an (optionally variational / denoising) autoencoder."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from .._anndata import check_adata, gene_index, gene_mask, get_matrix, reindex_block
+from .._settings import logger, resolve_device
+from ..nn.autoencoder import AutoencoderModule
+from ..nn.losses import COUNT_COSTS, check_data_for_cost, gaussian_kl, reconstruction_loss
+from ..train import Loader, Matrix, TrainConfig, environment, fit, seed_everything, split_indices
+from ..train.data import iter_row_chunks, summarize
+from ._base import BaseModel
+from ._preprocess import Preprocessing, chunks_as_tensors, looks_like_counts
+
+AE_COSTS = ("mse", "bce", "kl", "hellinger", "poisson", "nb")
+
+
+def default_max_epochs(n_obs: int) -> int:
+    """Enough passes for ~30,000 mini-batch steps on small data, fewer on large (early stopping
+    usually ends training well before): 400 up to 10,000 cells, then ∝ 1/cells, at least 10."""
+    return int(np.clip(round(4_000_000 / max(n_obs, 1)), 10, 400))
+
+
+def check_matrix_values(summary, *, what: str) -> None:
+    if summary.n_nonfinite:
+        raise ValueError(
+            f"{what} holds {summary.n_nonfinite} NaN or infinite value(s). Remove or impute them "
+            "first (e.g. adata.X = np.nan_to_num(adata.X)), or pick another layer=."
+        )
+
+
+class Autoencoder(BaseModel):
+    """An autoencoder on expression profiles; its code is the embedding.
+
+    Parameters
+    ----------
+    n_latent
+        Size of the embedding.
+    hidden
+        Widths of the encoder's hidden layers (the decoder mirrors them).
+    variational
+        A variational autoencoder (the embedding is the posterior mean); ``beta`` weighs its KL term.
+    log_normalize
+        Turn raw counts into ``log1p(x / total × 10⁴)`` before the encoder. ``None``: when the data
+        look like raw counts (non-negative integers), and always for the count costs.
+    scale
+        Standardise each gene before the encoder (as ``sc.pp.scale``); with ``cost="mse"`` the
+        autoencoder then reconstructs the standardised data. ``None``: off. Standardising gives
+        rare, noisy genes the weight of informative ones; on the PBMC sets unscaled log data gave
+        clearly better embeddings (kNN accuracy 0.86 vs 0.56 on pbmc160).
+    **train_options
+        Any :class:`~scnapse.train.TrainConfig` field (cost, activation, dropout, input_noise, l1,
+        l2, optimizer, lr, ...).
+    """
+
+    kind = "Autoencoder"
+
+    def __init__(
+        self,
+        n_latent: int = 10,
+        *,
+        hidden: Sequence[int] = (128,),
+        variational: bool = False,
+        beta: float = 1.0,
+        log_normalize: bool | None = None,
+        scale: bool | None = None,
+        **train_options,
+    ):
+        self.config = TrainConfig.from_kwargs(**train_options)
+        if self.config.cost is not None and self.config.cost not in AE_COSTS:
+            raise ValueError(f"cost={self.config.cost!r} does not fit an autoencoder; choose one of {list(AE_COSTS)}.")
+        if int(n_latent) < 1:
+            raise ValueError(f"n_latent={n_latent!r} must be a positive integer.")
+        hidden = [int(h) for h in (hidden or ())]
+        if any(h < 1 for h in hidden):
+            raise ValueError(f"hidden={hidden!r}: layer widths must be positive integers.")
+        self.n_latent = int(n_latent)
+        self.hidden = hidden
+        self.variational = bool(variational)
+        self.beta = float(beta)
+        self.log_normalize = log_normalize
+        self.scale = scale
+        self.module: AutoencoderModule | None = None
+        self.history = None
+        self.var_names: pd.Index | None = None
+        self.params: dict = {}
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(
+        self,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        use_highly_variable: bool | None = None,
+        progress: bool = True,
+        callback: Callable | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Autoencoder:
+        """Train on ``adata`` (``adata.X`` or ``layer``; in memory or backed)."""
+        check_adata(adata)
+        X = get_matrix(adata, layer)
+        mask = gene_mask(adata, use_highly_variable)
+        columns = None if mask is None else np.flatnonzero(mask)
+        what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        summary = summarize(X, columns=columns)
+        check_matrix_values(summary, what=what)
+
+        cfg = self.config
+        cost = cfg.cost or "mse"
+        check_data_for_cost(cost, summary.min, summary.max, summary.all_integer, what=what)
+        counts = looks_like_counts(summary)
+        log_normalize = self.log_normalize
+        if cost in COUNT_COSTS:
+            log_normalize = True
+        elif log_normalize is None:
+            log_normalize = counts
+        scale = False if self.scale is None else bool(self.scale)
+        seed = cfg.resolved_seed
+        device = resolve_device(cfg.device)
+        gen = seed_everything(seed, deterministic=cfg.deterministic)
+
+        n_obs, n_vars = summary.n_obs, summary.n_vars
+        self.var_names = adata.var_names[columns] if columns is not None else adata.var_names.copy()
+        train_idx, val_idx = split_indices(n_obs, cfg.validation_fraction, gen)
+        if len(train_idx) < 2:
+            raise ValueError(f"Training needs at least 2 cells; {len(train_idx)} are left for training.")
+
+        self.prep = Preprocessing(log_normalize=log_normalize, scale=scale)
+        self.prep.fit(chunks_as_tensors(X, columns))
+        self.prep.mean = None if self.prep.mean is None else self.prep.mean.to(device)
+        self.prep.std = None if self.prep.std is None else self.prep.std.to(device)
+
+        self.module = AutoencoderModule(
+            n_vars, self.n_latent, self.hidden, activation=cfg.activation, dropout=cfg.dropout,
+            batch_norm=cfg.batch_norm, cost=cost, variational=self.variational,
+        ).to(device)
+        matrix = Matrix(X, device, columns=columns)
+        library = torch.from_numpy(summary.row_sums.astype(np.float32)).to(device)
+        fields = {"x": matrix, "library": library}
+        train = Loader(fields, train_idx, cfg.batch_size, shuffle=True, generator=gen,
+                       drop_single=True, device=device)
+        val = Loader(fields, val_idx, max(cfg.batch_size, 1024), device=device) if len(val_idx) else None
+        max_epochs = cfg.max_epochs or default_max_epochs(n_obs)
+
+        self.history = fit(
+            self.module, self._step(cost), train, val, cfg, max_epochs=max_epochs, progress=progress,
+            callback=callback, cancel=cancel, description="autoencoder",
+        )
+        self.cost = cost
+        self.params = {
+            "n_latent": self.n_latent, "hidden": list(self.hidden), "variational": self.variational,
+            "beta": self.beta, "log_normalize": log_normalize, "scale": scale,
+            "input_looked_like_counts": counts, "preprocessing": self.prep.describe(),
+            "layer": layer, "use_highly_variable": mask is not None, "n_vars": n_vars, "n_obs": n_obs,
+            **cfg.to_dict(), "cost": cost, "seed": seed, "max_epochs": max_epochs,
+            "device": str(device), "n_train": len(train_idx), "n_validation": len(val_idx),
+            "matrix": matrix.kind,
+            "environment": environment(device),
+        }
+        best = self.history.best_epoch
+        logger.info(
+            f"autoencoder: {self.history.epoch[-1] if self.history.epoch else 0} epochs "
+            f"({self.history.stopped}), best epoch {best}, on {device}"
+        )
+        return self
+
+    def _step(self, cost: str):
+        prep, noise, variational, beta = self.prep, self.config.input_noise, self.variational, self.beta
+
+        def step(module: AutoencoderModule, batch: dict, training: bool) -> torch.Tensor:
+            x = batch["x"]
+            inp = prep(x)
+            target = inp if cost == "mse" else x
+            if training and noise > 0:
+                inp = inp + noise * torch.randn_like(inp)
+            res = module(inp)
+            loss = reconstruction_loss(
+                cost, res["out"], target, library=batch["library"], log_theta=getattr(module, "log_theta", None)
+            )
+            if variational:
+                loss = loss + beta * gaussian_kl(res["mu"], res["logvar"]) / x.shape[1]
+            return loss
+
+        return step
+
+    # -- inference ------------------------------------------------------------------------------
+    def _require_fitted(self):
+        if self.module is None:
+            raise RuntimeError("This Autoencoder is not trained yet; call .fit(adata) first.")
+
+    def transform(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 8192) -> np.ndarray:
+        """The embedding of every cell of ``adata`` (genes matched by name), shape (cells, n_latent)."""
+        self._require_fitted()
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")
+        if adata.n_obs == 0:
+            raise ValueError("adata has no cells to embed.")
+        X = get_matrix(adata, layer)
+        pos = gene_index(adata.var_names, self.var_names, what="autoencoder")
+        device = next(self.module.parameters()).device
+        out = np.empty((adata.n_obs, self.n_latent), dtype=np.float32)
+        self.module.eval()
+        all_present = bool((pos >= 0).all())
+        with torch.inference_mode():
+            if all_present:
+                chunks = ((i * batch_size, t) for i, t in enumerate(chunks_as_tensors(X, pos, batch_size)))
+            else:
+                chunks = ((s, torch.from_numpy(reindex_block(b, pos))) for s, b in iter_row_chunks(X, batch_size))
+            for start, x in chunks:
+                x = x.to(device)
+                if not torch.isfinite(x).all():
+                    raise ValueError("The data to embed hold NaN or infinite values; remove or impute them first.")
+                mu, _ = self.module.encode(self.prep(x))
+                out[start : start + x.shape[0]] = mu.cpu().numpy()
+        return out
+
+    def fit_transform(self, adata: AnnData, **fit_kwargs) -> np.ndarray:
+        layer = fit_kwargs.get("layer")
+        return self.fit(adata, **fit_kwargs).transform(adata, layer=layer)
+
+    def to(self, device: str) -> Autoencoder:
+        self._require_fitted()
+        dev = resolve_device(device)
+        self.module.to(dev)
+        return self
+
+    # -- save / load ----------------------------------------------------------------------------
+    def _get_state(self):
+        self._require_fitted()
+        config = {
+            "architecture": {"n_in": len(self.var_names), "n_latent": self.n_latent, "hidden": self.hidden,
+                             "activation": self.config.activation, "dropout": self.config.dropout,
+                             "batch_norm": self.config.batch_norm, "cost": self.cost,
+                             "variational": self.variational, "beta": self.beta},
+            "preprocessing": self.prep.to_config(),
+            "train_config": self.config.to_dict(),
+            "var_names": list(map(str, self.var_names)),
+            "params": {k: v for k, v in self.params.items() if k != "environment"},
+            "history": self.history.to_dict() if self.history else None,
+        }
+        tensors = {f"module.{k}": v for k, v in self.module.state_dict().items()}
+        tensors.update(self.prep.tensors())
+        return config, tensors
+
+    def _set_state(self, config, tensors):
+        from ..train.loop import History
+
+        arch = config["architecture"]
+        self.n_latent, self.hidden = arch["n_latent"], list(arch["hidden"])
+        self.variational, self.beta, self.cost = arch["variational"], arch["beta"], arch["cost"]
+        tc = dict(config["train_config"])
+        tc["augment"] = tuple(tc.get("augment") or ())
+        self.config = TrainConfig(**tc)
+        self.log_normalize = config["preprocessing"]["log_normalize"]
+        self.scale = config["preprocessing"]["scale"]
+        self.prep = Preprocessing.from_state(config["preprocessing"], tensors)
+        self.var_names = pd.Index(config["var_names"])
+        self.params = config.get("params", {})
+        h = config.get("history")
+        self.history = History(**h) if h else None
+        self.module = AutoencoderModule(
+            arch["n_in"], self.n_latent, self.hidden, activation=arch["activation"], dropout=arch["dropout"],
+            batch_norm=arch["batch_norm"], cost=self.cost, variational=self.variational,
+        )
+        state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+        self.module.load_state_dict(state)
+        self.module.eval()

@@ -1,0 +1,8 @@
+"""Pure PyTorch building blocks: no AnnData, no Qt."""
+
+from .activations import ACTIVATIONS, get_activation
+from .autoencoder import AutoencoderModule
+from .layers import MLP
+from .losses import COSTS, reconstruction_loss
+
+__all__ = ["ACTIVATIONS", "COSTS", "MLP", "AutoencoderModule", "get_activation", "reconstruction_loss"]

@@ -1,0 +1,151 @@
+"""Cost functions by name, with what each needs of its input.
+
+Every reconstruction cost takes the decoder's raw output ``out`` (shape cells × genes) and the
+target ``x`` and returns one number per cell; the training loop averages over cells. Formulas
+(``p`` the cell's profile ``x / Σx``, ``q = softmax(out)``, ``ℓ = Σx`` the cell's library size):
+
+=============  ================================================  ==============================
+name           per-cell cost                                     input it needs
+=============  ================================================  ==============================
+``mse``        mean over genes of ``(out − x)²``                 any finite real values
+``bce``        mean over genes of ``−x log σ(out) − (1−x) log(1−σ(out))``  values in [0, 1]
+``kl``         ``KL(p‖q) = Σ p (log p − log q)``                 non-negative, Σx > 0
+``hellinger``  ``H(p, q) = sqrt(½ Σ (√p − √q)²)``                non-negative, Σx > 0
+``poisson``    mean over genes of ``μ − x log μ + log x!``, ``μ = ℓ q``   non-negative counts
+``nb``         mean over genes of the negative-binomial NLL with mean ``μ = ℓ q`` and a
+               per-gene inverse dispersion ``θ``                 non-negative counts
+=============  ================================================  ==============================
+
+``cross_entropy`` (softmax cross-entropy over classes) is the classifiers' cost.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+
+Cost = Literal["mse", "bce", "kl", "hellinger", "poisson", "nb"]
+COSTS: tuple[str, ...] = get_args(Cost)
+
+#: what each cost needs of the data, in words for error messages
+REQUIREMENTS = {
+    "mse": "finite real values",
+    "bce": "values in [0, 1] (e.g. binarised or min-max scaled data)",
+    "kl": "non-negative values with a positive sum in every cell (a profile)",
+    "hellinger": "non-negative values with a positive sum in every cell (a profile)",
+    "poisson": "raw non-negative integer counts (not log-normalised data)",
+    "nb": "raw non-negative integer counts (not log-normalised data)",
+}
+COUNT_COSTS = ("poisson", "nb")
+#: costs whose decoder output is a distribution over genes (softmax)
+PROFILE_COSTS = ("kl", "hellinger", "poisson", "nb")
+_EPS = 1e-8
+
+
+def check_cost(name: str) -> str:
+    if name not in COSTS:
+        raise ValueError(f"Unknown cost {name!r}; choose one of {list(COSTS)}.")
+    return name
+
+
+def check_data_for_cost(
+    cost: str, vmin: float, vmax: float, all_integer: bool, *, what: str = "the data"
+) -> None:
+    """Refuse data a cost cannot use, given the matrix's range and whether it holds integers only.
+
+    Raises a ``ValueError`` that names the problem and the fix.
+    """
+    check_cost(cost)
+    if cost == "bce" and (vmin < 0 or vmax > 1):
+        raise ValueError(
+            f"cost='bce' needs {REQUIREMENTS['bce']}, but {what} ranges from {vmin:g} to {vmax:g}. "
+            "Use cost='mse' for log-normalised data, or scale the data into [0, 1] first."
+        )
+    if cost in PROFILE_COSTS and vmin < 0:
+        raise ValueError(
+            f"cost={cost!r} needs {REQUIREMENTS[cost]}, but {what} has negative values "
+            f"(min {vmin:g}), as scaled data has. Use cost='mse', or give unscaled data "
+            "(layer=... with counts or log-normalised values)."
+        )
+    if cost in COUNT_COSTS:
+        if not all_integer:
+            raise ValueError(
+                f"cost={cost!r} needs {REQUIREMENTS[cost]}, but {what} holds non-integer values "
+                "(it looks normalised or log-transformed). Give the raw counts with layer='counts' "
+                "(keep a copy before sc.pp.normalize_total), or use cost='mse'."
+            )
+
+
+def mse(out: torch.Tensor, x: torch.Tensor, **_) -> torch.Tensor:
+    return (out - x).pow(2).mean(dim=1)
+
+
+def bce(out: torch.Tensor, x: torch.Tensor, **_) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(out, x, reduction="none").mean(dim=1)
+
+
+def _profile(x: torch.Tensor) -> torch.Tensor:
+    return x / x.sum(dim=1, keepdim=True).clamp_min(_EPS)
+
+
+def kl(out: torch.Tensor, x: torch.Tensor, **_) -> torch.Tensor:
+    p = _profile(x)
+    log_q = F.log_softmax(out, dim=1)
+    # 0 · log 0 = 0: xlogy handles it
+    return (torch.special.xlogy(p, p) - p * log_q).sum(dim=1)
+
+
+def hellinger(out: torch.Tensor, x: torch.Tensor, **_) -> torch.Tensor:
+    p = _profile(x)
+    q = F.softmax(out, dim=1)
+    h2 = 0.5 * (p.sqrt() - q.sqrt()).pow(2).sum(dim=1)
+    return (h2 + _EPS).sqrt()
+
+
+def poisson(out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, **_) -> torch.Tensor:
+    log_mu = F.log_softmax(out, dim=1) + library.clamp_min(1.0).log().unsqueeze(1)
+    return (log_mu.exp() - x * log_mu + torch.lgamma(x + 1)).mean(dim=1)
+
+
+def nb(
+    out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, log_theta: torch.Tensor, **_
+) -> torch.Tensor:
+    log_mu = F.log_softmax(out, dim=1) + library.clamp_min(1.0).log().unsqueeze(1)
+    theta = log_theta.exp().unsqueeze(0)
+    log_theta_mu = torch.logaddexp(log_theta.unsqueeze(0), log_mu)
+    ll = (
+        theta * (log_theta.unsqueeze(0) - log_theta_mu)
+        + x * (log_mu - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+    )
+    return -ll.mean(dim=1)
+
+
+RECONSTRUCTION = {"mse": mse, "bce": bce, "kl": kl, "hellinger": hellinger, "poisson": poisson, "nb": nb}
+
+
+def reconstruction_loss(cost: str, out: torch.Tensor, x: torch.Tensor, **extra) -> torch.Tensor:
+    """Per-cell cost ``cost`` between decoder output ``out`` and target ``x``."""
+    return RECONSTRUCTION[check_cost(cost)](out, x, **extra)
+
+
+def decode(cost: str, out: torch.Tensor) -> torch.Tensor:
+    """The reconstruction in the data's own space (for display and metrics)."""
+    if cost == "bce":
+        return torch.sigmoid(out)
+    if cost in PROFILE_COSTS:
+        return F.softmax(out, dim=1)
+    return out
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Per-cell KL(N(mu, σ²) ‖ N(0, 1)) of a VAE's latent code."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+LOG_2PI = math.log(2 * math.pi)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from anndata import AnnData
+
+
+def _finish(fig, save, show):
+    import matplotlib.pyplot as plt
+
+    if save:
+        os.makedirs(os.path.dirname(os.path.abspath(save)), exist_ok=True)
+        fig.savefig(save, dpi=110, bbox_inches="tight")
+    if show:
+        plt.show()
+    elif save:
+        plt.close(fig)
+
+
+def loss(adata: AnnData, key: str = "autoencoder", *, ax=None, log: bool = False,
+         save: str | None = None, show: bool | None = None):
+    """Train and validation loss per epoch of the step recorded in ``adata.uns[key]``.
+
+    Marks the best epoch (the weights that were kept). Returns the matplotlib ``Axes``.
+    """
+    import matplotlib.pyplot as plt
+
+    if key not in adata.uns or "history" not in adata.uns[key]:
+        steps = [k for k, v in adata.uns.items() if isinstance(v, dict) and "history" in v]
+        raise KeyError(f"adata.uns has no training history under {key!r}; steps with one: {steps}.")
+    h = adata.uns[key]["history"]
+    epochs = np.asarray(h["epoch"])
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(epochs, np.asarray(h["train_loss"], dtype=float), label="train")
+    val = np.asarray(h["val_loss"], dtype=float)
+    if np.isfinite(val).any():
+        ax.plot(epochs, val, label="validation")
+    best = int(h.get("best_epoch", 0))
+    if best:
+        ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(f"{key}: loss per epoch")
+    ax.legend(frameon=False)
+    if fig is not None:
+        _finish(fig, save, bool(show) if show is not None else False)
+    return ax
+
+
+def embedding(adata: AnnData, basis: str = "X_umap", *, color: str | None = None,
+              save: str | None = None, show: bool | None = None, title: str | None = None):
+    """Scatter of the first two dimensions of ``obsm[basis]`` coloured by ``obs[color]``
+    (scanpy's own ``sc.pl.embedding``, saved to ``save`` when given). Returns the ``Axes``."""
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    if basis not in adata.obsm:
+        raise KeyError(f"{basis!r} is not in adata.obsm (available: {list(adata.obsm.keys())}).")
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    sc.pl.embedding(adata, basis=basis, color=color, ax=ax, show=False, title=title)
+    _finish(fig, save, bool(show) if show is not None else False)
+    return ax

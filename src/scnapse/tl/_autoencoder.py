@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from anndata import AnnData
+
+from .._anndata import sanitize_for_uns
+from .._settings import logger
+from ..models.autoencoder import Autoencoder
+
+
+def autoencoder(
+    adata: AnnData,
+    *,
+    n_latent: int = 10,
+    hidden: Sequence[int] = (128,),
+    variational: bool = False,
+    beta: float = 1.0,
+    log_normalize: bool | None = None,
+    scale: bool | None = None,
+    layer: str | None = None,
+    use_highly_variable: bool | None = None,
+    key_added: str | None = None,
+    progress: bool = True,
+    callback: Callable | None = None,
+    cancel: threading.Event | None = None,
+    copy: bool = False,
+    **train_options,
+) -> AnnData | None:
+    """Embed cells with an autoencoder, next to ``sc.pp.pca`` / ``sc.tl.umap``.
+
+    Give log-normalised data (``sc.pp.normalize_total`` + ``sc.pp.log1p``) or raw counts (they are
+    log-normalised for the encoder; use ``cost="nb"`` or ``"poisson"`` to model them as counts).
+
+    Parameters
+    ----------
+    adata
+        Cells × genes. Dense, sparse or backed ``X``; not modified except for the keys written.
+    n_latent
+        Size of the embedding.
+    hidden
+        Widths of the encoder's hidden layers; the decoder mirrors them.
+    variational, beta
+        Train a VAE (embedding = posterior mean); ``beta`` weighs its KL term.
+    log_normalize, scale
+        Input transforms; see :class:`scnapse.models.Autoencoder`.
+    layer
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    use_highly_variable
+        Use only ``adata.var['highly_variable']`` genes; ``None``: if that column exists.
+    key_added
+        ``obsm[key_added]`` gets the embedding and ``uns[key_added]`` the record; default
+        ``obsm['X_autoencoder']`` and ``uns['autoencoder']``.
+    progress
+        Show a progress bar.
+    callback
+        Called with an :class:`~scnapse.train.EpochReport` after each epoch; return ``False`` to stop.
+    cancel
+        A ``threading.Event``; setting it stops training and keeps the best model so far.
+    copy
+        Work on a copy and return it, leaving ``adata`` untouched.
+    **train_options
+        :class:`~scnapse.train.TrainConfig` fields: ``cost`` (default ``mse``), ``activation``,
+        ``dropout``, ``input_noise``, ``l1``, ``l2``, ``batch_norm``, ``optimizer``, ``lr``,
+        ``momentum``, ``weight_decay``, ``batch_size``, ``max_epochs``, ``early_stopping``,
+        ``validation_fraction``, ``lr_schedule``, ``seed``, ``device``, ``deterministic``.
+
+    Returns
+    -------
+    ``None``, or the annotated copy with ``copy=True``. Writes ``obsm['X_autoencoder']`` (cells ×
+    n_latent) and ``uns['autoencoder']`` = ``{"params": every resolved choice, seed, device and
+    package versions, "history": train/validation loss per epoch}``.
+    """
+    model = Autoencoder(
+        n_latent, hidden=hidden, variational=variational, beta=beta, log_normalize=log_normalize,
+        scale=scale, **train_options,
+    )
+    if copy:
+        adata = adata.copy()
+    model.fit(adata, layer=layer, use_highly_variable=use_highly_variable, progress=progress,
+              callback=callback, cancel=cancel)
+    embedding = model.transform(adata, layer=layer)
+    obsm_key = key_added or "X_autoencoder"
+    uns_key = key_added or "autoencoder"
+    adata.obsm[obsm_key] = embedding
+    adata.uns[uns_key] = sanitize_for_uns(
+        {"params": model.params, "history": model.history.to_dict(), "obsm_key": obsm_key}
+    )
+    logger.info(f"    added 'obsm[{obsm_key!r}]' ({embedding.shape[1]} dimensions), 'uns[{uns_key!r}]'")
+    return adata if copy else None

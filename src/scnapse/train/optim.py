@@ -1,0 +1,32 @@
+"""Optimizers by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from .config import OPTIMIZERS
+
+
+def build_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], *, lr: float, momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    """``sgd``, ``momentum``, ``nesterov``, ``rmsprop``, ``adagrad``, ``adam`` or ``adamw``."""
+    params = list(params)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "nesterov":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}.")

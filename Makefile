@@ -1,0 +1,35 @@
+# make demo  — the bundled sample pipeline (CPU when there is no GPU); writes results/
+# make test  — the test suite (napari tests under Xvfb when xvfb-run exists)
+# make bench — the benchmarks (slow; see README)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test,napari]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/scnapse demo --output-dir results
+
+test: $(STAMP)
+	@if command -v xvfb-run >/dev/null 2>&1; then \
+	  xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest -q; \
+	else \
+	  $(PY) -m pytest -q; \
+	fi
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
+	$(PY) benchmarks/embedding.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny synthetic data for mechanics, the bundled real data for biology."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from anndata import AnnData
+from scipy import sparse
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+import scnapse as sn  # noqa: E402
+
+sn.settings.verbosity = 30  # warnings only in tests
+
+
+def _has_gpu() -> bool:
+    return torch.cuda.is_available() or (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA or MPS device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_counts(n_obs: int = 120, n_vars: int = 40, n_types: int = 3, seed: int = 0) -> AnnData:
+    """Negative-binomial counts with ``n_types`` cell types that differ in a block of genes."""
+    rng = np.random.default_rng(seed)
+    types = rng.integers(0, n_types, n_obs)
+    base = rng.gamma(2.0, 1.0, n_vars)
+    mean = np.tile(base, (n_obs, 1))
+    block = max(1, n_vars // n_types)
+    for t in range(n_types):
+        mean[types == t, t * block : (t + 1) * block] *= 6.0
+    lib = rng.lognormal(0, 0.3, n_obs)[:, None]
+    counts = rng.negative_binomial(5, 5 / (5 + mean * lib)).astype(np.float32)
+    adata = AnnData(
+        X=sparse.csr_matrix(counts),
+        obs=pd.DataFrame({"cell_type": pd.Categorical([f"type{t}" for t in types])},
+                         index=[f"cell{i}" for i in range(n_obs)]),
+        var=pd.DataFrame(index=[f"gene{j}" for j in range(n_vars)]),
+    )
+    return adata
+
+
+@pytest.fixture
+def counts_adata() -> AnnData:
+    return make_counts()
+
+
+@pytest.fixture
+def lognorm_adata() -> AnnData:
+    import scanpy as sc
+
+    adata = make_counts()
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    return adata
+
+
+@pytest.fixture(scope="session")
+def pbmc68k() -> AnnData:
+    return sn.datasets.pbmc68k()
+
+
+@pytest.fixture
+def tiny() -> dict:
+    """Options for a fast tiny model: few epochs, no progress bar."""
+    return {"max_epochs": 5, "progress": False, "seed": 0}

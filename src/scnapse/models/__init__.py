@@ -2,5 +2,7 @@
 
 from ._base import BaseModel
 from .autoencoder import Autoencoder
+from .sequence import SequenceModel
 
 __all__ = ["Autoencoder", "BaseModel"]
+__all__ += ["SequenceModel"]

@@ -1,0 +1,164 @@
+"""Recurrent networks on padded sequences: an encoder and the classification, autoencoder and
+forecasting modules built on it. Pure torch: no AnnData.
+
+Sequences arrive padded, shape (batch, T, features), with their true ``lengths``. Every module
+packs them (:func:`torch.nn.utils.rnn.pack_padded_sequence`) so the recurrent cells never read a
+padded step: the final state of each sequence is the state after its own last observation, and
+the backward direction of a bidirectional encoder starts there too. Losses over steps use
+:func:`step_mask`, so padding never reaches a loss either.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .layers import MLP
+
+Cell = Literal["gru", "lstm"]
+CELLS: tuple[str, ...] = get_args(Cell)
+
+
+def check_cell(cell: str) -> str:
+    if cell not in CELLS:
+        raise ValueError(f"cell={cell!r} is not a recurrent cell scnapse knows; choose one of {list(CELLS)}.")
+    return cell
+
+
+def _rnn(cell: str, n_in: int, hidden: int, n_layers: int, bidirectional: bool, dropout: float) -> nn.RNNBase:
+    cls = nn.GRU if check_cell(cell) == "gru" else nn.LSTM
+    # torch applies dropout between stacked layers only; with one layer it would warn
+    return cls(n_in, hidden, num_layers=n_layers, batch_first=True, bidirectional=bidirectional,
+               dropout=dropout if n_layers > 1 else 0.0)
+
+
+def step_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """Boolean (batch, T): True on the real steps ``t < length``, False on padding."""
+    return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class SequenceEncoder(nn.Module):
+    """GRU/LSTM over padded sequences; returns each sequence's summary vector.
+
+    The summary is the last layer's final hidden state (both directions concatenated when
+    ``bidirectional``), taken at each sequence's own last real step.
+    """
+
+    def __init__(self, n_in: int, hidden: int = 64, n_layers: int = 1, *, cell: str = "gru",
+                 bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.cell, self.bidirectional, self.n_layers = cell, bool(bidirectional), int(n_layers)
+        self.rnn = _rnn(cell, n_in, int(hidden), self.n_layers, self.bidirectional, dropout)
+        self.n_out = int(hidden) * (2 if bidirectional else 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, *, return_state: bool = False):
+        packed = pack_padded_sequence(x, lengths.detach().cpu().long(), batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed)
+        h = state[0] if isinstance(state, tuple) else state  # (layers * directions, batch, hidden)
+        if self.bidirectional:
+            summary = torch.cat([h[-2], h[-1]], dim=1)
+        else:
+            summary = h[-1]
+        return (summary, state) if return_state else summary
+
+    def outputs(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-step outputs (batch, T, n_out), zero on padded steps."""
+        packed = pack_padded_sequence(x, lengths.detach().cpu().long(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out
+
+
+class SequenceClassifierModule(nn.Module):
+    """Encoder → MLP head → class logits."""
+
+    def __init__(self, n_in: int, n_classes: int, hidden: int = 64, n_layers: int = 1, *, cell: str = "lstm",
+                 bidirectional: bool = True, dropout: float = 0.1, head: tuple[int, ...] = (),
+                 activation: str = "relu"):
+        super().__init__()
+        self.encoder = SequenceEncoder(n_in, hidden, n_layers, cell=cell, bidirectional=bidirectional,
+                                       dropout=dropout)
+        self.head = MLP(self.encoder.n_out, head, activation=activation, dropout=dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 and not head else nn.Identity()
+        self.out = nn.Linear(self.head.n_out, n_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.out(self.head(self.drop(self.encoder(x, lengths))))
+
+
+class SequenceAutoencoderModule(nn.Module):
+    """Sequence autoencoder: encoder → code ``z`` (the embedding) → recurrent decoder.
+
+    The decoder reads ``z`` at every step (plus the step's position, so it can tell steps apart)
+    and writes the whole sequence back; it never sees the input, so everything it reconstructs
+    must pass through ``z``.
+    """
+
+    def __init__(self, n_in: int, n_latent: int = 8, hidden: int = 64, n_layers: int = 1, *, cell: str = "gru",
+                 bidirectional: bool = True, dropout: float = 0.0, n_out: int | None = None):
+        super().__init__()
+        self.encoder = SequenceEncoder(n_in, hidden, n_layers, cell=cell, bidirectional=bidirectional,
+                                       dropout=dropout)
+        self.to_latent = nn.Linear(self.encoder.n_out, n_latent)
+        self.decoder = _rnn(cell, n_latent + 1, hidden, n_layers, False, dropout)
+        self.from_latent = nn.Linear(n_latent, hidden * n_layers)
+        self.out = nn.Linear(hidden, n_out or n_in)
+        self.n_layers, self.hidden, self.cell = n_layers, hidden, cell
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.to_latent(self.encoder(x, lengths))
+
+    def decode(self, z: torch.Tensor, lengths: torch.Tensor, T: int) -> torch.Tensor:
+        b = z.shape[0]
+        pos = torch.arange(T, device=z.device, dtype=z.dtype)[None, :, None].expand(b, T, 1) / max(T, 1)
+        inp = torch.cat([z[:, None, :].expand(b, T, z.shape[1]), pos], dim=2)
+        h0 = torch.tanh(self.from_latent(z)).view(b, self.n_layers, self.hidden).transpose(0, 1).contiguous()
+        state = (h0, torch.zeros_like(h0)) if self.cell == "lstm" else h0
+        packed = pack_padded_sequence(inp, lengths.detach().cpu().long(), batch_first=True, enforce_sorted=False)
+        out, _ = self.decoder(packed, state)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+        return self.out(out)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.encode(x, lengths)
+        return {"z": z, "out": self.decode(z, lengths, x.shape[1])}
+
+
+class ForecasterModule(nn.Module):
+    """Sequence-to-sequence forecaster for the next ``horizon`` steps.
+
+    A unidirectional encoder reads the history (it must not see the future); its final state starts
+    a decoder cell that steps forward one time point at a time. Each step reads the previous value
+    and predicts the change from it, so "no change" (persistence) is the easy starting point. With
+    ``teacher`` values given, each step reads the true previous value with probability
+    ``teacher_forcing`` (training only); otherwise it reads its own previous prediction, as at
+    evaluation and prediction time.
+    """
+
+    def __init__(self, n_in: int, n_out: int, horizon: int, hidden: int = 64, n_layers: int = 1, *,
+                 cell: str = "gru", dropout: float = 0.0):
+        super().__init__()
+        self.horizon, self.n_out, self.cell = int(horizon), int(n_out), cell
+        self.encoder = SequenceEncoder(n_in, hidden, n_layers, cell=cell, bidirectional=False, dropout=dropout)
+        self.decoder = _rnn(cell, n_out, hidden, n_layers, False, dropout)
+        self.out = nn.Linear(hidden, n_out)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, *, teacher: torch.Tensor | None = None,
+                teacher_forcing: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        _, state = self.encoder(x, lengths, return_state=True)
+        last_idx = (lengths - 1).clamp_min(0).long()
+        prev = x[torch.arange(x.shape[0], device=x.device), last_idx, : self.n_out]
+        preds = []
+        for k in range(self.horizon):
+            out, state = self.decoder(prev[:, None, :], state)
+            y = prev + self.out(out[:, 0])
+            preds.append(y)
+            if teacher is not None and teacher_forcing > 0:
+                use = torch.rand(y.shape[0], 1, device=y.device) < teacher_forcing
+                prev = torch.where(use, teacher[:, k], y)
+            else:
+                prev = y
+        return torch.stack(preds, dim=1)  # (batch, horizon, n_out)

@@ -64,7 +64,7 @@ class Autoencoder(BaseModel):
 
     def __init__(
         self,
-        n_latent: int = 10,
+        n_latent: int = 16,
         *,
         hidden: Sequence[int] = (128,),
         variational: bool = False,

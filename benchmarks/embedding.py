@@ -1,0 +1,184 @@
+"""Autoencoder vs PCA and scVI: embedding quality, speed, and one epoch at a million cells.
+
+    python benchmarks/embedding.py                 # all parts
+    python benchmarks/embedding.py quality speed   # some parts
+    python benchmarks/embedding.py --scale-cells 1000000 scale
+
+quality: 15-NN label accuracy (stratified 5-fold) and best Leiden ARI (resolution 0.5 / 1.0) on
+pbmc68k (bulk_labels; normalise + log1p) and pbmc160 (cell_type; normalise + log1p + 2,000 HVGs).
+PCA(50) runs on scaled log data; scVI (if installed) on the counts with its defaults (400 epochs);
+the autoencoder runs with its DEFAULT settings on the log data.
+speed: mouse10k (10,000 cells × 1,000 genes): seconds per epoch at batch 128 with the same hidden
+(128), latent (10) and batch size for the autoencoder and scVI, and inference cells/s.
+scale: a simulated sparse count matrix (default 1,000,000 × 2,000): one epoch, peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scanpy as sc
+
+sys.path.insert(0, str(Path(__file__).parent))
+import scnapse as sn  # noqa: E402
+from _common import PeakRSS, rss, simulate_counts, sparse_nbytes  # noqa: E402
+from scnapse.tl._compare import knn_accuracy, leiden_ari  # noqa: E402
+
+warnings.filterwarnings("ignore")
+sn.settings.verbosity = logging.WARNING
+DATA = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def have_scvi() -> bool:
+    try:
+        import scvi  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def load(name):
+    import anndata as ad
+
+    if name == "pbmc68k":
+        adata, labels = sn.datasets.pbmc68k(), "bulk_labels"
+    else:
+        adata, labels = sn.datasets.pbmc160(), "cell_type"
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    if name == "pbmc160":
+        sc.pp.highly_variable_genes(adata, n_top_genes=2000)
+        adata = adata[:, adata.var.highly_variable].copy()
+    return adata, labels
+
+
+def score(emb, labels):
+    return knn_accuracy(emb, labels), leiden_ari(emb, labels)[0]
+
+
+def quality(seeds=(0, 1, 2)):
+    rows = []
+    for name in ("pbmc68k", "pbmc160"):
+        adata, key = load(name)
+        y = adata.obs[key].astype(str).to_numpy()
+        pca = adata.copy()
+        sc.pp.scale(pca, max_value=10)
+        sc.pp.pca(pca, n_comps=min(50, pca.n_obs - 1))
+        rows.append((name, "PCA(50), scaled log", *score(pca.obsm["X_pca"], y), 0.0))
+        if have_scvi():
+            import scvi
+
+            res = []
+            for s in seeds:
+                scvi.settings.seed = s
+                a = adata.copy()
+                scvi.model.SCVI.setup_anndata(a, layer="counts")
+                m = scvi.model.SCVI(a)
+                t = time.perf_counter()
+                m.train(enable_progress_bar=False)
+                res.append((*score(m.get_latent_representation(), y), time.perf_counter() - t))
+            rows.append((name, "scVI (defaults, 400 epochs)", *np.mean(res, 0)))
+        res = []
+        for s in seeds:
+            a = adata.copy()
+            t = time.perf_counter()
+            sn.tl.autoencoder(a, seed=s, progress=False)
+            res.append((*score(a.obsm["X_autoencoder"], y), time.perf_counter() - t))
+        rows.append((name, "scnapse autoencoder (defaults)", *np.mean(res, 0)))
+    print(f"\n## Embedding quality (mean of seeds {list(seeds)} for the trained models)\n")
+    print("| data | method | 15-NN accuracy | best Leiden ARI | train s |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.1f} |")
+
+
+def speed(epochs=10):
+    import anndata as ad
+
+    adata = ad.read_h5ad(DATA / "mouse10k_counts.h5ad")
+    n = adata.n_obs
+    print(f"\n## Speed on mouse10k ({n} cells × {adata.n_vars} genes, batch 128, hidden 128, latent 10)\n")
+    print("| method | s / epoch | train cells/s | inference cells/s |")
+    print("| --- | --- | --- | --- |")
+    ours = {}
+    for cost in ("mse", "nb"):
+        model = sn.models.Autoencoder(10, hidden=(128,), batch_size=128, max_epochs=epochs, early_stopping=0,
+                                      validation_fraction=0.0, seed=0, cost=cost)
+        t = time.perf_counter()
+        model.fit(adata, progress=False)
+        ae_epoch = (time.perf_counter() - t) / epochs
+        t = time.perf_counter()
+        for _ in range(3):
+            model.transform(adata)
+        ae_inf = 3 * n / (time.perf_counter() - t)
+        ours[cost] = (ae_epoch, ae_inf)
+        print(f"| scnapse autoencoder, cost={cost} | {ae_epoch:.3f} | {n / ae_epoch:,.0f} | {ae_inf:,.0f} |")
+    if have_scvi():
+        import scvi
+
+        a = adata.copy()
+        scvi.model.SCVI.setup_anndata(a)
+        m = scvi.model.SCVI(a, n_hidden=128, n_latent=10)
+        t = time.perf_counter()
+        m.train(max_epochs=epochs, batch_size=128, train_size=1.0, enable_progress_bar=False)
+        sv_epoch = (time.perf_counter() - t) / epochs
+        t = time.perf_counter()
+        for _ in range(3):
+            m.get_latent_representation()
+        sv_inf = 3 * n / (time.perf_counter() - t)
+        print(f"| scVI | {sv_epoch:.3f} | {n / sv_epoch:,.0f} | {sv_inf:,.0f} |")
+        for cost, (ae_epoch, ae_inf) in ours.items():
+            print(f"\ncost={cost}: autoencoder / scVI time per epoch **{ae_epoch / sv_epoch:.2f}×**, "
+                  f"inference **{ae_inf / sv_inf:.1f}×** scVI's cells/s")
+
+
+def scale(n_cells=1_000_000, n_genes=2000):
+    import anndata as ad
+
+    t = time.perf_counter()
+    X, types = simulate_counts(n_cells, n_genes)
+    sim_s = time.perf_counter() - t
+    adata = ad.AnnData(X)
+    size = sparse_nbytes(X)
+    before = rss()
+    model = sn.models.Autoencoder(10, max_epochs=1, early_stopping=0, seed=0)
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        model.fit(adata, progress=False)
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        emb = model.transform(adata)
+        inf_s = time.perf_counter() - t
+    print(f"\n## Scale: simulated {n_cells:,} × {n_genes} counts, {X.nnz:,} non-zeros "
+          f"(simulated in {sim_s:.0f} s)\n")
+    print("| sparse matrix | RSS before | peak RSS during fit + transform | peak / sparse size | "
+          "one epoch (incl. input checks) | inference cells/s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| {size / 2**30:.2f} GiB | {before / 2**30:.2f} GiB | {mem.peak / 2**30:.2f} GiB | "
+          f"{mem.peak / size:.2f}× (extra over the loaded matrix: {(mem.peak - before) / 2**30:.2f} GiB) | "
+          f"{fit_s:.0f} s | {n_cells / inf_s:,.0f} |")
+    assert emb.shape == (n_cells, 10)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("parts", nargs="*", default=["quality", "speed", "scale"])
+    parser.add_argument("--scale-cells", type=int, default=1_000_000)
+    args = parser.parse_args()
+    import torch
+
+    print(f"torch threads: {torch.get_num_threads()}, device: {sn._settings.resolve_device('auto')}")
+    if "quality" in args.parts:
+        quality()
+    if "speed" in args.parts:
+        speed()
+    if "scale" in args.parts:
+        scale(args.scale_cells)

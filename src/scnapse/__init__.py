@@ -8,8 +8,10 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.1.0"
 
 from . import datasets, models, pl, tl, train
+from . import im  # images: per-cell crops, predictions painted back
 from . import ts  # time series: tracks and time courses as sequences
 from ._settings import settings
 
 __all__ = ["__version__", "datasets", "models", "pl", "settings", "tl", "train"]
+__all__ += ["im"]
 __all__ += ["ts"]

@@ -70,6 +70,7 @@ _REGISTRY: dict[str, str] = {
     "scnapse.tl.compare_embeddings": "tl.compare_embeddings",
     "scnapse.pl.loss": "pl.loss",
     "scnapse.pl.embedding": "pl.embedding",
+    "scnapse.tl.image_embedding": "tl.image_embedding",
     "scnapse.tl.sequence_embedding": "tl.sequence_embedding",
     "scnapse.tl.annotate_sequences": "tl.annotate_sequences",
     "scnapse.tl.forecast": "tl.forecast",

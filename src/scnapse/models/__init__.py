@@ -2,7 +2,9 @@
 
 from ._base import BaseModel
 from .autoencoder import Autoencoder
+from .image import ImageModel
 from .sequence import SequenceModel
 
 __all__ = ["Autoencoder", "BaseModel"]
+__all__ += ["ImageModel"]
 __all__ += ["SequenceModel"]

@@ -2,9 +2,11 @@
 
 from .activations import ACTIVATIONS, get_activation
 from .autoencoder import AutoencoderModule
+from .cnn import CNNClassifierModule, ConvAutoencoderModule, ConvEncoder, augment_batch
 from .layers import MLP
 from .losses import COSTS, reconstruction_loss
 from .rnn import ForecasterModule, SequenceAutoencoderModule, SequenceClassifierModule, SequenceEncoder
 
 __all__ = ["ACTIVATIONS", "COSTS", "MLP", "AutoencoderModule", "get_activation", "reconstruction_loss"]
+__all__ += ["CNNClassifierModule", "ConvAutoencoderModule", "ConvEncoder", "augment_batch"]
 __all__ += ["ForecasterModule", "SequenceAutoencoderModule", "SequenceClassifierModule", "SequenceEncoder"]

@@ -1,0 +1,7 @@
+"""Images: per-cell crops from an image and its segmentation, and predictions painted back."""
+
+from ._crops import cells_from_labels
+from ._paint import class_table, label_colors, paint_classes
+from ._synthetic import synthetic_image
+
+__all__ = ["cells_from_labels", "class_table", "label_colors", "paint_classes", "synthetic_image"]

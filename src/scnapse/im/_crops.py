@@ -1,0 +1,338 @@
+"""Per-cell crops from an image and its label image (segmentation), as an AnnData of cells.
+
+One object (label id) becomes one row. The crops are fixed-size windows centred on each object's
+centroid, zero-padded where the window leaves the image. Frames of a time-lapse are processed one
+at a time, and each object's window is cut from its frame directly, so memory holds one frame and
+the crops, never one full image per object; with ``crops_file=`` the crops themselves go to a
+``.npy`` file on disk and are read lazily (a NumPy memory map in ``obsm["crops"]``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import ndimage
+
+Normalize = Literal["image", "crop", "none"]
+Mask = Literal["none", "neighbors", "background"]
+Projection = Literal["max", "mid"]
+
+NORMALIZE = ("image", "crop", "none")
+MASKS = ("none", "neighbors", "background")
+PROJECTIONS = ("max", "mid")
+MIN_SIZE = 8
+#: the percentiles that map an image (``normalize="image"``) or a crop (``"crop"``) onto [0, 1]
+PERCENTILES = {"image": (1.0, 99.8), "crop": (1.0, 99.0)}
+
+
+def _choice(name, value, valid):
+    if value not in valid:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(valid)}.")
+
+
+def _axis(name, axis, ndim, what):
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis!r} is not an axis of the {what} (which has {ndim} dimensions).")
+    return int(axis) % ndim
+
+
+def _check_inputs(image, labels, channel_axis, time_axis):
+    """Both arrays as (frames, [z,] y, x[, c]) views; returns image, labels, spatial ndim, n_channels."""
+    if not hasattr(image, "shape") or not hasattr(labels, "shape"):
+        raise TypeError("image and labels must be arrays (NumPy, or anything with .shape and slicing).")
+    if not hasattr(image, "dtype") or not np.issubdtype(np.dtype(image.dtype), np.number) or np.issubdtype(
+        np.dtype(image.dtype), np.complexfloating
+    ):
+        raise ValueError(f"image holds {getattr(image, 'dtype', type(image))} values; it must hold real numbers.")
+    ldtype = np.dtype(labels.dtype)
+    if ldtype == np.bool_:
+        raise ValueError(
+            "labels is a boolean mask; it must be a label image with one integer id per object "
+            "(0 = background). Turn a mask into labels with skimage.measure.label(mask)."
+        )
+    if not np.issubdtype(ldtype, np.integer):
+        raise ValueError(
+            f"labels holds {ldtype} values; it must be an integer label image (0 = background, one id "
+            "per object), as cellpose / stardist / skimage.measure.label write. If it holds whole "
+            "numbers, convert it with labels.astype(np.int32)."
+        )
+    channel_axis = _axis("channel_axis", channel_axis, image.ndim, "image")
+    if channel_axis is not None:
+        image = np.moveaxis(image, channel_axis, -1) if isinstance(image, np.ndarray) else _moveaxis(image, channel_axis)
+        spatial_shape = tuple(image.shape[:-1])
+    else:
+        spatial_shape = tuple(image.shape)
+    if spatial_shape != tuple(labels.shape):
+        hint = ""
+        if channel_axis is None and image.ndim == labels.ndim + 1:
+            hint = " The image has one more axis than the labels: pass channel_axis= (e.g. channel_axis=0 or -1)."
+        raise ValueError(
+            f"image{' (without its channel axis)' if channel_axis is not None else ''} has shape "
+            f"{spatial_shape} but labels has shape {tuple(labels.shape)}; they must match pixel for pixel.{hint}"
+        )
+    time_axis = _axis("time_axis", time_axis, labels.ndim, "labels")
+    if time_axis is not None:
+        labels = np.moveaxis(labels, time_axis, 0) if isinstance(labels, np.ndarray) else _moveaxis(labels, time_axis, 0)
+        if isinstance(image, np.ndarray):
+            image = np.moveaxis(image, time_axis, 0)
+        else:
+            image = _moveaxis(image, time_axis, 0)
+    else:
+        labels = labels[None]
+        image = image[None]
+    spatial = labels.ndim - 1
+    if spatial not in (2, 3):
+        raise ValueError(
+            f"labels has {labels.ndim} dimensions; give 2-D (y, x) or 3-D (z, y, x) images "
+            f"{'per frame ' if time_axis is not None else ''}(a time-lapse with time_axis=; channels with channel_axis=)."
+        )
+    if channel_axis is None:
+        image = image[..., None]
+    return image, labels, spatial, int(image.shape[-1]), channel_axis, time_axis
+
+
+def _moveaxis(a, source, destination=-1):
+    """``np.moveaxis`` for array-likes that support ``transpose`` (dask, zarr via dask)."""
+    order = [i for i in range(a.ndim) if i != source]
+    order.insert(destination % a.ndim if destination >= 0 else len(order) + 1 + destination, source)
+    return a.transpose(order)
+
+
+def _normalize_window(win: np.ndarray, valid: np.ndarray | None, lo, hi) -> np.ndarray:
+    """``(win - lo) / (hi - lo)`` clipped to [0, 1], per channel (last axis); flat channels → 0."""
+    span = hi - lo
+    flat = span <= 0
+    out = (win - lo) / np.where(flat, 1.0, span)
+    out = np.clip(out, 0.0, 1.0)
+    if flat.any():
+        out[..., flat] = 0.0
+    return out
+
+
+def _frame_limits(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo_p, hi_p = PERCENTILES["image"]
+    flat = frame.reshape(-1, frame.shape[-1])
+    if flat.shape[0] > 2_000_000:  # percentiles of a regular subsample: same numbers, bounded time
+        flat = flat[:: flat.shape[0] // 1_000_000]
+    lo, hi = np.percentile(flat, [lo_p, hi_p], axis=0)
+    return lo.astype(np.float64), hi.astype(np.float64)
+
+
+def cells_from_labels(
+    image,
+    labels,
+    *,
+    size: int = 48,
+    channel_axis: int | None = None,
+    time_axis: int | None = None,
+    normalize: Normalize = "image",
+    mask: Mask = "none",
+    projection: Projection = "max",
+    channel_names: list[str] | None = None,
+    crops_file: str | os.PathLike | None = None,
+    min_area: int = 1,
+) -> AnnData:
+    """One row per segmented object, with a fixed-size crop of the image centred on it.
+
+    Parameters
+    ----------
+    image
+        The intensity image: 2-D ``(y, x)``, 3-D ``(z, y, x)``, with a channel axis (``channel_axis``)
+        and/or a time axis (``time_axis``). NumPy, or any array that slices (a memory map, dask).
+    labels
+        Integer label image of the same shape without the channel axis (0 = background, one id
+        per object), e.g. from cellpose, stardist or ``skimage.measure.label``.
+    size
+        Side of the square crops in pixels (8 to the image's smaller side). Objects larger than
+        the crop are cut at its edge (``obs["clipped"]`` marks them).
+    channel_axis
+        The image's channel axis (``None``: one channel). Counted on the image's own axes.
+    time_axis
+        The labels' time axis for a time-lapse (``None``: one image). Frames are processed one
+        after the other; label ids are per frame (``obs["frame"]`` tells them apart).
+    normalize
+        How intensities are put on a common scale, per channel:
+
+        - ``"image"`` (default): the whole image (each frame of a time-lapse) is mapped so that its
+          1st percentile becomes 0 and its 99.8th becomes 1, clipped to [0, 1]. Keeps brightness
+          differences between cells, which are often biology.
+        - ``"crop"``: each crop on its own (1st → 0, 99th → 1, clipped): removes brightness
+          differences between cells and between images, leaving shape and texture.
+        - ``"none"``: the raw values as float32.
+    mask
+        ``"none"``: the crop as it is; ``"neighbors"``: other objects' pixels are set to 0 (the
+        object and background stay); ``"background"``: only the object's own pixels are kept.
+    projection
+        For 3-D objects: ``"max"`` (maximum over the object's z-range) or ``"mid"`` (the slice
+        through its centroid).
+    channel_names
+        Names of the channels, for ``obs`` columns (default ``c0``, ``c1``…).
+    crops_file
+        Write the crops to this ``.npy`` file and keep a memory map of it in ``obsm["crops"]``
+        (read lazily: for many objects). ``None``: crops in memory.
+    min_area
+        Objects with fewer pixels are skipped.
+
+    Returns
+    -------
+    An AnnData with no ``X`` and one row per object: ``obs`` ``label``, ``frame`` (time-lapse),
+    ``centroid_y``, ``centroid_x`` (``centroid_z`` for 3-D), ``area``, ``mean_intensity_<channel>``,
+    ``clipped``; ``obsm["crops"]`` (objects × channels × size × size, float32) and
+    ``obsm["spatial"]`` (``x``, ``y`` of the centroid); ``uns["crops"]`` records every choice.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise ValueError(f"size={size!r} must be an integer number of pixels.")
+    size = int(size)
+    _choice("normalize", normalize, NORMALIZE)
+    _choice("mask", mask, MASKS)
+    _choice("projection", projection, PROJECTIONS)
+    img, lab, spatial, n_ch, channel_axis, time_axis = _check_inputs(image, labels, channel_axis, time_axis)
+    if size < MIN_SIZE:
+        raise ValueError(f"size={size} is too small; crops must be at least {MIN_SIZE} pixels wide.")
+    ymax, xmax = lab.shape[-2], lab.shape[-1]
+    if size > min(ymax, xmax):
+        raise ValueError(
+            f"size={size} is larger than the image ({ymax} × {xmax} pixels); choose size <= {min(ymax, xmax)}."
+        )
+    if channel_names is None:
+        channel_names = [f"c{i}" for i in range(n_ch)]
+    channel_names = [str(c) for c in channel_names]
+    if len(channel_names) != n_ch:
+        raise ValueError(f"channel_names has {len(channel_names)} names but the image has {n_ch} channel(s).")
+
+    # pass 1: find the objects (one frame in memory at a time)
+    records, per_frame = [], []
+    for t in range(lab.shape[0]):
+        frame_labels = np.asarray(lab[t])
+        if frame_labels.min(initial=0) < 0:
+            raise ValueError("labels holds negative ids; label ids must be >= 0 (0 = background).")
+        slices = ndimage.find_objects(frame_labels)
+        ids = [i + 1 for i, s in enumerate(slices) if s is not None]
+        per_frame.append((ids, slices))
+        records.append(len(ids))
+    n_total = sum(records)
+    if n_total == 0:
+        raise ValueError(
+            "labels holds no objects (every pixel is 0 = background). Segment the image first "
+            "(cellpose, stardist, or skimage.measure.label on a thresholded image)."
+        )
+
+    if crops_file is not None:
+        crops_file = os.fspath(crops_file)
+        if not crops_file.endswith(".npy"):
+            crops_file += ".npy"
+        crops = np.lib.format.open_memmap(crops_file, mode="w+", dtype=np.float32, shape=(n_total, n_ch, size, size))
+    else:
+        crops = np.zeros((n_total, n_ch, size, size), dtype=np.float32)
+
+    half = size // 2
+    rows: list[dict] = []
+    n = 0
+    for t in range(lab.shape[0]):
+        ids, slices = per_frame[t]
+        if not ids:
+            continue
+        frame_labels = np.asarray(lab[t])
+        frame = np.asarray(img[t])
+        if normalize == "image":
+            lo, hi = _frame_limits(frame)
+        for lab_id in ids:
+            sl = slices[lab_id - 1]
+            own = frame_labels[sl] == lab_id
+            area = int(own.sum())
+            if area < min_area:
+                continue
+            coords = np.nonzero(own)
+            centroid = [float(c.mean()) + s.start for c, s in zip(coords, sl)]
+            pix = frame[sl][own].astype(np.float64)  # (area, channels)
+            row = {"label": int(lab_id)}
+            if time_axis is not None:
+                row["frame"] = t
+            if spatial == 3:
+                row["centroid_z"] = centroid[0]
+            row["centroid_y"], row["centroid_x"] = centroid[-2], centroid[-1]
+            row["area"] = area
+            for c, name in enumerate(channel_names):
+                row[f"mean_intensity_{name}"] = float(pix[:, c].mean())
+            cy, cx = int(round(centroid[-2])), int(round(centroid[-1]))
+            y0, x0 = cy - half, cx - half
+            y1, x1 = y0 + size, x0 + size
+            vy0, vx0, vy1, vx1 = max(y0, 0), max(x0, 0), min(y1, ymax), min(x1, xmax)
+            box_y, box_x = sl[-2], sl[-1]
+            row["clipped"] = bool(box_y.start < y0 or box_x.start < x0 or box_y.stop > y1 or box_x.stop > x1)
+            if spatial == 3:
+                zs = sl[0]
+                zsel = slice(zs.start, zs.stop) if projection == "max" else slice(
+                    int(round(centroid[0])), int(round(centroid[0])) + 1)
+                win = frame[zsel, vy0:vy1, vx0:vx1].astype(np.float32)
+                win_lab = frame_labels[zsel, vy0:vy1, vx0:vx1]
+            else:
+                win = frame[None, vy0:vy1, vx0:vx1].astype(np.float32)
+                win_lab = frame_labels[None, vy0:vy1, vx0:vx1]
+            if mask == "neighbors":
+                keep = (win_lab == 0) | (win_lab == lab_id)
+            elif mask == "background":
+                keep = win_lab == lab_id
+            else:
+                keep = None
+            if normalize == "image":
+                win = _normalize_window(win, None, lo, hi)
+            elif normalize == "crop":
+                lo_p, hi_p = PERCENTILES["crop"]
+                clo, chi = np.percentile(win.reshape(-1, n_ch), [lo_p, hi_p], axis=0)
+                win = _normalize_window(win, None, clo, chi)
+            if keep is not None:
+                win = win * keep[..., None]
+            win = win.max(axis=0)  # the projection over z (one slice in 2-D / for "mid")
+            crops[n, :, vy0 - y0 : vy1 - y0, vx0 - x0 : vx1 - x0] = np.moveaxis(win, -1, 0)
+            rows.append(row)
+            n += 1
+    if n == 0:
+        raise ValueError(f"No object has at least min_area={min_area} pixels; lower min_area.")
+    if n < n_total:
+        if crops_file is not None:
+            crops.flush()
+            del crops
+            full = np.load(crops_file, mmap_mode="r")
+            kept = np.array(full[:n])
+            del full
+            np.save(crops_file, kept)
+            crops = np.load(crops_file, mmap_mode="r+")
+        else:
+            crops = crops[:n].copy()
+    elif crops_file is not None:
+        crops.flush()
+
+    obs = pd.DataFrame(rows)
+    if time_axis is not None:
+        obs.index = [f"t{f}_{lab_id}" for f, lab_id in zip(obs["frame"], obs["label"])]
+    else:
+        obs.index = obs["label"].astype(str).to_numpy()
+    obs.index = obs.index.astype(str)
+    cells = AnnData(obs=obs)
+    cells.obsm["crops"] = crops
+    cells.obsm["spatial"] = obs[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64)
+    cells.uns["crops"] = {
+        "size": size,
+        "n_channels": n_ch,
+        "channel_names": channel_names,
+        "normalize": normalize,
+        "percentiles": list(PERCENTILES.get(normalize, ())),
+        "mask": mask,
+        "projection": projection if spatial == 3 else "None",
+        "spatial_dims": spatial,
+        "channel_axis": "None" if channel_axis is None else channel_axis,
+        "time_axis": "None" if time_axis is None else time_axis,
+        "image_shape": [int(s) for s in np.shape(image)],
+        "image_dtype": str(np.dtype(image.dtype)),
+        "padding": "zeros",
+        "crops_file": "None" if crops_file is None else str(crops_file),
+        "min_area": int(min_area),
+    }
+    return cells

@@ -1,0 +1,152 @@
+"""Predictions back onto the label image: a label → class table, colours, and a class image.
+
+Pure NumPy / pandas (no napari): the napari panel turns the table into ``layer.features`` and the
+colours into a ``DirectLabelColormap``; scripts can use :func:`paint_classes` to get an image of
+class codes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+#: a categorical palette (matplotlib's tab20 order, strong colours first), as hex
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)
+UNCLASSIFIED = "#808080"
+
+
+def hex_to_rgba(color: str, alpha: float = 1.0) -> np.ndarray:
+    """``"#rrggbb"`` (or ``"#rrggbbaa"``) as a float RGBA array in [0, 1]."""
+    h = str(color).lstrip("#")
+    if len(h) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in h):
+        raise ValueError(f"{color!r} is not a hex colour like '#1f77b4'.")
+    vals = [int(h[i : i + 2], 16) / 255 for i in range(0, len(h), 2)]
+    if len(vals) == 3:
+        vals.append(alpha)
+    return np.asarray(vals, dtype=np.float32)
+
+
+def class_table(
+    cells: AnnData,
+    key: str = "predicted_class",
+    *,
+    frame: int | None = None,
+    palette: dict | list | None = None,
+) -> pd.DataFrame:
+    """The per-object table to paint ``obs[key]`` back on the Labels layer.
+
+    Parameters
+    ----------
+    cells
+        The AnnData of :func:`scnapse.im.cells_from_labels`, with ``obs[key]`` (e.g. written by
+        :func:`scnapse.tl.annotate_images`, or a user's annotation column).
+    key
+        The ``obs`` column holding the classes.
+    frame
+        For a time-lapse: the frame to paint (label ids are per frame). Required when
+        ``obs["frame"]`` exists.
+    palette
+        Colours per class: a dict ``{class: "#rrggbb"}`` or a list in category order. ``None``:
+        ``uns[f"{key}_colors"]`` (scanpy's convention) when present, else a tab20-like palette.
+
+    Returns
+    -------
+    A DataFrame indexed by label id with columns ``label``, ``class`` (the category, ``NaN`` for
+    unclassified), ``class_id`` (1-based category code; 0 = unclassified), ``color`` (hex), the
+    ``<key>_confidence`` column when present, and ``frame`` for a time-lapse. ``table.attrs``
+    holds ``categories`` and ``colors`` (category → hex).
+    """
+    if not isinstance(cells, AnnData):
+        raise TypeError(f"cells must be an AnnData, not {type(cells).__name__}.")
+    if key not in cells.obs:
+        raise KeyError(
+            f"obs[{key!r}] does not exist; columns: {list(cells.obs.columns)}. Run "
+            "sn.tl.annotate_images(cells, model) first or name another column with key=."
+        )
+    if "label" not in cells.obs:
+        raise KeyError("obs['label'] is missing: give the AnnData made by sn.im.cells_from_labels.")
+    obs = cells.obs
+    if "frame" in obs:
+        if frame is None:
+            raise ValueError(
+                f"These cells come from a time-lapse ({obs['frame'].nunique()} frames) and label ids are "
+                "per frame: pass frame= to choose the frame to paint."
+            )
+        obs = obs[obs["frame"].to_numpy() == frame]
+        if obs.empty:
+            raise ValueError(f"frame={frame!r} has no objects; frames present: {sorted(cells.obs['frame'].unique())}.")
+    values = obs[key]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cat = values.cat
+        categories = list(cat.categories)
+        codes = cat.codes.to_numpy()
+    else:
+        categories = sorted(pd.unique(values.dropna()), key=str)
+        codes = pd.Categorical(values, categories=categories).codes
+    colors = _palette_for(cells, key, categories, palette)
+    table = pd.DataFrame({
+        "label": obs["label"].to_numpy(dtype=np.int64),
+        "class": values.to_numpy(dtype=object),
+        "class_id": (codes + 1).astype(np.int32),
+        "color": [colors[categories[c]] if c >= 0 else UNCLASSIFIED for c in codes],
+    })
+    conf = f"{key}_confidence"
+    if conf in obs:
+        table[conf] = obs[conf].to_numpy()
+    if "frame" in obs:
+        table["frame"] = obs["frame"].to_numpy()
+    table.index = pd.Index(table["label"].to_numpy(), name="label_id")
+    table.attrs["categories"] = [str(c) for c in categories]
+    table.attrs["colors"] = {str(c): colors[c] for c in categories}
+    return table
+
+
+def _palette_for(cells, key, categories, palette) -> dict:
+    if palette is None:
+        stored = cells.uns.get(f"{key}_colors")
+        if stored is not None and len(stored) >= len(categories):
+            palette = list(stored)
+        else:
+            palette = [PALETTE[i % len(PALETTE)] for i in range(len(categories))]
+    if isinstance(palette, dict):
+        missing = [c for c in categories if c not in palette]
+        if missing:
+            raise ValueError(f"palette has no colour for class(es) {missing}.")
+        out = {c: palette[c] for c in categories}
+    else:
+        palette = list(palette)
+        if len(palette) < len(categories):
+            raise ValueError(f"palette has {len(palette)} colours for {len(categories)} classes.")
+        out = dict(zip(categories, palette))
+    for c, v in out.items():
+        hex_to_rgba(v)  # checks the format
+    return out
+
+
+def label_colors(table: pd.DataFrame, *, background_alpha: float = 0.0) -> dict:
+    """``{label id: RGBA}`` for a napari ``DirectLabelColormap(color_dict=...)``.
+
+    Label 0 and ``None`` (every label not in the table) are transparent (``background_alpha``).
+    """
+    out: dict = {None: np.array([0, 0, 0, background_alpha], dtype=np.float32),
+                 0: np.array([0, 0, 0, background_alpha], dtype=np.float32)}
+    for label, color in zip(table["label"].to_numpy(), table["color"].to_numpy()):
+        out[int(label)] = hex_to_rgba(color)
+    return out
+
+
+def paint_classes(labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """An image of class codes: each object's pixels get its ``class_id`` (0 = background or
+    unclassified). ``labels`` is the (2-D or 3-D) label image of the frame the table describes."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels holds {labels.dtype} values; give the integer label image.")
+    top = int(max(labels.max(initial=0), table["label"].max() if len(table) else 0))
+    lut = np.zeros(top + 1, dtype=np.int32)
+    lut[table["label"].to_numpy()] = table["class_id"].to_numpy()
+    return lut[labels]

@@ -1,0 +1,413 @@
+"""``ImageModel``: a compact CNN on per-cell crops, to embed cells or to classify them.
+
+The crops come from :func:`scnapse.im.cells_from_labels` (``obsm["crops"]``: cells × channels ×
+size × size). ``task="embed"`` trains a convolutional autoencoder on every cell (its code is the
+embedding); ``task="classify"`` trains a CNN classifier on the cells that have a label in
+``obs[labels_key]`` (the others are ``NaN``), with dataset augmentation. A classifier can start
+from an embedding model's convolutions (``pretrained=``): semi-supervised use, the features
+learnt from all cells, the classes from the few labelled ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from anndata import AnnData
+
+from .._settings import logger, resolve_device
+from ..nn.cnn import CNNClassifierModule, ConvAutoencoderModule, augment_batch
+from ..nn.losses import check_data_for_cost, reconstruction_loss
+from ..train import Loader, TrainConfig, environment, fit, seed_everything, split_indices
+from ._base import BaseModel
+
+TASKS = ("embed", "classify")
+EMBED_COSTS = ("mse", "bce")
+#: defaults of image training that differ from ``TrainConfig``'s (which suit expression data)
+IMAGE_DEFAULTS = {"batch_norm": True, "batch_size": 64, "lr": 2e-3}
+CLASSIFIER_DEFAULTS = {**IMAGE_DEFAULTS, "augment": ("flip", "rot90", "intensity"), "validation_fraction": 0.2,
+                       "early_stopping": 15}
+#: the fewest crops one training epoch passes (small sets are repeated, see ``ImageModel.fit``)
+EPOCH_CROPS = 512
+#: crop settings a model must see again at prediction time
+CROP_KEYS = ("size", "n_channels", "normalize", "mask", "projection")
+
+
+def default_max_epochs(n_per_epoch: int, batch_size: int, *, steps: int = 300) -> int:
+    """About ``steps`` optimisation steps, between 10 and 200 epochs."""
+    per_epoch = max(1, -(-n_per_epoch // batch_size))
+    return int(np.clip(round(steps / per_epoch), 10, 200))
+
+
+class _CropRows:
+    """Rows of a crops array (in memory or a memory map), read batch by batch as a tensor; the
+    training Loader takes it like a tensor field (``.device`` and ``[idx]``)."""
+
+    def __init__(self, crops, device):
+        self.crops = crops
+        self.device = torch.device("cpu")
+        self.target = device
+        self._tensor = None
+        if isinstance(crops, np.ndarray) and not isinstance(crops, np.memmap):
+            self._tensor = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(device)
+            self.device = torch.device(device)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self._tensor is not None:
+            return self._tensor[idx]
+        rows = np.asarray(self.crops[idx.cpu().numpy()], dtype=np.float32)
+        return torch.from_numpy(rows)
+
+
+def get_crops(cells: AnnData, crops_key: str = "crops"):
+    """``obsm[crops_key]`` checked to be cells × channels × height × width."""
+    if not isinstance(cells, AnnData):
+        raise TypeError(
+            f"cells must be an AnnData, not {type(cells).__name__}; make one with sn.im.cells_from_labels(image, labels)."
+        )
+    if cells.n_obs == 0:
+        raise ValueError("cells has no rows (no objects).")
+    if crops_key not in cells.obsm:
+        raise KeyError(
+            f"obsm[{crops_key!r}] does not exist (obsm holds {list(cells.obsm.keys())}); make the cells with "
+            "sn.im.cells_from_labels(image, labels), or name the crops with crops_key=."
+        )
+    crops = cells.obsm[crops_key]
+    if getattr(crops, "ndim", 0) != 4 or crops.shape[-1] != crops.shape[-2]:
+        raise ValueError(
+            f"obsm[{crops_key!r}] has shape {getattr(crops, 'shape', None)}; image models need square crops "
+            "shaped (cells, channels, size, size), as sn.im.cells_from_labels writes."
+        )
+    return crops
+
+
+def _crop_range(crops, chunk: int = 4096) -> tuple[float, float, int]:
+    lo, hi, bad = np.inf, -np.inf, 0
+    for s in range(0, crops.shape[0], chunk):
+        block = np.asarray(crops[s : s + chunk], dtype=np.float32)
+        finite = np.isfinite(block)
+        bad += int((~finite).sum())
+        if finite.any():
+            lo, hi = min(lo, float(block[finite].min())), max(hi, float(block[finite].max()))
+    return lo, hi, bad
+
+
+class ImageModel(BaseModel):
+    """A CNN on cell crops: a conv autoencoder (``task="embed"``) or a classifier (``"classify"``).
+
+    Parameters
+    ----------
+    task
+        ``"embed"``: a convolutional autoencoder trained on all cells; ``transform`` gives its
+        code. ``"classify"``: a CNN classifier trained on the labelled cells; ``predict`` /
+        ``predict_proba`` give classes, ``transform`` its pooled features.
+    n_latent
+        Size of the autoencoder's code (``task="embed"``).
+    channels
+        Feature maps of the convolution blocks; each block halves the crop. Three blocks of
+        16/32/64 maps (~24k weights) train in under a minute on one CPU core for 32–48 px crops.
+    class_weight
+        ``"balanced"``: each class weighs the same in the cost whatever its number of labelled
+        cells; ``None``: each cell weighs the same.
+    **train_options
+        Any :class:`~scnapse.train.TrainConfig` field. Image defaults that differ from
+        ``TrainConfig``'s: ``batch_norm=True``, ``batch_size=64``, ``lr=2e-3``; for the
+        classifier also ``augment=("flip", "rot90", "intensity")``, ``validation_fraction=0.2``,
+        ``early_stopping=15``. An epoch passes at least 512 crops (a few annotated cells are
+        repeated, augmented differently each time); ``max_epochs=None`` gives about 300 steps.
+        ``cost``: ``mse`` (default) or ``bce`` for the autoencoder,
+        ``cross_entropy`` for the classifier. ``input_noise`` adds Gaussian noise to the
+        autoencoder's input (denoising); ``augment`` may also hold ``"noise"``.
+    """
+
+    kind = "ImageModel"
+
+    def __init__(
+        self,
+        task: str = "classify",
+        *,
+        n_latent: int = 16,
+        channels: Sequence[int] = (16, 32, 64),
+        class_weight: str | None = "balanced",
+        **train_options,
+    ):
+        if task not in TASKS:
+            raise ValueError(f"task={task!r} is not valid; choose one of {list(TASKS)}.")
+        defaults = CLASSIFIER_DEFAULTS if task == "classify" else IMAGE_DEFAULTS
+        self.config = TrainConfig.from_kwargs(defaults, **train_options)
+        cost = self.config.cost
+        if task == "embed" and cost is not None and cost not in EMBED_COSTS:
+            raise ValueError(f"cost={cost!r} does not fit an image autoencoder; choose one of {list(EMBED_COSTS)}.")
+        if task == "classify" and cost not in (None, "cross_entropy"):
+            raise ValueError(f"cost={cost!r} does not fit a classifier; use cost='cross_entropy' (the default).")
+        if isinstance(n_latent, bool) or int(n_latent) < 1:
+            raise ValueError(f"n_latent={n_latent!r} must be a positive integer.")
+        channels = [int(c) for c in (channels or ())]
+        if not channels or any(c < 1 for c in channels):
+            raise ValueError(f"channels={channels!r} must be a non-empty list of positive widths, e.g. (16, 32, 64).")
+        if class_weight not in ("balanced", None):
+            raise ValueError(f"class_weight={class_weight!r} is not valid; choose 'balanced' or None.")
+        self.task = task
+        self.n_latent = int(n_latent)
+        self.channels = channels
+        self.class_weight = class_weight
+        self.cost = "cross_entropy" if task == "classify" else (cost or "mse")
+        self.module = None
+        self.history = None
+        self.classes: list[str] = []
+        self.crop_params: dict = {}
+        self.params: dict = {}
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(
+        self,
+        cells: AnnData,
+        *,
+        labels_key: str | None = None,
+        crops_key: str = "crops",
+        pretrained: ImageModel | None = None,
+        progress: bool = True,
+        callback: Callable | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ImageModel:
+        """Train on the crops of ``cells`` (``obsm[crops_key]``).
+
+        For ``task="classify"``, ``obs[labels_key]`` holds the annotation: a class for the
+        labelled cells, ``NaN`` (missing) for the rest. ``pretrained``: an image model whose
+        convolution weights start the classifier (same ``channels`` and crop channels).
+        """
+        crops = get_crops(cells, crops_key)
+        n_obs, n_ch, size = crops.shape[0], crops.shape[1], crops.shape[-1]
+        cfg = self.config
+        lo, hi, bad = _crop_range(crops)
+        if bad:
+            raise ValueError(f"obsm[{crops_key!r}] holds {bad} NaN or infinite value(s); remake the crops.")
+        seed = cfg.resolved_seed
+        device = resolve_device(cfg.device)
+        gen = seed_everything(seed, deterministic=cfg.deterministic)
+        fields = {"x": _CropRows(crops, device)}
+
+        if self.task == "classify":
+            y, labelled = self._labels(cells, labels_key)
+            fields["y"] = torch.from_numpy(y).to(device)
+            split = split_indices(len(labelled), cfg.validation_fraction, gen, stratify=y[labelled])
+            train_idx, val_idx = labelled[split[0]], labelled[split[1]]
+            module = CNNClassifierModule(
+                n_ch, len(self.classes), self.channels, activation=cfg.activation, dropout=cfg.dropout,
+                batch_norm=cfg.batch_norm,
+            )
+            counts = np.bincount(y[train_idx], minlength=len(self.classes)).astype(np.float32)
+            if self.class_weight == "balanced":
+                weights = counts.sum() / (len(self.classes) * np.maximum(counts, 1))
+            else:
+                weights = np.ones(len(self.classes), dtype=np.float32)
+            self._weights = torch.from_numpy(weights.astype(np.float32)).to(device)
+        else:
+            check_data_for_cost(self.cost, lo, hi, True, what=f"obsm[{crops_key!r}]")
+            train_idx, val_idx = split_indices(n_obs, cfg.validation_fraction, gen)
+            module = ConvAutoencoderModule(
+                n_ch, size, self.n_latent, self.channels, activation=cfg.activation, dropout=cfg.dropout,
+                batch_norm=cfg.batch_norm,
+            )
+            labelled = np.arange(n_obs)
+        if len(train_idx) < 2:
+            raise ValueError(f"Training needs at least 2 cells; {len(train_idx)} are left for training.")
+        if pretrained is not None:
+            self._load_pretrained(module, pretrained, n_ch)
+        self.module = module.to(device)
+        self.crop_params = {k: v for k, v in dict(cells.uns.get("crops", {})).items() if k in CROP_KEYS}
+        self.crop_params.update({"size": int(size), "n_channels": int(n_ch)})
+
+        # an epoch is at least EPOCH_CROPS crops: a few annotated cells are passed several times per
+        # epoch (augmented differently each time), so epochs, early stopping and batch-norm
+        # statistics mean the same whether 10 or 10,000 cells are annotated
+        repeats = max(1, -(-EPOCH_CROPS // len(train_idx)))
+        train = Loader(fields, np.tile(train_idx, repeats), cfg.batch_size, shuffle=True, generator=gen,
+                       drop_single=True, device=device)
+        val = Loader(fields, val_idx, max(cfg.batch_size, 256), device=device) if len(val_idx) else None
+        max_epochs = cfg.max_epochs or default_max_epochs(len(train_idx) * repeats, cfg.batch_size)
+        self.history = fit(
+            self.module, self._step(), train, val, cfg, max_epochs=max_epochs, progress=progress,
+            callback=callback, cancel=cancel, description=f"image {self.task}",
+        )
+        self.params = {
+            "task": self.task, "n_latent": self.n_latent if self.task == "embed" else "None",
+            "channels": list(self.channels), "class_weight": str(self.class_weight),
+            "classes": list(self.classes), "labels_key": str(labels_key), "crops_key": crops_key,
+            "crop": dict(self.crop_params), "pretrained": pretrained is not None,
+            **cfg.to_dict(), "cost": self.cost, "seed": seed, "max_epochs": max_epochs,
+            "device": str(device), "n_obs": n_obs, "n_labelled": len(labelled),
+            "n_train": len(train_idx), "n_validation": len(val_idx), "passes_per_epoch": repeats,
+            "n_parameters": sum(p.numel() for p in self.module.parameters()),
+            "environment": environment(device),
+        }
+        logger.info(
+            f"image {self.task}: {self.history.epoch[-1] if self.history.epoch else 0} epochs "
+            f"({self.history.stopped}), best epoch {self.history.best_epoch}, on {device}"
+        )
+        return self
+
+    def _labels(self, cells: AnnData, labels_key: str | None) -> tuple[np.ndarray, np.ndarray]:
+        if labels_key is None:
+            raise ValueError("A classifier needs labels_key=, the obs column with the annotated classes.")
+        if labels_key not in cells.obs:
+            raise KeyError(f"labels_key={labels_key!r} is not a column of cells.obs; columns: {list(cells.obs.columns)}.")
+        values = cells.obs[labels_key]
+        labelled_mask = values.notna().to_numpy()
+        classes = sorted(pd.unique(values[labelled_mask].astype(str)))
+        if len(classes) < 2:
+            raise ValueError(
+                f"obs[{labels_key!r}] has {len(classes)} annotated class(es) ({classes}); a classifier needs "
+                "at least two. Annotate some cells of another class (the unannotated cells stay NaN)."
+            )
+        self.classes = classes
+        y = np.full(cells.n_obs, -1, dtype=np.int64)
+        y[labelled_mask] = pd.Categorical(values[labelled_mask].astype(str), categories=classes).codes
+        return y, np.flatnonzero(labelled_mask)
+
+    def _load_pretrained(self, module, pretrained, n_ch):
+        if not isinstance(pretrained, ImageModel) or pretrained.module is None:
+            raise ValueError("pretrained= must be a trained sn.models.ImageModel (e.g. task='embed').")
+        src = pretrained.module.encoder
+        if src.channels != module.encoder.channels or src.in_channels != n_ch:
+            raise ValueError(
+                f"pretrained model has channels={src.channels} on {src.in_channels} image channel(s); this model "
+                f"has channels={module.encoder.channels} on {n_ch}. Use the same channels=."
+            )
+        module.encoder.load_state_dict({k: v.detach().cpu() for k, v in src.state_dict().items()})
+
+    def _step(self):
+        cfg, task, cost = self.config, self.task, self.cost
+        augment, noise = tuple(cfg.augment), cfg.input_noise
+        weights = getattr(self, "_weights", None)
+
+        def step(module, batch: dict, training: bool) -> torch.Tensor:
+            x = batch["x"]
+            if training:
+                x = augment_batch(x, augment)
+            if task == "classify":
+                logits = module(x)
+                y = batch["y"]
+                return F.cross_entropy(logits, y, weight=None, reduction="none") * weights[y]
+            inp = x + noise * torch.randn_like(x) if (training and noise > 0) else x
+            out = module(inp)["out"]
+            return reconstruction_loss(cost, out.flatten(1), x.flatten(1))
+
+        return step
+
+    # -- inference ------------------------------------------------------------------------------
+    def _require_fitted(self):
+        if self.module is None:
+            raise RuntimeError("This ImageModel is not trained yet; call .fit(cells) first.")
+
+    def _check_cells(self, cells: AnnData, crops_key: str):
+        crops = get_crops(cells, crops_key)
+        size, n_ch = self.crop_params["size"], self.crop_params["n_channels"]
+        if crops.shape[1] != n_ch or crops.shape[-1] != size:
+            raise ValueError(
+                f"The model was trained on {n_ch}-channel crops of {size} px; these crops are "
+                f"{crops.shape[1]}-channel, {crops.shape[-1]} px. Remake them with "
+                f"sn.im.cells_from_labels(image, labels, size={size}) and the same channels."
+            )
+        made = dict(cells.uns.get("crops", {}))
+        for k in ("normalize", "mask"):
+            if k in self.crop_params and k in made and str(made[k]) != str(self.crop_params[k]):
+                raise ValueError(
+                    f"The model was trained on crops made with {k}={self.crop_params[k]!r}; these were made "
+                    f"with {k}={made[k]!r}. Remake them with sn.im.cells_from_labels(..., {k}={self.crop_params[k]!r})."
+                )
+        return crops
+
+    def _batches(self, crops, batch_size: int):
+        device = next(self.module.parameters()).device
+        for s in range(0, crops.shape[0], batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(crops[s : s + batch_size], dtype=np.float32)).to(device)
+            if not torch.isfinite(x).all():
+                raise ValueError("The crops hold NaN or infinite values; remake them.")
+            yield s, x
+
+    def transform(self, cells: AnnData, *, crops_key: str = "crops", batch_size: int = 512) -> np.ndarray:
+        """The embedding of every cell: the autoencoder's code, or the classifier's pooled
+        convolution features."""
+        self._require_fitted()
+        crops = self._check_cells(cells, crops_key)
+        dim = self.n_latent if self.task == "embed" else self.module.encoder.n_out
+        out = np.empty((crops.shape[0], dim), dtype=np.float32)
+        self.module.eval()
+        with torch.inference_mode():
+            for s, x in self._batches(crops, batch_size):
+                z = self.module.encode(x) if self.task == "embed" else self.module.embed(x)
+                out[s : s + x.shape[0]] = z.cpu().numpy()
+        return out
+
+    def predict_proba(self, cells: AnnData, *, crops_key: str = "crops", batch_size: int = 512) -> np.ndarray:
+        """Class probabilities, cells × classes (columns in ``self.classes`` order)."""
+        self._require_fitted()
+        if self.task != "classify":
+            raise ValueError("This ImageModel embeds (task='embed'); only a classifier predicts classes.")
+        crops = self._check_cells(cells, crops_key)
+        out = np.empty((crops.shape[0], len(self.classes)), dtype=np.float32)
+        self.module.eval()
+        with torch.inference_mode():
+            for s, x in self._batches(crops, batch_size):
+                out[s : s + x.shape[0]] = torch.softmax(self.module(x), dim=1).cpu().numpy()
+        return out
+
+    def predict(self, cells: AnnData, *, crops_key: str = "crops") -> pd.Categorical:
+        """The most probable class of every cell."""
+        proba = self.predict_proba(cells, crops_key=crops_key)
+        return pd.Categorical.from_codes(proba.argmax(axis=1), categories=self.classes)
+
+    def to(self, device: str) -> ImageModel:
+        self._require_fitted()
+        self.module.to(resolve_device(device))
+        return self
+
+    # -- save / load ----------------------------------------------------------------------------
+    def _get_state(self):
+        self._require_fitted()
+        config = {
+            "architecture": {"task": self.task, "n_latent": self.n_latent, "channels": self.channels,
+                             "activation": self.config.activation, "dropout": self.config.dropout,
+                             "batch_norm": self.config.batch_norm, "cost": self.cost,
+                             "n_classes": len(self.classes)},
+            "crop": self.crop_params,
+            "classes": list(self.classes),
+            "class_weight": self.class_weight,
+            "train_config": self.config.to_dict(),
+            "params": {k: v for k, v in self.params.items() if k != "environment"},
+            "history": self.history.to_dict() if self.history else None,
+        }
+        tensors = {f"module.{k}": v for k, v in self.module.state_dict().items()}
+        return config, tensors
+
+    def _set_state(self, config, tensors):
+        from ..train.loop import History
+
+        arch = config["architecture"]
+        self.task, self.n_latent, self.channels = arch["task"], int(arch["n_latent"]), list(arch["channels"])
+        self.cost = arch["cost"]
+        tc = dict(config["train_config"])
+        tc["augment"] = tuple(tc.get("augment") or ())
+        self.config = TrainConfig(**tc)
+        self.class_weight = config.get("class_weight")
+        self.classes = list(config["classes"])
+        self.crop_params = dict(config["crop"])
+        self.params = config.get("params", {})
+        h = config.get("history")
+        self.history = History(**h) if h else None
+        n_ch, size = int(self.crop_params["n_channels"]), int(self.crop_params["size"])
+        if self.task == "classify":
+            self.module = CNNClassifierModule(n_ch, len(self.classes), self.channels, activation=arch["activation"],
+                                              dropout=arch["dropout"], batch_norm=arch["batch_norm"])
+        else:
+            self.module = ConvAutoencoderModule(n_ch, size, self.n_latent, self.channels,
+                                                activation=arch["activation"], dropout=arch["dropout"],
+                                                batch_norm=arch["batch_norm"])
+        state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+        self.module.load_state_dict(state)
+        self.module.eval()

@@ -1,0 +1,208 @@
+"""Compact convolutional networks for cell crops, and the image augmentations.
+
+* :class:`ConvEncoder` — ``[conv 3×3 → batch norm → activation → max-pool 2×2]`` per block;
+  each block halves the crop and widens the channels.
+* :class:`ConvAutoencoderModule` — encoder, flatten, linear to the code; the decoder mirrors it
+  with nearest-neighbour upsampling (an embedding of the whole crop, position included).
+* :class:`CNNClassifierModule` — encoder, global average pooling (translation invariant:
+  texture and pattern, wherever they are in the crop), dropout, linear to the classes.
+* :func:`augment_batch` — random flips, 90° rotations, brightness/contrast jitter and Gaussian
+  noise, drawn per crop: the lecture's *dataset augmentation*, applied while training only.
+
+Crops whose side is not a multiple of ``2**len(channels)`` are zero-padded inside the module (and
+the reconstruction cut back), so any crop size from 8 pixels works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activations import get_activation
+
+AUGMENTATIONS = ("flip", "rot90", "intensity", "noise")
+
+
+def _block(c_in: int, c_out: int, activation: str, batch_norm: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(get_activation(activation))
+    return layers
+
+
+class ConvEncoder(nn.Module):
+    """Convolution blocks; ``forward`` returns the feature map (``channels[-1]`` maps, side
+    ``ceil(size / 2**len(channels))``)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int] = (16, 32, 64),
+        *,
+        activation: str = "relu",
+        batch_norm: bool = True,
+    ):
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels or any(c < 1 for c in channels):
+            raise ValueError(f"channels={channels!r} must be a non-empty list of positive widths.")
+        layers: list[nn.Module] = []
+        prev = int(in_channels)
+        for width in channels:
+            layers += _block(prev, width, activation, batch_norm)
+            layers.append(nn.MaxPool2d(2))
+            prev = width
+        self.body = nn.Sequential(*layers)
+        self.in_channels = int(in_channels)
+        self.channels = channels
+        self.factor = 2 ** len(channels)
+        self.n_out = prev
+
+    def padded_size(self, size: int) -> int:
+        return -(-int(size) // self.factor) * self.factor
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = self.padded_size(h) - h, self.padded_size(w) - w
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.pad(x))
+
+
+class CNNClassifierModule(nn.Module):
+    """``ConvEncoder → global average pool → dropout → linear`` to class logits.
+
+    ``embed(x)`` gives the pooled features (the classifier's view of a cell).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        channels: Sequence[int] = (16, 32, 64),
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = True,
+    ):
+        super().__init__()
+        self.encoder = ConvEncoder(in_channels, channels, activation=activation, batch_norm=batch_norm)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(self.encoder.n_out, int(n_classes))
+        self.n_classes = int(n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x).mean(dim=(-2, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(x)))
+
+
+class ConvAutoencoderModule(nn.Module):
+    """Conv encoder → flatten → linear code (``n_latent``); decoder: linear → upsample+conv
+    blocks → a 3×3 conv to the input channels. ``forward`` returns ``{"z", "out"}`` with ``out``
+    the raw output, read by :mod:`scnapse.nn.losses` (``mse``: values, ``bce``: logits)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        size: int,
+        n_latent: int = 16,
+        channels: Sequence[int] = (16, 32, 64),
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = True,
+    ):
+        super().__init__()
+        self.encoder = ConvEncoder(in_channels, channels, activation=activation, batch_norm=batch_norm)
+        self.size = int(size)
+        self.side = self.encoder.padded_size(size) // self.encoder.factor
+        flat = self.encoder.n_out * self.side * self.side
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.to_latent = nn.Linear(flat, int(n_latent))
+        self.from_latent = nn.Linear(int(n_latent), flat)
+        layers: list[nn.Module] = [get_activation(activation)]
+        widths = list(self.encoder.channels)[::-1]
+        for i, width in enumerate(widths):
+            nxt = widths[i + 1] if i + 1 < len(widths) else widths[-1]
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            layers.append(nn.Conv2d(width, nxt, kernel_size=3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(nxt))
+            layers.append(get_activation(activation))
+        layers.append(nn.Conv2d(widths[-1], int(in_channels), kernel_size=3, padding=1))
+        self.decoder = nn.Sequential(*layers)
+        self.n_latent = int(n_latent)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x).flatten(1)
+        return self.to_latent(self.dropout(h))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.from_latent(z).view(z.shape[0], self.encoder.n_out, self.side, self.side)
+        out = self.decoder(h)
+        full = out.shape[-1]
+        off = (full - self.size) // 2
+        return out[..., off : off + self.size, off : off + self.size]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.encode(x)
+        return {"z": z, "out": self.decode(z)}
+
+
+def augment_batch(
+    x: torch.Tensor,
+    augment: Sequence[str],
+    *,
+    intensity: float = 0.2,
+    noise: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A randomly transformed copy of the crops ``x`` (batch × channels × height × width).
+
+    Each crop independently gets: ``flip`` — a left-right and an up-down flip, each with
+    probability ½; ``rot90`` — a rotation by 0, 90, 180 or 270° (square crops); ``intensity`` —
+    ``x · (1 + a) + b`` per crop and channel with ``a ~ U(−intensity, intensity)``,
+    ``b ~ U(−intensity/2, intensity/2)``; ``noise`` — Gaussian noise of standard deviation
+    ``noise``. Random numbers come from ``generator`` (default: torch's global one, seeded by
+    the training step), so a seed reproduces the same augmentations.
+    """
+    unknown = [a for a in augment if a not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"Unknown augmentation(s) {unknown}; choose from {list(AUGMENTATIONS)}.")
+    if not augment:
+        return x
+    n, dev = x.shape[0], x.device
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator).to(dev)
+
+    if "flip" in augment:
+        fx = (rand(n) < 0.5).view(n, 1, 1, 1)
+        x = torch.where(fx, x.flip(-1), x)
+        fy = (rand(n) < 0.5).view(n, 1, 1, 1)
+        x = torch.where(fy, x.flip(-2), x)
+    if "rot90" in augment and x.shape[-1] == x.shape[-2]:
+        k = torch.randint(0, 4, (n,), generator=generator).to(dev)
+        out = x.clone()
+        for r in (1, 2, 3):
+            sel = k == r
+            if bool(sel.any()):
+                out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
+        x = out
+    if "intensity" in augment:
+        c = x.shape[1]
+        gain = 1 + (2 * rand(n, c, 1, 1) - 1) * intensity
+        shift = (rand(n, c, 1, 1) - 0.5) * intensity
+        x = x * gain + shift
+    if "noise" in augment:
+        x = x + noise * torch.randn(x.shape, generator=generator).to(dev)
+    return x

@@ -31,7 +31,7 @@ def test_demo_pipeline_on_real_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "--output-dir", "out"]) == 0
     out = ad.read_h5ad(tmp_path / "out" / "pbmc_autoencoder.h5ad")
-    assert out.obsm["X_autoencoder"].shape == (700, 10)
+    assert out.obsm["X_autoencoder"].shape == (700, 16)
     for key in ("X_pca", "X_umap"):
         assert key in out.obsm
     assert out.obs["leiden"].nunique() > 3

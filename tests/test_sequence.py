@@ -1,0 +1,280 @@
+"""Sequences: builders (tracks, Labels time-lapse, time courses), GRU/LSTM models, steps, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import scnapse as sn
+from scnapse.models import SequenceModel
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+FAST = dict(progress=False, seed=0, validation_fraction=0, early_stopping=0)
+OPTS = dict(seed=0, validation_fraction=0, early_stopping=0)  # for SequenceModel(...) (no progress)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small recurrent nets are fastest on one thread (and the CI machine is shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tracks_table() -> pd.DataFrame:
+    """3 tracks, rows shuffled: track 7 has a gap at frame 2, track 9 is one step long."""
+    rows = [(5, t, 10.0 + t, 100.0 + 2 * t, "a") for t in range(5)]
+    rows += [(7, t, 20.0 + t, 200.0, "b") for t in (0, 1, 3)]
+    rows += [(9, 4, 30.0, 300.0, "a")]
+    df = pd.DataFrame(rows, columns=["track_id", "frame", "intensity_mean", "volume", "group"])
+    return df.sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+def held_out_last(adata, horizon):
+    """The same sequences with the last ``horizon`` steps hidden, and those steps."""
+    s = sn.ts.get_sequences(adata)
+    L = s.lengths
+    cut = adata.copy()
+    cut.obs["length"] = L - horizon
+    truth = np.stack([s.x[i, L[i] - horizon : L[i]] for i in range(s.n)])
+    last = np.stack([np.repeat(s.x[i, L[i] - horizon - 1][None], horizon, 0) for i in range(s.n)])
+    return cut, truth, last
+
+
+# -- builders ---------------------------------------------------------------------------------------
+def test_from_tracks_pads_sorts_and_records_gaps():
+    seqs = sn.ts.from_tracks(tracks_table(), features=["intensity_mean", "volume"])
+    assert list(seqs.obs_names) == ["5", "7", "9"]
+    assert seqs.obsm["sequence"].shape == (3, 5, 2)
+    assert seqs.obs["length"].tolist() == [5, 3, 1]
+    np.testing.assert_allclose(seqs.obsm["sequence"][0, :, 0], 10 + np.arange(5))  # sorted by frame
+    np.testing.assert_allclose(seqs.obsm["sequence"][1, :3, 0], [20, 21, 23])  # a gap is not invented
+    assert (seqs.obsm["sequence"][1, 3:] == 0).all() and (seqs.obsm["sequence"][2, 1:] == 0).all()
+    np.testing.assert_allclose(seqs.obsm["sequence_time"][1, :3], [0, 1, 3])
+    assert seqs.obs["n_gaps"].tolist() == [0, 1, 0]
+    assert seqs.obs["group"].tolist() == ["a", "b", "a"]  # constant per track → obs
+    np.testing.assert_allclose(seqs.X[0], [12.0, 104.0])  # X = per-track mean
+    assert list(seqs.var_names) == ["intensity_mean", "volume"]
+
+
+def test_from_tracks_takes_napari_tracks_data():
+    data = np.array([[1, 0, 5, 10, 10], [1, 1, 5, 11, 12], [2, 0, 3, 3, 3], [1, 2, 5, 12, 14]], dtype=float)
+    seqs = sn.ts.from_tracks(data)
+    assert seqs.obsm["sequence"].shape == (2, 3, 3)
+    assert list(seqs.uns["sequence"]["features"]) == ["z", "y", "x"]
+    np.testing.assert_allclose(seqs.obsm["sequence"][0, :, 2], [10, 12, 14])
+
+
+def test_from_tracks_refuses_duplicates_nan_and_missing_columns():
+    df = tracks_table()
+    with pytest.raises(ValueError, match="more than one row at the same time point"):
+        sn.ts.from_tracks(pd.concat([df, df.iloc[:1]]), features=["volume"])
+    with pytest.raises(KeyError, match="not columns"):
+        sn.ts.from_tracks(df, features=["area"])
+    with pytest.raises(KeyError, match="track_key='cell'"):
+        sn.ts.from_tracks(df, track_key="cell")
+    bad = df.copy()
+    bad.loc[(bad.track_id == 5) & (bad.frame == 2), "volume"] = np.nan
+    with pytest.raises(ValueError, match="dropna=True"):
+        sn.ts.from_tracks(bad, features=["volume"])
+    seqs = sn.ts.from_tracks(bad, features=["volume"], dropna=True)
+    assert seqs.obs["length"].tolist() == [4, 3, 1] and seqs.obs["n_gaps"].tolist() == [1, 1, 0]
+
+
+def test_measure_tracks_on_a_labels_time_lapse():
+    T = 3
+    labels = np.zeros((T, 20, 20), dtype=np.int32)
+    image = np.zeros((T, 20, 20), dtype=np.float32)
+    for t in range(T):
+        labels[t, 2 : 4 + t, 2:4] = 1  # grows: area 4, 6, 8
+        image[t][labels[t] == 1] = 10.0 * (t + 1)
+        labels[t, 10:12, 10 + t : 12 + t] = 2  # moves right
+        image[t][labels[t] == 2] = 5.0
+    df = sn.ts.measure_tracks(labels, image)
+    one = df[df.track_id == 1].sort_values("frame")
+    assert one["area"].tolist() == [4, 6, 8]
+    np.testing.assert_allclose(one["intensity_mean"], [10, 20, 30])
+    two = df[df.track_id == 2].sort_values("frame")
+    np.testing.assert_allclose(two["centroid-x"], [10.5, 11.5, 12.5])
+    seqs = sn.ts.from_tracks(df, features=["intensity_mean", "area"])
+    assert seqs.obsm["sequence"].shape == (2, 3, 2)
+    df3 = sn.ts.measure_tracks(labels[:, None], image[:, None], spacing=(2, 1, 1))
+    assert "volume" in df3 and df3.loc[df3.track_id == 1, "volume"].tolist() == [8, 12, 16]
+    with pytest.raises(ValueError, match="same time-lapse"):
+        sn.ts.measure_tracks(labels, image[:2])
+
+
+def test_real_tgmm_tracks():
+    spots = sn.ts.read_mastodon_csv(SAMPLE / "tgmm-mini-spot.csv.gz")
+    assert len(spots) == 3087  # the two unit rows under the header are gone
+    with pytest.raises(ValueError, match="Branch spot ID"):  # a Mastodon track holds both daughters
+        sn.ts.from_tracks(spots, features=["Spot intensity mean"], track_key="Spot track ID")
+    seqs = sn.ts.from_tracks(spots, features=["Spot intensity mean", "Spot ellipsoid volume"],
+                             track_key="Branch spot ID")
+    assert seqs.n_obs == 212 and seqs.obsm["sequence"].shape == (212, 31, 2)
+    assert int(seqs.obs["divides"].sum()) == 53
+    layer = pd.read_csv(SAMPLE / "tgmm-mini-tracks-layer-data.csv.gz")
+    napari_seqs = sn.ts.from_tracks(layer, track_key="label")
+    assert napari_seqs.n_obs == 212 and int(napari_seqs.obs["length"].sum()) == 3087
+    assert sorted(napari_seqs.obs["length"]) == sorted(seqs.obs["length"])
+
+
+def test_from_timecourse_modes_on_hsmm():
+    hsmm = ad.read_h5ad(SAMPLE / "hsmm_timecourse_2k.h5ad")
+    genes = list(hsmm.var_names[:5])
+    pseudo = sn.ts.from_timecourse(hsmm, time_key="Hours", n_pseudo=6, cells_per_step=8, genes=genes, seed=0)
+    assert pseudo.obsm["sequence"].shape == (6, 4, 5)
+    np.testing.assert_allclose(pseudo.obsm["sequence_time"][0], [0, 24, 48, 72])
+    again = sn.ts.from_timecourse(hsmm, time_key="Hours", n_pseudo=6, cells_per_step=8, genes=genes, seed=0)
+    np.testing.assert_array_equal(pseudo.obsm["sequence"], again.obsm["sequence"])
+    summary = sn.ts.from_timecourse(hsmm, time_key="Hours", genes=genes)
+    X = hsmm[:, genes].X.toarray()
+    np.testing.assert_allclose(summary.obsm["sequence"][0, 1], X[pd.to_numeric(hsmm.obs["Hours"].astype(str)).to_numpy() == 24].mean(0), rtol=1e-5)
+    subj = sn.ts.from_timecourse(hsmm, time_key="Hours", subject_key="Media", genes=genes)
+    assert subj.n_obs == hsmm.obs["Media"].nunique()
+    with pytest.raises(KeyError, match="subject_key"):
+        sn.ts.from_timecourse(hsmm, time_key="Hours", subject_key="donor")
+    with pytest.raises(ValueError, match="fewer cells"):
+        sn.ts.from_timecourse(hsmm, time_key="Hours", n_pseudo=2, cells_per_step=500, genes=genes)
+
+
+# -- models on synthetic dynamics -------------------------------------------------------------------
+def test_classifier_tells_oscillation_frequencies_apart(tmp_path):
+    train = sn.ts.simulate_oscillations(240, max_length=40, seed=0)
+    test = sn.ts.simulate_oscillations(200, max_length=40, seed=1)
+    model = sn.tl.train_sequence_classifier(train, labels_key="label", cell="lstm", bidirectional=True, hidden=16,
+                                            max_epochs=12, lr=1e-2, batch_size=32, **FAST)
+    sn.tl.annotate_sequences(test, model, key_added="pred")
+    acc = (test.obs["pred"].astype(str) == test.obs["label"].astype(str)).mean()
+    assert acc >= 0.95, acc
+    assert test.obsm["pred_probabilities"].shape == (200, 2)
+    assert ((test.obs["pred_confidence"] >= 0.5) & (test.obs["pred_confidence"] <= 1)).all()
+    model.save(tmp_path / "clf")
+    loaded = SequenceModel.load(tmp_path / "clf")
+    np.testing.assert_allclose(loaded.predict_proba(test), model.predict_proba(test), atol=1e-6)
+    other = test.copy()
+    sn.tl.annotate_sequences(other, str(tmp_path / "clf"))  # a saved folder works as the model
+    assert (other.obs["predicted_label"] == test.obs["pred"]).all()
+
+
+def test_forecaster_beats_persistence_on_damped_oscillations(tmp_path):
+    train = sn.ts.simulate_damped(120, length=30, seed=0)
+    test = sn.ts.simulate_damped(60, length=30, seed=1)
+    fc = sn.tl.train_forecaster(train, horizon=3, hidden=16, max_epochs=8, lr=1e-2, batch_size=128, **FAST)
+    cut, truth, last = held_out_last(test, 3)
+    sn.tl.forecast(cut, fc)
+    assert cut.obsm["forecast"].shape == (60, 3, 1)
+    rnn, persistence = ((cut.obsm["forecast"] - truth) ** 2).mean(), ((last - truth) ** 2).mean()
+    assert rnn < 0.3 * persistence, (rnn, persistence)
+    fc.save(tmp_path / "fc")
+    np.testing.assert_allclose(SequenceModel.load(tmp_path / "fc").forecast(cut), cut.obsm["forecast"], atol=1e-6)
+
+
+def test_embedding_separates_dynamics_and_is_reproducible():
+    seqs = sn.ts.simulate_oscillations(120, max_length=30, seed=2)
+    before = seqs.copy()
+    out = sn.tl.sequence_embedding(seqs, n_latent=4, hidden=16, max_epochs=4, batch_size=32, copy=True, **FAST)
+    assert out.obsm["X_rnn"].shape == (120, 4) and np.isfinite(out.obsm["X_rnn"]).all()
+    assert "X_rnn" not in seqs.obsm and seqs.obs.equals(before.obs)  # copy=True leaves the input alone
+    assert out.uns["rnn"]["params"]["seed"] == 0 and len(out.uns["rnn"]["history"]["train_loss"]) == 4
+    hist = out.uns["rnn"]["history"]["train_loss"]
+    assert hist[-1] < hist[0]
+    sn.tl.sequence_embedding(seqs, n_latent=4, hidden=16, max_epochs=4, batch_size=32, key_added="emb", **FAST)
+    np.testing.assert_array_equal(seqs.obsm["emb"], out.obsm["X_rnn"])  # same seed, same numbers
+
+
+# -- padding never leaks -----------------------------------------------------------------------------
+def _with_garbage_padding(adata, value):
+    out = adata.copy()
+    x = out.obsm["sequence"].copy()
+    L = out.obs["length"].to_numpy()
+    for i in range(len(L)):
+        x[i, L[i]:] = value
+    out.obsm["sequence"] = x
+    return out
+
+
+@pytest.mark.parametrize("task", ["classify", "embed", "forecast"])
+def test_padding_never_reaches_losses_or_predictions(task):
+    seqs = sn.ts.simulate_oscillations(40, min_length=5, max_length=20, seed=3)
+    opts = dict(hidden=8, max_epochs=2, batch_size=16, **OPTS)
+    if task == "forecast":
+        opts["horizon"] = 2
+    garbage = _with_garbage_padding(seqs, 1e6)
+    nans = _with_garbage_padding(seqs, np.nan)
+    kw = {"labels_key": "label"} if task == "classify" else {}
+    a = SequenceModel(task, **opts).fit(seqs, progress=False, **kw)
+    b = SequenceModel(task, **opts).fit(garbage, progress=False, **kw)  # training: identical losses and weights
+    assert a.history.train_loss == b.history.train_loss
+    for k, v in a.module.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), b.module.state_dict()[k].numpy())
+    predict = {"classify": a.predict_proba, "embed": a.transform, "forecast": a.forecast}[task]
+    ref = predict(seqs)
+    np.testing.assert_allclose(predict(garbage), ref, atol=1e-6)
+    np.testing.assert_allclose(predict(nans), ref, atol=1e-6)
+    # a sequence alone (no padding at all) gets what it gets inside a padded batch
+    short = int(np.argmin(seqs.obs["length"]))
+    np.testing.assert_allclose(predict(seqs[[short]].copy()), ref[[short]], atol=1e-5)
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+def test_bad_input_is_explained():
+    seqs = sn.ts.simulate_oscillations(30, min_length=5, max_length=10, seed=4)
+    with pytest.raises(KeyError, match="labels_key='divides'"):
+        sn.tl.train_sequence_classifier(seqs, labels_key="divides", **FAST)
+    with pytest.raises(ValueError, match="horizon=12 is too long"):
+        sn.tl.train_forecaster(seqs, horizon=12, **FAST)
+    ones = sn.ts.from_array(np.random.default_rng(0).normal(size=(10, 1, 2)))
+    with pytest.raises(ValueError, match="length >= 2"):  # sequences of length 1 cannot train a forecaster
+        sn.tl.train_forecaster(ones, horizon=1, **FAST)
+    nan = seqs.copy()
+    nan.obsm["sequence"] = nan.obsm["sequence"].copy()
+    nan.obsm["sequence"][0, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        sn.tl.sequence_embedding(nan, **FAST)
+    with pytest.raises(KeyError, match="obsm has no 'traces'"):
+        sn.tl.sequence_embedding(seqs, sequence_key="traces", **FAST)
+    with pytest.raises(ValueError, match="cannot be bidirectional"):
+        SequenceModel("forecast", bidirectional=True)
+    with pytest.raises(ValueError, match="cell='rnn'"):
+        SequenceModel("embed", cell="rnn")
+    with pytest.raises(ValueError, match="Unknown option"):
+        SequenceModel("embed", learning_rate=0.1)
+    with pytest.raises(ValueError, match="one class only"):
+        one = seqs.copy()
+        one.obs["label"] = "slow"
+        sn.tl.train_sequence_classifier(one, labels_key="label", **FAST)
+    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=4, max_epochs=1, **FAST)
+    with pytest.raises(ValueError, match="trained to forecast"):
+        sn.tl.annotate_sequences(seqs, fc)
+    renamed = seqs.copy()
+    renamed.uns["sequence"] = {"features": ["a", "b"]}
+    with pytest.raises(ValueError, match="lack the feature"):
+        fc.forecast(renamed)
+
+
+def test_irregular_steps_add_time_as_a_feature():
+    df = tracks_table()
+    df = pd.concat([df.assign(track_id=df.track_id + 100 * k, volume=df.volume + k) for k in range(4)])
+    seqs = sn.ts.from_tracks(df, features=["intensity_mean", "volume"])
+    model = SequenceModel("embed", hidden=4, n_latent=2, max_epochs=1, **OPTS).fit(seqs, progress=False)
+    assert model.use_time_ and model.n_in == 3 and model.params["use_time"] is True
+    regular = sn.ts.simulate_oscillations(20, seed=5)
+    assert not SequenceModel("embed", hidden=4, n_latent=2, max_epochs=1, **OPTS).fit(regular, progress=False).use_time_
+
+
+def test_sequence_embedding_runs_in_a_pipeline():
+    from scnapse.pipeline import Pipeline
+
+    seqs = sn.ts.simulate_oscillations(30, min_length=6, max_length=12, seed=6)
+    pipe = Pipeline.from_dict({"steps": [{"scnapse.tl.sequence_embedding": {
+        "n_latent": 2, "hidden": 4, "max_epochs": 1, "validation_fraction": 0}}]})
+    out = pipe.run(seqs, write=False)
+    assert out.obsm["X_rnn"].shape == (30, 2)

@@ -1,12 +1,15 @@
 """The training engine: one config, one loop, batches from any matrix. Knows tensors, not AnnData."""
 
+from .checkpoint import Checkpoint
 from .config import TrainConfig
 from .data import Loader, Matrix, split_indices
-from .loop import EpochReport, History, StopTraining, fit, iter_fit
+from .distributed import init_distributed, is_main_process
+from .loop import PRECISIONS, EpochReport, History, StopTraining, fit, iter_fit
 from .optim import build_optimizer
 from .repro import environment, seed_everything
 
 __all__ = [
-    "EpochReport", "History", "Loader", "Matrix", "StopTraining", "TrainConfig", "build_optimizer",
-    "environment", "fit", "iter_fit", "seed_everything", "split_indices",
+    "Checkpoint", "EpochReport", "History", "Loader", "Matrix", "PRECISIONS", "StopTraining", "TrainConfig",
+    "build_optimizer", "environment", "fit", "init_distributed", "is_main_process", "iter_fit",
+    "seed_everything", "split_indices",
 ]

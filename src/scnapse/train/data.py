@@ -2,7 +2,12 @@
 
 A :class:`Matrix` holds the rows once, on the training device when they are in memory (a dense
 tensor, or the three arrays of a CSR matrix), and forms a dense float32 batch from a set of row
-indices. A backed ``.h5ad`` matrix stays on disk and is read batch by batch in sorted row order.
+indices. A backed ``.h5ad`` (or zarr) matrix stays on disk: a shuffling :class:`Loader` reads it in
+shuffled chunks of contiguous rows (one sequential read per chunk, the next chunk read in a
+background thread while the current one trains) and draws its mini-batches inside each chunk.
+
+Memory model (backed input): held in memory are the row indices, the per-cell library sizes and
+at most two chunks (the one being trained on and the one being read); everything else streams.
 """
 
 from __future__ import annotations
@@ -10,15 +15,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from scipy import sparse
+
+#: rows per shuffled chunk when a Loader reads a backed matrix (about 50 MB of a 2,000-gene
+#: droplet count matrix); every chunk is one sequential read.
+DEFAULT_CHUNK_ROWS = 16384
 
 
 def is_backed(X) -> bool:
     """True for an on-disk matrix of a backed AnnData (h5py dataset or anndata's sparse dataset)."""
     mod = type(X).__module__
-    return mod.startswith("h5py") or "sparse_dataset" in mod or type(X).__name__.endswith("SparseDataset")
+    return (mod.startswith(("h5py", "zarr")) or "sparse_dataset" in mod
+            or type(X).__name__.endswith("SparseDataset"))
 
 
 def _read_rows(X, rows: np.ndarray):
@@ -27,8 +40,22 @@ def _read_rows(X, rows: np.ndarray):
         # h5py wants increasing indices; contiguous runs are read as slices
         if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
             return X[int(rows[0]) : int(rows[-1]) + 1]
+        if len(rows) and len(rows) * 4 >= rows[-1] - rows[0] + 1:
+            # dense enough: one sequential read of the span, then pick the rows in memory
+            block = X[int(rows[0]) : int(rows[-1]) + 1]
+            return block[rows - rows[0]]
         return X[rows]
     return X[rows]
+
+
+def _to_device(array: np.ndarray, device: torch.device, pin_memory: bool) -> torch.Tensor:
+    """A host array on ``device``; through pinned memory with an asynchronous copy to a GPU."""
+    t = torch.from_numpy(array)
+    if device.type == "cuda":
+        if pin_memory:
+            t = t.pin_memory()
+        return t.to(device, non_blocking=pin_memory)
+    return t.to(device)
 
 
 def iter_row_chunks(
@@ -108,8 +135,10 @@ class Matrix:
     device); a batch is scattered into a dense block. The user's matrix is never modified.
     """
 
-    def __init__(self, X, device: torch.device | str = "cpu", columns: np.ndarray | None = None):
+    def __init__(self, X, device: torch.device | str = "cpu", columns: np.ndarray | None = None,
+                 *, pin_memory: bool = False):
         self.device = torch.device(device)
+        self.pin_memory = bool(pin_memory)
         self.shape = tuple(X.shape)
         self.columns = None
         if is_backed(X):
@@ -128,12 +157,13 @@ class Matrix:
             if not csr.has_canonical_format:
                 csr = csr.copy()
                 csr.sum_duplicates()
-            self.indptr = torch.from_numpy(csr.indptr.astype(np.int64)).to(self.device)
-            self.indices = torch.from_numpy(np.asarray(csr.indices, dtype=np.int32)).to(self.device)
-            self.data = torch.from_numpy(np.asarray(csr.data, dtype=np.float32)).to(self.device)
+            pin = self.pin_memory
+            self.indptr = _to_device(csr.indptr.astype(np.int64), self.device, pin)
+            self.indices = _to_device(np.asarray(csr.indices, dtype=np.int32), self.device, pin)
+            self.data = _to_device(np.asarray(csr.data, dtype=np.float32), self.device, pin)
         else:
             self.kind = "dense"
-            self.dense = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(self.device)
+            self.dense = _to_device(np.ascontiguousarray(X, dtype=np.float32), self.device, self.pin_memory)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -154,13 +184,29 @@ class Matrix:
             return self._take_sparse(idx)
         rows = idx.cpu().numpy()
         order = np.argsort(rows, kind="stable")
-        block = _read_rows(self._X, rows[order])
-        if self.columns is not None:
-            block = block[:, self.columns]
+        block = self.read(rows[order])
         block = block.toarray() if sparse.issparse(block) else np.asarray(block)
         out = np.empty_like(block, dtype=np.float32)
         out[order] = block
-        return torch.from_numpy(out).to(self.device, non_blocking=True)
+        return _to_device(out, self.device, self.pin_memory or self.device.type == "cuda")
+
+    def read(self, rows: np.ndarray):
+        """Rows ``rows`` (sorted, increasing) of the underlying matrix, in host memory (sparse
+        stays sparse), restricted to this matrix's columns."""
+        if self.kind != "backed":
+            raise TypeError("Matrix.read is for backed matrices; in-memory rows are taken with take().")
+        block = _read_rows(self._X, np.asarray(rows, dtype=np.int64))
+        if self.columns is not None:
+            block = block[:, self.columns]
+        return block
+
+    def load_rows(self, rows: np.ndarray) -> Matrix:
+        """An in-memory :class:`Matrix` of the rows ``rows`` (sorted) of this backed matrix, on
+        the same device (through pinned memory to a GPU)."""
+        block = self.read(rows)
+        if not sparse.issparse(block):
+            block = np.asarray(block)
+        return Matrix(block, self.device, pin_memory=self.pin_memory or self.device.type == "cuda")
 
     def _take_sparse(self, idx: torch.Tensor) -> torch.Tensor:
         starts = self.indptr[idx]
@@ -183,6 +229,16 @@ class Loader:
     dict of tensors on ``device``. The rows inside a batch are sorted (which keeps backed reads
     sequential); with ``shuffle`` the batches change each pass, drawn from ``generator``.
     A final batch of one row is dropped while training (batch norm cannot use it).
+
+    ``chunk_size`` shuffles by chunks: the rows are cut into consecutive blocks of ``chunk_size``
+    indices, the blocks are visited in a random order, and the rows of each block are shuffled
+    and cut into batches (a batch never spans two blocks). Each block of a backed matrix is read
+    once, sequentially, while the previous block trains (``prefetch``). ``None`` (default):
+    :data:`DEFAULT_CHUNK_ROWS` when a field is backed, otherwise a full shuffle; ``0``: never
+    chunk. With a single block the order is exactly the full shuffle's.
+
+    :meth:`shard` gives one rank's view for distributed data parallel training: every rank draws
+    the same global batches and keeps an equal share of each.
     """
 
     def __init__(
@@ -195,6 +251,8 @@ class Loader:
         generator: torch.Generator | None = None,
         drop_single: bool = False,
         device: torch.device | str = "cpu",
+        chunk_size: int | None = None,
+        prefetch: bool = True,
     ):
         self.fields = dict(fields)
         self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
@@ -203,6 +261,15 @@ class Loader:
         self.generator = generator
         self.drop_single = drop_single
         self.device = torch.device(device)
+        if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) < 0):
+            raise ValueError(f"chunk_size={chunk_size!r} must be a positive number of rows, 0 (no chunks) or None.")
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
+        self.prefetch = bool(prefetch)
+        # distributed data parallel: this rank's share of each global batch (see shard())
+        self.rank, self.world_size = 0, 1
+        self.last_global_rows: int | None = None
+        self.last_weight: torch.Tensor | None = None
+        self._cache: tuple[np.ndarray, dict[str, Matrix]] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -211,22 +278,121 @@ class Loader:
     def n_batches(self) -> int:
         return -(-len(self.indices) // self.batch_size)
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    @property
+    def backed(self) -> bool:
+        return any(isinstance(f, Matrix) and f.kind == "backed" for f in self.fields.values())
+
+    @property
+    def chunk_rows(self) -> int | None:
+        """Rows per shuffled chunk, or ``None`` for a full shuffle."""
+        if self.chunk_size == 0:
+            return None
+        if self.chunk_size is None:
+            return DEFAULT_CHUNK_ROWS if self.backed else None
+        return self.chunk_size
+
+    def shard(self, rank: int, world_size: int) -> Loader:
+        """This loader as seen by ``rank`` of ``world_size`` processes (a shallow copy).
+
+        All ranks must use generators in the same state: they then draw the same global batches,
+        and each takes the rows ``rank, rank + world_size, ...`` of every (sorted) global batch.
+        A global batch with fewer rows than ranks gives the missing ranks a repeated row with
+        weight 0 (``last_weight``), so every rank runs every step.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size}).")
+        view = copy.copy(self)
+        view.rank, view.world_size = int(rank), int(world_size)
+        view._cache = None
+        return view
+
+    # -- one pass ----------------------------------------------------------------------------------
+    def _plan(self) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """This pass's ``[(rows of the chunk, [sorted batch indices, ...]), ...]``."""
         order = self.indices
-        if self.shuffle:
-            order = order[torch.randperm(len(order), generator=self.generator)]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if self.drop_single and len(idx) == 1 and len(order) > 1:
-                continue
-            idx = torch.sort(idx).values
-            yield self.batch(idx)
+        n = len(order)
+        chunk = self.chunk_rows
+        if self.shuffle and chunk is not None and chunk < n:
+            blocks = [order[s : s + chunk] for s in range(0, n, chunk)]
+            perm = torch.randperm(len(blocks), generator=self.generator)
+            blocks = [blocks[int(i)] for i in perm]
+            blocks = [b[torch.randperm(len(b), generator=self.generator)] for b in blocks]
+        else:
+            if self.shuffle:
+                order = order[torch.randperm(n, generator=self.generator)]
+            blocks = [order]
+        plan = []
+        for block in blocks:
+            batches = []
+            for start in range(0, len(block), self.batch_size):
+                idx = block[start : start + self.batch_size]
+                if self.drop_single and len(idx) == 1 and n > 1:
+                    continue
+                batches.append(torch.sort(idx).values)
+            if batches:
+                plan.append((block, batches))
+        return plan
+
+    def _chunk_matrices(self, batches: list[torch.Tensor]) -> tuple[np.ndarray, dict[str, Matrix]]:
+        """Read the rows this rank needs from ``batches`` of every backed field, in one go."""
+        need = torch.cat([self._shard_rows(b)[0] for b in batches]) if batches else torch.zeros(0, dtype=torch.long)
+        rows = np.unique(need.numpy())
+        mats = {name: f.load_rows(rows) for name, f in self.fields.items()
+                if isinstance(f, Matrix) and f.kind == "backed"}
+        return rows, mats
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        plan = self._plan()
+        if not (self.backed and len(plan) > 1 and self.chunk_rows is not None):
+            for _, batches in plan:
+                for idx in batches:
+                    yield self.batch(idx)
+            return
+        pool = ThreadPoolExecutor(max_workers=1) if self.prefetch else None
+        try:
+            pending = None
+            for k, (_, batches) in enumerate(plan):
+                if pending is None:
+                    self._cache = self._chunk_matrices(batches)
+                else:
+                    self._cache = pending.result()
+                pending = None
+                if pool is not None and k + 1 < len(plan):
+                    pending = pool.submit(self._chunk_matrices, plan[k + 1][1])
+                for idx in batches:
+                    yield self.batch(idx)
+        finally:
+            self._cache = None
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- one batch ---------------------------------------------------------------------------------
+    def _shard_rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.world_size == 1:
+            return idx, None
+        mine = idx[self.rank :: self.world_size]
+        weight = torch.ones(len(mine))
+        if len(mine) == 0 and len(idx):
+            mine = idx[self.rank % len(idx) :][:1]
+            weight = torch.zeros(1)
+        return mine, weight
 
     def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch of rows ``idx`` (after :meth:`shard`: this rank's share of the global batch)."""
+        if self.world_size > 1:
+            self.last_global_rows = len(idx)
+            idx, weight = self._shard_rows(idx)
+            self.last_weight = weight.to(self.device)
         out = {}
+        cache = self._cache
         for name, f in self.fields.items():
             if isinstance(f, Matrix):
-                out[name] = f.take(idx.to(f.device))
+                if cache is not None and name in cache[1]:
+                    local = torch.from_numpy(np.searchsorted(cache[0], idx.numpy()))
+                    m = cache[1][name]
+                    out[name] = m.take(local.to(m.device))
+                else:
+                    out[name] = f.take(idx.to(f.device))
             else:
                 out[name] = f[idx.to(f.device)].to(self.device, non_blocking=True)
         return out

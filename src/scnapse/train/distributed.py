@@ -1,0 +1,125 @@
+"""Distributed data parallel training with PyTorch's own engine, under ``torchrun``.
+
+``torchrun --nproc_per_node N -m scnapse run pipeline.yaml`` starts N processes with the
+``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` environment variables set. Every scnapse training step
+then trains through :func:`scnapse.train.fit`, which, when the world has more than one process:
+
+- joins the process group (``gloo`` on CPUs, ``nccl`` on CUDA GPUs: one GPU per process, chosen by
+  ``LOCAL_RANK``);
+- wraps the model in :class:`torch.nn.parallel.DistributedDataParallel` (gradients are averaged
+  across processes during the backward pass);
+- gives each process its share of every global mini-batch: all processes shuffle with the same
+  seeded generator, so they draw the same global batches, and rank ``r`` keeps the rows
+  ``r, r + N, ...`` of each; the loss is scaled so that the averaged gradient is the gradient of
+  the global batch's mean loss — the same update as one process with the same ``batch_size``;
+- sums training and validation losses over all processes, so every process takes the same early
+  stopping decision;
+- lets only rank 0 write files (checkpoints, the pipeline's output, plots).
+
+In your own script, call :func:`init_distributed` first (it also picks the GPU of a process).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` from the environment (1 when not launched by ``torchrun``)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return env_world_size()
+
+
+def rank() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def local_rank() -> int:
+    try:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def is_main_process() -> bool:
+    """Rank 0, or the only process: the one that writes files."""
+    return rank() == 0
+
+
+def init_distributed(device: str | torch.device | None = None) -> bool:
+    """Join the process group when launched with ``WORLD_SIZE > 1``; return whether distributed.
+
+    ``device``: ``"cuda"``/``"auto"`` with CUDA available selects ``cuda:LOCAL_RANK`` as this
+    process's GPU and the ``nccl`` backend; otherwise ``gloo``. Safe to call more than once.
+    """
+    if env_world_size() <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return False
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed.")
+    if dist.is_initialized():
+        return dist.get_world_size() > 1
+    name = str(device if device is not None else "auto").lower()
+    cuda = torch.cuda.is_available() and (name == "auto" or name.startswith("cuda"))
+    if cuda:
+        torch.cuda.set_device(local_rank() % torch.cuda.device_count())
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_world_size() > 1
+
+
+def ensure_process_group(device: torch.device) -> bool:
+    """Called by the training loop: join the group if ``torchrun`` asked for one."""
+    if is_distributed():
+        return True
+    if env_world_size() > 1:
+        return init_distributed(device)
+    return False
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sums of ``values`` over all processes (float64)."""
+    if not is_distributed():
+        return list(values)
+    dev = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def all_gather_object(obj) -> list:
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def destroy() -> None:
+    """Leave the process group (end of a ``torchrun`` process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -15,3 +15,6 @@ from ._settings import settings
 __all__ = ["__version__", "datasets", "models", "pl", "settings", "tl", "train"]
 __all__ += ["im"]
 __all__ += ["ts"]
+from ._backed import read_backed  # noqa: E402  (backed .h5ad / zarr: X stays on disk)
+
+__all__ += ["read_backed"]

@@ -17,8 +17,43 @@ def _cmd_run(args) -> int:
         pipe.output = args.output
     if not pipe.output:
         raise SystemExit("error: the pipeline names no 'output'; give --output PATH.")
-    pipe.run()
+    if args.checkpoint_dir or args.resume:
+        _checkpointing(pipe, args.checkpoint_dir, args.resume)
+    from ._settings import logger
+    from .train import distributed
+
+    if distributed.init_distributed(pipe.device) and not distributed.is_main_process():
+        logger.setLevel("WARNING")  # one log, from rank 0
+    try:
+        pipe.run()
+    finally:
+        distributed.destroy()
     return 0
+
+
+def _checkpointing(pipe, directory: str | None, resume: bool) -> None:
+    """--checkpoint-dir DIR: steps that can checkpoint save to DIR/<step id> (unless the pipeline
+    says where); --resume: those steps continue from their checkpoint."""
+    import inspect
+
+    from .pipeline import get_step
+
+    found = []
+    for step in pipe.steps:
+        if "resume" not in inspect.signature(get_step(step.name).func).parameters:
+            continue
+        if directory and not step.params.get("checkpoint_dir"):
+            step.params["checkpoint_dir"] = str(Path(directory) / step.id)
+        if step.params.get("checkpoint_dir"):
+            if resume:
+                step.params["resume"] = True
+            found.append(step.id)
+    if not found:
+        raise SystemExit(
+            "error: no step of this pipeline saves checkpoints: give --checkpoint-dir DIR (on the first "
+            "run too), or set checkpoint_dir in the training step's params."
+        )
+    pipe.validate(where="after --checkpoint-dir/--resume")
 
 
 def _cmd_demo(args) -> int:
@@ -77,11 +112,15 @@ def _cmd_info(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scnapse", description="Deep learning steps for single-cell data.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a pipeline file")
+    p = sub.add_parser("run", help="run a pipeline file (under torchrun: distributed data parallel)")
     p.add_argument("pipeline")
     p.add_argument("--output", help="write here instead of the pipeline's output")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a parameter, e.g. steps.autoencoder.lr=3e-4 (repeatable)")
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="training steps save checkpoints in DIR/<step id> (every checkpoint_every epochs)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue training steps from their last checkpoint (same pipeline, same --checkpoint-dir)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("demo", help="run the bundled sample pipeline (PBMC autoencoder vs PCA)")
     p.add_argument("--output-dir", default="results")

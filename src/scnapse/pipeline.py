@@ -231,11 +231,16 @@ class Pipeline:
                 "Choose another output."
             )
         checksum = file_checksum(source_path) if source_path else None
+        from .train.distributed import is_main_process
+
+        main = is_main_process()  # under torchrun only rank 0 writes files
         timings = []
         resolved = []
         for i, step in enumerate(self.steps):
             spec = get_step(step.name)
             params = self.resolved_params(step, spec)
+            if not main and params.get("save"):
+                params = {**params, "save": None}
             logger.info(f"[{i + 1}/{len(self.steps)}] {step.name}")
             t0 = time.perf_counter()
             spec.func(adata, **params)
@@ -253,7 +258,7 @@ class Pipeline:
             "input_sha256": checksum,
             "step_seconds": timings,
         })
-        if write and out_path:
+        if write and out_path and main:
             write_h5ad_atomic(adata, out_path)
             logger.info(f"wrote {out_path}")
         return adata

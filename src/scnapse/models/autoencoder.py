@@ -15,6 +15,8 @@ from .._settings import logger, resolve_device
 from ..nn.autoencoder import AutoencoderModule
 from ..nn.losses import COUNT_COSTS, check_data_for_cost, gaussian_kl, reconstruction_loss
 from ..train import Loader, Matrix, TrainConfig, environment, fit, seed_everything, split_indices
+from ..train.checkpoint import Checkpoint
+from ..train.distributed import world_size
 from ..train.data import iter_row_chunks, summarize
 from ._base import BaseModel
 from ._preprocess import Preprocessing, chunks_as_tensors, looks_like_counts
@@ -102,8 +104,21 @@ class Autoencoder(BaseModel):
         progress: bool = True,
         callback: Callable | None = None,
         cancel: threading.Event | None = None,
+        precision: str | None = None,
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = False,
+        chunk_size: int | None = None,
     ) -> Autoencoder:
-        """Train on ``adata`` (``adata.X`` or ``layer``; in memory or backed)."""
+        """Train on ``adata`` (``adata.X`` or ``layer``; in memory or backed).
+
+        ``precision``: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (GPU) mixed precision.
+        ``checkpoint_dir``: save the training state there every ``checkpoint_every`` epochs;
+        ``resume=True`` continues from it (see :class:`scnapse.train.Checkpoint`).
+        ``chunk_size``: rows per shuffled chunk (see :class:`scnapse.train.Loader`; backed data
+        is read in chunks of 16,384 rows by default).
+        Under ``torchrun`` with several processes, training is distributed data parallel.
+        """
         check_adata(adata)
         X = get_matrix(adata, layer)
         mask = gene_mask(adata, use_highly_variable)
@@ -145,13 +160,19 @@ class Autoencoder(BaseModel):
         library = torch.from_numpy(summary.row_sums.astype(np.float32)).to(device)
         fields = {"x": matrix, "library": library}
         train = Loader(fields, train_idx, cfg.batch_size, shuffle=True, generator=gen,
-                       drop_single=True, device=device)
+                       drop_single=True, device=device, chunk_size=chunk_size)
         val = Loader(fields, val_idx, max(cfg.batch_size, 1024), device=device) if len(val_idx) else None
         max_epochs = cfg.max_epochs or default_max_epochs(n_obs)
 
+        checkpoint = None
+        if checkpoint_dir is not None:
+            checkpoint = Checkpoint(checkpoint_dir, every=checkpoint_every, resume=resume)
+        elif resume:
+            raise ValueError("resume=True needs checkpoint_dir= (the folder the interrupted run saved to).")
         self.history = fit(
             self.module, self._step(cost), train, val, cfg, max_epochs=max_epochs, progress=progress,
-            callback=callback, cancel=cancel, description="autoencoder",
+            callback=callback, cancel=cancel, description="autoencoder", precision=precision,
+            checkpoint=checkpoint,
         )
         self.cost = cost
         self.params = {
@@ -161,7 +182,9 @@ class Autoencoder(BaseModel):
             "layer": layer, "use_highly_variable": mask is not None, "n_vars": n_vars, "n_obs": n_obs,
             **cfg.to_dict(), "cost": cost, "seed": seed, "max_epochs": max_epochs,
             "device": str(device), "n_train": len(train_idx), "n_validation": len(val_idx),
-            "matrix": matrix.kind,
+            "matrix": matrix.kind, "precision": precision or "fp32",
+            "chunk_rows": train.chunk_rows, "world_size": world_size(),
+            "resumed_from_epoch": checkpoint.restored_epoch if checkpoint is not None else 0,
             "environment": environment(device),
         }
         best = self.history.best_epoch

@@ -25,6 +25,10 @@ def autoencoder(
     progress: bool = True,
     callback: Callable | None = None,
     cancel: threading.Event | None = None,
+    precision: str | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
     copy: bool = False,
     **train_options,
 ) -> AnnData | None:
@@ -58,6 +62,12 @@ def autoencoder(
         Called with an :class:`~scnapse.train.EpochReport` after each epoch; return ``False`` to stop.
     cancel
         A ``threading.Event``; setting it stops training and keeps the best model so far.
+    precision
+        ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (GPU only): mixed-precision training.
+    checkpoint_dir, checkpoint_every, resume
+        Save the whole training state in ``checkpoint_dir`` every ``checkpoint_every`` epochs;
+        with ``resume=True`` an interrupted run continues from there and ends as the uninterrupted
+        run would have (``scnapse run --resume`` sets it).
     copy
         Work on a copy and return it, leaving ``adata`` untouched.
     **train_options
@@ -79,7 +89,8 @@ def autoencoder(
     if copy:
         adata = adata.copy()
     model.fit(adata, layer=layer, use_highly_variable=use_highly_variable, progress=progress,
-              callback=callback, cancel=cancel)
+              callback=callback, cancel=cancel, precision=precision, checkpoint_dir=checkpoint_dir,
+              checkpoint_every=checkpoint_every, resume=resume)
     embedding = model.transform(adata, layer=layer)
     obsm_key = key_added or "X_autoencoder"
     uns_key = key_added or "autoencoder"

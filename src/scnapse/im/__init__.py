@@ -1,7 +1,8 @@
 """Images: per-cell crops from an image and its segmentation, and predictions painted back."""
 
 from ._crops import cells_from_labels
+from ._data import sample_image
 from ._paint import class_table, label_colors, paint_classes
 from ._synthetic import synthetic_image
 
-__all__ = ["cells_from_labels", "class_table", "label_colors", "paint_classes", "synthetic_image"]
+__all__ = ["cells_from_labels", "class_table", "label_colors", "paint_classes", "sample_image", "synthetic_image"]

@@ -32,7 +32,7 @@ IMAGE_DEFAULTS = {"batch_norm": True, "batch_size": 64, "lr": 2e-3}
 CLASSIFIER_DEFAULTS = {**IMAGE_DEFAULTS, "augment": ("flip", "rot90", "intensity"), "validation_fraction": 0.2,
                        "early_stopping": 15}
 #: the fewest crops one training epoch passes (small sets are repeated, see ``ImageModel.fit``)
-EPOCH_CROPS = 512
+EPOCH_CROPS = 256
 #: crop settings a model must see again at prediction time
 CROP_KEYS = ("size", "n_channels", "normalize", "mask", "projection")
 
@@ -117,7 +117,7 @@ class ImageModel(BaseModel):
         Any :class:`~scnapse.train.TrainConfig` field. Image defaults that differ from
         ``TrainConfig``'s: ``batch_norm=True``, ``batch_size=64``, ``lr=2e-3``; for the
         classifier also ``augment=("flip", "rot90", "intensity")``, ``validation_fraction=0.2``,
-        ``early_stopping=15``. An epoch passes at least 512 crops (a few annotated cells are
+        ``early_stopping=15``. An epoch passes at least 256 crops (a few annotated cells are
         repeated, augmented differently each time); ``max_epochs=None`` gives about 300 steps.
         ``cost``: ``mse`` (default) or ``bce`` for the autoencoder,
         ``cross_entropy`` for the classifier. ``input_noise`` adds Gaussian noise to the

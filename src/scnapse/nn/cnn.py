@@ -24,12 +24,17 @@ from torch import nn
 from .activations import get_activation
 
 AUGMENTATIONS = ("flip", "rot90", "intensity", "noise")
+#: momentum of the batch-norm running statistics. PyTorch's 0.1 lags far behind the weights when
+#: a classifier trains for a few dozen steps on a few annotated cells: on the synthetic texture
+#: set (20 cells per class, 10 epochs) validation loss rose from the first epoch with 0.1 and
+#: held-out accuracy stayed at chance; with 0.5 it reached 0.83–0.98.
+BN_MOMENTUM = 0.5
 
 
 def _block(c_in: int, c_out: int, activation: str, batch_norm: bool) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=not batch_norm)]
     if batch_norm:
-        layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.BatchNorm2d(c_out, momentum=BN_MOMENTUM))
     layers.append(get_activation(activation))
     return layers
 
@@ -136,7 +141,7 @@ class ConvAutoencoderModule(nn.Module):
             layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
             layers.append(nn.Conv2d(width, nxt, kernel_size=3, padding=1, bias=not batch_norm))
             if batch_norm:
-                layers.append(nn.BatchNorm2d(nxt))
+                layers.append(nn.BatchNorm2d(nxt, momentum=BN_MOMENTUM))
             layers.append(get_activation(activation))
         layers.append(nn.Conv2d(widths[-1], int(in_channels), kernel_size=3, padding=1))
         self.decoder = nn.Sequential(*layers)

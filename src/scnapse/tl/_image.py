@@ -119,7 +119,7 @@ def train_image_classifier(
     **train_options
         :class:`~scnapse.train.TrainConfig` fields; image defaults: ``batch_norm=True``,
         ``batch_size=64``, ``lr=2e-3``, ``validation_fraction=0.2`` (of the annotated cells,
-        stratified), ``early_stopping=15``; an epoch passes at least 512 crops (the annotated cells
+        stratified), ``early_stopping=15``; an epoch passes at least 256 crops (the annotated cells
         repeated, augmented differently); ``max_epochs`` ``None``: about 300 steps.
 
     Returns

@@ -1,0 +1,77 @@
+"""The plugin's reader (``.h5ad`` → Points layer), writer (Points layer → ``.h5ad``) and sample data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from ._layers import ADATA, Session, adata_layer_data
+
+
+def napari_get_reader(path):
+    """npe2 reader: a function reading ``.h5ad`` files, or ``None`` for other paths."""
+    if isinstance(path, list):
+        if not path or not all(str(p).lower().endswith(".h5ad") for p in path):
+            return None
+    elif not str(path).lower().endswith(".h5ad"):
+        return None
+    return read_h5ad
+
+
+def read_h5ad(path) -> list[tuple]:
+    """Open ``.h5ad`` file(s) as Points layers of their embedding (the AnnData kept with the layer)."""
+    paths = path if isinstance(path, list) else [path]
+    out = []
+    for p in paths:
+        adata = ad.read_h5ad(p)
+        name = Path(p).name.removesuffix(".h5ad")
+        data, kwargs, kind = adata_layer_data(adata, session=Session(input=str(p)))
+        kwargs["name"] = f"{name} ({kwargs['metadata']['scnapse_view']['obsm_key'] or 'no embedding'})"
+        out.append((data, kwargs, kind))
+    return out
+
+
+def write_h5ad(path: str, data, attributes: dict) -> list[str]:
+    """npe2 writer for a Points layer: its AnnData (with everything the panels wrote) as ``.h5ad``.
+
+    A Points layer that carries no AnnData is written as one: coordinates in ``obsm['X_napari']``,
+    features in ``obs``.
+    """
+    from ..pipeline import write_h5ad_atomic
+
+    adata = (attributes.get("metadata") or {}).get(ADATA)
+    if adata is None:
+        import pandas as pd
+
+        features = attributes.get("features")
+        obs = pd.DataFrame(features).reset_index(drop=True) if features is not None else pd.DataFrame(
+            index=range(len(data)))
+        obs.index = obs.index.astype(str)
+        adata = ad.AnnData(obs=obs)
+        adata.obsm["X_napari"] = np.asarray(data, dtype=float)
+    if not str(path).lower().endswith(".h5ad"):
+        path = f"{path}.h5ad"
+    write_h5ad_atomic(adata, path)
+    return [str(path)]
+
+
+def sample_pbmc68k() -> list[tuple]:
+    """700 PBMCs (raw counts) on their UMAP, coloured by ``bulk_labels``."""
+    from .. import datasets
+
+    adata = datasets.pbmc68k()
+    data, kwargs, kind = adata_layer_data(adata, color_by="bulk_labels",
+                                          session=Session(input={"dataset": "pbmc68k"}), name="pbmc68k (X_umap)")
+    return [(data, kwargs, kind)]
+
+
+def sample_pbmc160() -> list[tuple]:
+    """160 PBMCs × 8,674 genes (no embedding yet: cells on a grid), coloured by ``cell_type``."""
+    from .. import datasets
+
+    adata = datasets.pbmc160()
+    data, kwargs, kind = adata_layer_data(adata, color_by="cell_type",
+                                          session=Session(input={"dataset": "pbmc160"}), name="pbmc160 (no embedding)")
+    return [(data, kwargs, kind)]

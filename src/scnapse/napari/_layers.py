@@ -1,0 +1,280 @@
+"""AnnData ↔ napari Points layers.
+
+A cell table (AnnData) is shown as a Points layer of a 2-D embedding: one point per cell at
+``obsm[key][:, dims]``, the ``obs`` columns as the layer's ``features``, coloured by one column.
+The AnnData itself travels in ``layer.metadata["adata"]`` so that the panels can run steps on it
+and write results back; ``layer.metadata["scnapse_session"]`` records the steps run, shared by
+every layer that shows the same AnnData.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+ADATA = "adata"
+SESSION = "scnapse_session"
+VIEW = "scnapse_view"
+
+
+@dataclass
+class Session:
+    """What was run on one AnnData in the GUI, in order: becomes a pipeline file.
+
+    ``input`` is what a pipeline reads to get the same starting data: ``{"dataset": name}`` for
+    the bundled data, a file path for an opened ``.h5ad``, or ``None`` for data made in memory.
+    """
+
+    input: str | dict | None = None
+    steps: list[dict] = field(default_factory=list)
+    seed: int = 0
+
+    def record(self, name: str, params: dict, step_id: str | None = None) -> None:
+        ids = [s["id"] for s in self.steps]
+        base = step_id or name.rsplit(".", 1)[-1]
+        sid, k = base, 1
+        while sid in ids:
+            k += 1
+            sid = f"{base}_{k}"
+        self.steps.append({"step": name, "id": sid, "params": dict(params)})
+
+    def to_pipeline(self, *, output: str | None = None, name: str = "napari session"):
+        """The session as a validated :class:`scnapse.pipeline.Pipeline`."""
+        from ..pipeline import Pipeline
+
+        if not self.steps:
+            raise ValueError("Nothing was run on these cells yet: run a step, then save the pipeline.")
+        return Pipeline.from_dict({
+            "name": name, "input": self.input, "output": output, "seed": self.seed,
+            "steps": [dict(s) for s in self.steps],
+        })
+
+
+def embedding_keys(adata: AnnData) -> list[str]:
+    """``obsm`` keys that hold at least two columns per cell (usable as 2-D coordinates)."""
+    out = []
+    for key in adata.obsm.keys():
+        value = adata.obsm[key]
+        if getattr(value, "ndim", 0) == 2 and value.shape[1] >= 2 and not isinstance(value, pd.DataFrame):
+            out.append(key)
+    return out
+
+
+def default_embedding_key(adata: AnnData) -> str | None:
+    keys = embedding_keys(adata)
+    for preferred in ("X_umap", "X_tsne", "X_autoencoder", "X_pca"):
+        if preferred in keys:
+            return preferred
+    return keys[0] if keys else None
+
+
+def embedding_coords(adata: AnnData, key: str | None, dims: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Point coordinates (napari's row, column order) of ``obsm[key][:, dims]``: the embedding's
+    second axis points up. ``key=None`` lays the cells out on a grid (no embedding yet)."""
+    if key is None:
+        side = int(np.ceil(np.sqrt(max(adata.n_obs, 1))))
+        i = np.arange(adata.n_obs)
+        return np.c_[i // side, i % side].astype(float)
+    if key not in adata.obsm:
+        raise KeyError(f"obsm[{key!r}] does not exist; embeddings here: {embedding_keys(adata)}.")
+    emb = np.asarray(adata.obsm[key], dtype=float)
+    if emb.ndim != 2 or emb.shape[1] < 2:
+        raise ValueError(f"obsm[{key!r}] must have at least 2 columns to be drawn; it has shape {emb.shape}.")
+    x, y = emb[:, dims[0]], emb[:, dims[1]]
+    return np.c_[-y, x]
+
+
+def _palette(n: int) -> list[str]:
+    import matplotlib as mpl
+    from matplotlib import colors as mcolors
+
+    name = "tab10" if n <= 10 else "tab20"
+    if n <= 20:
+        cmap = mpl.colormaps[name]
+        return [mcolors.to_hex(cmap(i)) for i in range(n)]
+    cmap = mpl.colormaps["hsv"]
+    return [mcolors.to_hex(cmap(i / n)) for i in range(n)]
+
+
+def cell_colors(adata: AnnData, column: str | None) -> tuple[np.ndarray, dict[str, str]]:
+    """RGBA colour per cell for ``obs[column]`` and a legend ``{label: hex}``.
+
+    Categories (and strings, booleans, few-valued integers) use ``uns[f"{column}_colors"]`` when
+    scanpy has stored one of the right length, else tab10/tab20; numbers use viridis (the legend
+    then gives the range).
+    """
+    from matplotlib import colors as mcolors
+    import matplotlib as mpl
+
+    n = adata.n_obs
+    if column is None:
+        return np.tile(mcolors.to_rgba("#7f7f7f"), (n, 1)), {}
+    if column not in adata.obs:
+        raise KeyError(f"obs[{column!r}] does not exist; columns: {list(adata.obs.columns)}.")
+    values = adata.obs[column]
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and not isinstance(values.dtype, pd.CategoricalDtype):
+        v = values.to_numpy(dtype=float)
+        finite = np.isfinite(v)
+        lo, hi = (float(np.min(v[finite])), float(np.max(v[finite]))) if finite.any() else (0.0, 1.0)
+        norm = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+        rgba = mpl.colormaps["viridis"](np.nan_to_num(norm, nan=0.0))
+        rgba[~finite] = mcolors.to_rgba("#bbbbbb")
+        return rgba, {f"{lo:.3g}": mcolors.to_hex(rgba[np.argmin(np.where(finite, v, np.inf))]) if finite.any()
+                      else "#bbbbbb",
+                      f"{hi:.3g}": mcolors.to_hex(mpl.colormaps["viridis"](1.0))}
+    cat = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype(str).astype("category")
+    categories = [str(c) for c in cat.cat.categories]
+    stored = adata.uns.get(f"{column}_colors")
+    if stored is not None and len(stored) == len(categories):
+        palette = [mcolors.to_hex(c) for c in stored]
+    else:
+        palette = _palette(len(categories))
+    lut = np.array([mcolors.to_rgba(c) for c in palette] + [mcolors.to_rgba("#bbbbbb")])
+    codes = cat.cat.codes.to_numpy().copy()
+    codes[codes < 0] = len(categories)  # missing values: grey
+    return lut[codes], dict(zip(categories, palette))
+
+
+def features_of(adata: AnnData) -> pd.DataFrame:
+    """``obs`` as a layer's features (index reset: napari wants one row per point)."""
+    return adata.obs.reset_index(drop=True).copy()
+
+
+def point_size(coords: np.ndarray) -> float:
+    if len(coords) == 0:
+        return 1.0
+    extent = float(np.max(np.ptp(coords, axis=0))) if len(coords) > 1 else 1.0
+    return max(extent / 40.0, 1e-6)
+
+
+def adata_layer_data(
+    adata: AnnData,
+    *,
+    obsm_key: str | None = "auto",
+    color_by: str | None = "auto",
+    name: str | None = None,
+    session: Session | None = None,
+    dims: tuple[int, int] = (0, 1),
+) -> tuple:
+    """A napari ``LayerDataTuple`` ``(coords, kwargs, "points")`` showing ``adata``.
+
+    Parameters
+    ----------
+    adata
+        The cells. Kept (not copied) in the layer's ``metadata["adata"]``.
+    obsm_key
+        Embedding to draw; ``"auto"``: ``X_umap``, ``X_tsne``, ``X_autoencoder``, ``X_pca`` or the
+        first 2-D ``obsm`` entry; ``None`` (or none found): cells on a grid until an embedding exists.
+    color_by
+        ``obs`` column to colour by; ``"auto"``: the first categorical column.
+    name
+        Layer name; default ``"cells (KEY)"``.
+    session
+        The record of steps shared with other layers of the same AnnData.
+    dims
+        Which two embedding dimensions to draw.
+    """
+    if obsm_key == "auto":
+        obsm_key = default_embedding_key(adata)
+    if color_by == "auto":
+        cats = [c for c in adata.obs.columns if isinstance(adata.obs[c].dtype, pd.CategoricalDtype)]
+        color_by = cats[0] if cats else None
+    coords = embedding_coords(adata, obsm_key, dims)
+    rgba, legend = cell_colors(adata, color_by)
+    kwargs = {
+        "name": name or f"cells ({obsm_key or 'no embedding'})",
+        "features": features_of(adata),
+        "face_color": rgba,
+        "border_width": 0,
+        "size": point_size(coords),
+        "metadata": {
+            ADATA: adata,
+            SESSION: session if session is not None else Session(),
+            VIEW: {"obsm_key": obsm_key, "color_by": color_by, "dims": tuple(dims), "legend": legend},
+        },
+    }
+    return coords, kwargs, "points"
+
+
+def is_adata_layer(layer) -> bool:
+    return isinstance(getattr(layer, "metadata", None), dict) and isinstance(layer.metadata.get(ADATA), AnnData)
+
+
+def get_adata(layer) -> AnnData:
+    """The AnnData shown by ``layer``; a clear error for layers that do not carry one."""
+    if layer is None:
+        raise ValueError("No cells selected: open an .h5ad file (File ▸ Open) or a sample "
+                         "(File ▸ Open Sample ▸ scnapse), then pick its Points layer.")
+    if not is_adata_layer(layer):
+        raise ValueError(f"Layer {layer.name!r} holds no AnnData; pick a Points layer opened from an "
+                         ".h5ad file or made by a scnapse panel.")
+    return layer.metadata[ADATA]
+
+
+def recolor(layer, color_by: str | None) -> dict[str, str]:
+    """Colour ``layer``'s points by ``obs[color_by]``; returns the legend."""
+    adata = get_adata(layer)
+    rgba, legend = cell_colors(adata, color_by)
+    layer.face_color = rgba
+    layer.metadata[VIEW] = {**layer.metadata.get(VIEW, {}), "color_by": color_by, "legend": legend}
+    layer.refresh()
+    return legend
+
+
+def refresh_features(viewer, adata: AnnData) -> None:
+    """After a step wrote new ``obs`` columns: update ``features`` of every layer of ``adata``."""
+    for layer in viewer.layers:
+        if is_adata_layer(layer) and layer.metadata[ADATA] is adata:
+            layer.features = features_of(adata)
+
+
+def show_embedding(viewer, source_layer, obsm_key: str, *, color_by: str | None = "same",
+                   dims: tuple[int, int] = (0, 1)):
+    """Add (or update) the Points layer of ``obsm[obsm_key]`` for the AnnData of ``source_layer``,
+    sharing its AnnData and session. Returns the layer."""
+    adata = get_adata(source_layer)
+    meta = source_layer.metadata
+    if color_by == "same":
+        color_by = meta.get(VIEW, {}).get("color_by")
+    for layer in viewer.layers:
+        if (is_adata_layer(layer) and layer.metadata[ADATA] is adata
+                and layer.metadata.get(VIEW, {}).get("obsm_key") is None):
+            target = layer  # a placeholder grid layer: give it the embedding
+            break
+        if (is_adata_layer(layer) and layer.metadata[ADATA] is adata
+                and layer.metadata.get(VIEW, {}).get("obsm_key") == obsm_key):
+            target = layer
+            break
+    else:
+        target = None
+    base = source_layer.name.split(" (")[0]
+    data, kwargs, _ = adata_layer_data(adata, obsm_key=obsm_key, color_by=color_by, session=meta[SESSION],
+                                       dims=dims, name=f"{base} ({obsm_key})")
+    if target is None:
+        target = viewer.add_points(data, **kwargs)
+        _focus(viewer, target)
+        return target
+    target.data = data
+    target.features = kwargs["features"]
+    target.face_color = kwargs["face_color"]
+    target.size = kwargs["size"]
+    target.metadata.update(kwargs["metadata"])
+    target.name = kwargs["name"]
+    target.refresh()
+    _focus(viewer, target)
+    return target
+
+
+def _focus(viewer, layer) -> None:
+    """Show ``layer`` alone among the layers of its AnnData (the others stay, hidden) and fit it."""
+    adata = get_adata(layer)
+    for other in viewer.layers:
+        if other is not layer and is_adata_layer(other) and other.metadata[ADATA] is adata:
+            other.visible = False
+    layer.visible = True
+    viewer.layers.selection.active = layer
+    viewer.reset_view(layers=[layer])

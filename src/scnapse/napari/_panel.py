@@ -1,0 +1,376 @@
+"""What every step panel shares: pick the cells, run the step in a worker thread with a live loss
+plot and a napari progress bar, Run ↔ Cancel, errors as notifications, "Save pipeline…".
+
+A panel turns its widgets into a list of :class:`Call` — *registered pipeline steps* with their
+parameters — and runs them through :func:`scnapse.pipeline.get_step`, the same functions a
+pipeline file runs. What succeeded is recorded in the layer's :class:`~._layers.Session`, which
+"Save pipeline…" writes as a pipeline file and a Python script: the GUI and ``scnapse run``
+cannot compute different things.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import napari
+from magicgui.widgets import ComboBox, Container
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+
+from ._layers import ADATA, SESSION, get_adata, is_adata_layer, refresh_features
+
+
+@dataclass
+class Call:
+    """One step to run: a registered pipeline step name and its (recordable) parameters."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+    trains: bool = False  # gets callback= / cancel= / progress=False while running
+    step_id: str | None = None
+
+
+class _Relay(QObject):
+    """Carries the worker thread's news to the GUI thread through queued Qt signals of ONE
+    object, so that they arrive in order (every epoch report before the end)."""
+
+    report = Signal(object)
+    done = Signal(object)
+    failed = Signal(object)
+
+
+class LossPlot(QWidget):
+    """Training and validation loss per epoch, redrawn with ``draw_idle`` (never blocks the GUI)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.canvas.setMinimumHeight(150)
+        self.ax = self.figure.add_subplot(111)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.reset()
+
+    def reset(self) -> None:
+        self.epochs: list[int] = []
+        self.train: list[float] = []
+        self.val: list[float] = []
+        self.ax.clear()
+        (self.train_line,) = self.ax.plot([], [], "-", color="#1f77b4", label="train")
+        (self.val_line,) = self.ax.plot([], [], "-", color="#ff7f0e", label="validation")
+        self.ax.set_xlabel("epoch", fontsize=8)
+        self.ax.set_ylabel("loss", fontsize=8)
+        self.ax.tick_params(labelsize=7)
+        self.ax.legend(fontsize=7, loc="upper right")
+        self.canvas.draw_idle()
+
+    def add(self, report) -> None:
+        self.epochs.append(report.epoch)
+        self.train.append(report.train_loss)
+        self.val.append(float("nan") if report.val_loss is None else report.val_loss)
+        self.train_line.set_data(self.epochs, self.train)
+        self.val_line.set_data(self.epochs, self.val)
+        self.ax.relim()
+        self.ax.autoscale_view()
+        self.canvas.draw_idle()
+
+
+def _connect_layer_events(widget: QWidget, callback) -> None:
+    """Call ``callback`` when layers are added or removed, until ``widget`` is destroyed (a closed
+    dock widget must not be called again)."""
+    events = (widget.viewer.layers.events.inserted, widget.viewer.layers.events.removed)
+    for event in events:
+        event.connect(callback)
+
+    def disconnect(*_):
+        for event in events:
+            event.disconnect(callback)
+
+    widget.destroyed.connect(disconnect)
+
+
+def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event) -> None:
+    """Worker-thread body: run ``calls`` on ``adata`` in order; report each epoch, then the calls
+    that ran (or the error) through ``relay``."""
+    from ..pipeline import get_step
+
+    done = []
+    try:
+        for call in calls:
+            if cancel.is_set():
+                break
+            func = get_step(call.name).func
+            kwargs = dict(call.params)
+            if call.trains:
+                kwargs.update(callback=relay.report.emit, cancel=cancel, progress=False)
+            func(adata, **kwargs)
+            done.append(call)
+    except Exception as err:  # noqa: BLE001 - every error goes to the GUI as a notification
+        err.__scnapse_done__ = done
+        relay.failed.emit(err)
+    else:
+        relay.done.emit(done)
+
+
+class StepPanel(QWidget):
+    """Base of the dock widgets. Subclasses set ``title`` and implement :meth:`make_options`,
+    :meth:`calls` (widgets → steps) and :meth:`show_results` (results → layers)."""
+
+    title = "step"
+    run_text = "Run"
+    trains = True
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self._worker = None
+        self._cancel = threading.Event()
+        self._progress = None
+        self._last_report = None
+        self.last_error: str | None = None
+        self.setMinimumWidth(320)
+
+        layout = QVBoxLayout(self)
+        self.cells = ComboBox(label="cells", choices=self._adata_layers, nullable=True,
+                              tooltip="The Points layer of the AnnData to run on (open an .h5ad or a sample).")
+        self.inputs = Container(widgets=[self.cells], labels=True)
+        layout.addWidget(self.inputs.native)
+        self.options = self.make_options()
+        if self.options is not None:
+            layout.addWidget(self.options.native)
+        self.train_options = self.make_train_options() if self.trains else None
+        if self.train_options is not None:
+            layout.addWidget(QLabel("<b>Training</b>"))
+            layout.addWidget(self.train_options.native)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton(self.run_text)
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.save_button = QPushButton("Save pipeline…")
+        self.save_button.setToolTip("Write what was run on these cells as a pipeline file (and a Python script).")
+        self.save_button.clicked.connect(self._on_save_clicked)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.save_button)
+        layout.addLayout(buttons)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.loss_plot = LossPlot() if self.trains else None
+        if self.loss_plot is not None:
+            layout.addWidget(self.loss_plot)
+        layout.addStretch(1)
+
+        self._relay = _Relay()
+        self._relay.report.connect(self._on_report)
+        self._relay.done.connect(self._on_returned)
+        self._relay.failed.connect(self._on_errored)
+        _connect_layer_events(self, self._refresh_choices)
+        self._refresh_choices()
+
+    # -- for subclasses ------------------------------------------------------------------------------
+    def make_options(self) -> Container | None:
+        return None
+
+    def make_train_options(self):
+        return None
+
+    def calls(self, adata) -> list[Call]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def show_results(self, layer, calls: list[Call]) -> None:
+        pass
+
+    def on_cells_changed(self, adata) -> None:
+        """Update widgets that list the AnnData's columns / layers."""
+
+    # -- cells ---------------------------------------------------------------------------------------
+    def _adata_layers(self, *_):
+        return [(layer.name, layer) for layer in self.viewer.layers if is_adata_layer(layer)]
+
+    def _refresh_choices(self, *_):
+        if self._worker is not None:
+            return
+        current = self.cells.value
+        self.cells.reset_choices()
+        layers = [v for _, v in self._adata_layers()]
+        if current in layers:
+            self.cells.value = current
+        elif layers:
+            selected = self.viewer.layers.selection.active
+            self.cells.value = selected if selected in layers else layers[-1]
+        try:
+            self.on_cells_changed(get_adata(self.cells.value) if self.cells.value is not None else None)
+        except ValueError:
+            self.on_cells_changed(None)
+
+    @property
+    def layer(self):
+        return self.cells.value
+
+    # -- running -------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def run(self):
+        """Start the step (what the Run button does); returns the worker, or ``None`` on bad input
+        (then a notification says why)."""
+        if self._worker is not None:
+            return None
+        try:
+            layer = self.layer
+            adata = get_adata(layer)
+            calls = self.calls(adata)
+        except (ValueError, KeyError, TypeError) as err:
+            self._error(err)
+            return None
+        self._start(layer, adata, calls)
+        return self._worker
+
+    def cancel(self) -> None:
+        """Stop training (the best model so far is kept and shown)."""
+        if self._worker is not None:
+            self._cancel.set()
+            self.run_button.setEnabled(False)
+            self.run_button.setText("Cancelling…")
+
+    def _on_run_clicked(self):
+        if self._worker is not None:
+            self.cancel()
+        else:
+            self.run()
+
+    def _start(self, layer, adata, calls: list[Call]) -> None:
+        self._cancel = threading.Event()
+        self._last_report = None
+        self.last_error = None
+        if self.loss_plot is not None:
+            self.loss_plot.reset()
+        self._set_running(True)
+        self.status.setText(f"{self.title}: running…")
+        self._running_layer = layer
+        worker = create_worker(_run_calls, adata, calls, self._relay, self._cancel,
+                               _start_thread=False, _ignore_errors=True)
+        self._worker = worker
+        worker.start()
+
+    def _set_running(self, running: bool) -> None:
+        for w in (self.inputs, self.options, self.train_options):
+            if w is not None:
+                w.enabled = not running
+        self.save_button.setEnabled(not running)
+        self.run_button.setEnabled(True)
+        self.run_button.setText("Cancel" if running else self.run_text)
+
+    def _on_report(self, report) -> None:
+        if self._worker is None:  # a late report of a finished run
+            return
+        self._last_report = report
+        if self.loss_plot is not None:
+            self.loss_plot.add(report)
+        val = "–" if report.val_loss is None else f"{report.val_loss:.4g}"
+        self.status.setText(f"{self.title}: epoch {report.epoch}/{report.max_epochs}, "
+                            f"train {report.train_loss:.4g}, validation {val}")
+        # last: napari's progress bar may process pending events (the next reports, the end)
+        if self._progress is None:
+            self._progress = napari.utils.progress(total=report.max_epochs, desc=f"scnapse {self.title}")
+        self._progress.update(1)
+
+    def _on_returned(self, done: list[Call]) -> None:
+        try:
+            self._show_done(self._running_layer, done)
+        finally:
+            self._on_finished()
+
+    def _show_done(self, layer, done: list[Call]) -> None:
+        adata = layer.metadata[ADATA]
+        session = layer.metadata[SESSION]
+        cancelled = self._cancel.is_set()
+        for call in done:
+            params = dict(call.params)
+            if call.trains and cancelled and self._last_report is not None:
+                # what ran: the epochs completed before Cancel (re-running them gives the same model)
+                params["max_epochs"] = self._last_report.epoch
+            session.record(call.name, params, call.step_id)
+        refresh_features(self.viewer, adata)
+        if done:
+            try:
+                self.show_results(layer, done)
+            except Exception as err:  # a display problem must not lose the computed result
+                self._error(err)
+                return
+        what = "cancelled — the best model so far is kept" if cancelled else "done"
+        self.status.setText(f"{self.title}: {what}.")
+        show_info(f"scnapse {self.title}: {what}.")
+
+    def _on_errored(self, err: Exception) -> None:
+        try:
+            # steps that completed before the failing one did change the data: record them
+            done = getattr(err, "__scnapse_done__", [])
+            if done:
+                self._show_done(self._running_layer, done)
+            self._error(err, trace="".join(traceback.format_exception(type(err), err, err.__traceback__)))
+        finally:
+            self._on_finished()
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.close()
+        self._set_running(False)
+        self._refresh_choices()
+
+    def _error(self, err: Exception, trace: str | None = None) -> None:
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        self.last_error = message
+        self.status.setText(f"<span style='color:#d62728'>{self.title} failed: {message}</span>")
+        from .._settings import logger
+
+        if trace:
+            logger.debug(trace)
+        show_error(f"scnapse {self.title}: {message}")
+
+    # -- saving --------------------------------------------------------------------------------------
+    def save_pipeline(self, path, *, script: bool = True) -> list[str]:
+        """Write what was run on the selected cells, in order, as a pipeline YAML (and a ``.py``
+        script beside it). Its output is ``<path>.h5ad``. Returns the files written."""
+        from ..pipeline import export_script
+
+        layer = self.layer
+        get_adata(layer)
+        path = Path(path)
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            path = path.with_suffix(".yaml")
+        pipe = layer.metadata[SESSION].to_pipeline(output=str(path.with_suffix(".h5ad")),
+                                                   name=f"napari session on {layer.name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# Exported from the scnapse napari plugin: re-run with `scnapse run "
+                        f"{path.name}`.\n" + pipe.to_yaml())
+        written = [str(path)]
+        if script:
+            py = path.with_suffix(".py")
+            py.write_text(export_script(pipe))
+            written.append(str(py))
+        return written
+
+    def _on_save_clicked(self):
+        try:
+            get_adata(self.layer)
+            path, _ = QFileDialog.getSaveFileName(self, "Save pipeline", "pipeline.yaml", "Pipeline (*.yaml *.yml)")
+            if path:
+                written = self.save_pipeline(path)
+                show_info(f"scnapse: wrote {', '.join(written)}")
+        except (ValueError, KeyError, OSError) as err:
+            self._error(err)

@@ -1,0 +1,276 @@
+"""The napari plugin under Xvfb: manifest, reader/writer, generated training panel, panels that
+train to the end, cancel, errors as notifications, exported pipelines that reproduce the GUI,
+and screenshots whose pixels show the result's colours (saved under test-artifacts/)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import anndata as ad  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import colors as mcolors  # noqa: E402
+
+from scnapse._settings import available_devices  # noqa: E402
+from scnapse.napari import (  # noqa: E402
+    AutoencoderWidget, CellsWidget, ClassicWidget, TrainOptions, cell_colors, embedding_coords, get_adata,
+    napari_get_reader, write_h5ad,
+)
+from scnapse.pipeline import Pipeline  # noqa: E402
+from scnapse.train.config import MOMENTUM_OPTIMIZERS, TrainConfig, literal_choices  # noqa: E402
+
+from conftest import make_counts  # noqa: E402
+
+pytestmark = pytest.mark.napari
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FAST = {"max_epochs": 3, "early_stopping": 0, "batch_size": 64, "validation_fraction": 0.2}
+
+
+@pytest.fixture
+def h5ad_path(tmp_path) -> Path:
+    """120 cells × 40 genes of counts, 3 types, with a 2-D 'X_umap' to open on."""
+    adata = make_counts()
+    rng = np.random.default_rng(1)
+    codes = adata.obs["cell_type"].cat.codes.to_numpy()
+    adata.obsm["X_umap"] = np.c_[codes * 10.0, codes * -5.0] + rng.normal(0, 1, (adata.n_obs, 2))
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+@pytest.fixture
+def notifications():
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def open_cells(viewer, path):
+    layers = viewer.open(str(path), plugin="scnapse")
+    assert len(layers) == 1
+    return layers[0]
+
+
+def wait_done(qtbot, panel, timeout=60_000):
+    qtbot.waitUntil(lambda: not panel.running, timeout=timeout)
+
+
+def screenshot(viewer, name) -> np.ndarray:
+    ARTIFACTS.mkdir(exist_ok=True)
+    img = viewer.screenshot(canvas_only=True, flash=False)
+    from matplotlib.image import imsave
+
+    imsave(ARTIFACTS / f"{name}.png", img)
+    return img[..., :3].astype(int)
+
+
+def shows_colour(img: np.ndarray, hex_colour: str, tol: int = 12) -> int:
+    target = (np.array(mcolors.to_rgb(hex_colour)) * 255).round().astype(int)
+    return int(np.sum(np.all(np.abs(img - target) <= tol, axis=-1)))
+
+
+# -- manifest, reader, writer ------------------------------------------------------------------------
+def test_manifest_validates_with_imports():
+    out = subprocess.run([sys.executable, "-m", "npe2", "validate", "scnapse", "--imports"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in out.stdout
+
+
+def test_reader_makes_points_layer_of_embedding(h5ad_path, tmp_path, make_napari_viewer):
+    assert napari_get_reader(str(tmp_path / "x.csv")) is None
+    viewer = make_napari_viewer()
+    layer = open_cells(viewer, h5ad_path)
+    adata = get_adata(layer)
+    np.testing.assert_allclose(layer.data[:, 1], adata.obsm["X_umap"][:, 0])
+    np.testing.assert_allclose(layer.data[:, 0], -adata.obsm["X_umap"][:, 1])
+    assert list(layer.features.columns) == list(adata.obs.columns)
+    assert list(layer.features["cell_type"]) == list(adata.obs["cell_type"])
+    rgba, legend = cell_colors(adata, "cell_type")
+    np.testing.assert_allclose(layer.face_color, rgba)
+    assert set(legend) == {"type0", "type1", "type2"} and len(set(legend.values())) == 3
+    # the writer saves the AnnData carried by the layer, results included
+    adata.obs["new"] = 1
+    written = write_h5ad(str(tmp_path / "out.h5ad"), layer.data, {"metadata": layer.metadata})
+    back = ad.read_h5ad(written[0])
+    assert "new" in back.obs and back.obsm["X_umap"].shape == (120, 2)
+
+
+def test_cells_widget_switches_embedding_and_colour(h5ad_path, make_napari_viewer):
+    viewer = make_napari_viewer()
+    layer = open_cells(viewer, h5ad_path)
+    adata = get_adata(layer)
+    adata.obsm["X_other"] = np.c_[np.arange(120.0), np.zeros(120), np.ones(120)]
+    adata.obs["depth"] = np.asarray(adata.X.sum(1)).ravel()
+    w = CellsWidget(viewer)
+    w._on_cells()
+    assert set(w.embedding.choices) == {"X_umap", "X_other"}
+    w.embedding.value = "X_other"
+    shown = w.cells.value
+    np.testing.assert_allclose(shown.data, embedding_coords(adata, "X_other"))
+    w.color_by.value = "depth"  # continuous: viridis, legend gives the range
+    assert "depth" in w.legend.text()
+    np.testing.assert_allclose(shown.face_color, cell_colors(adata, "depth")[0])
+
+
+# -- the generated training panel -------------------------------------------------------------------
+def test_train_options_generated_from_trainconfig(qtbot):
+    opts = TrainOptions()
+    names = set(TrainConfig.field_names()) - {"augment"}
+    assert {w.name for w in opts} == names
+    cost = opts.widget("cost")
+    assert [c for c in cost.choices if c is not None] == list(literal_choices("cost"))
+    assert None in cost.choices  # "auto": the step's natural cost
+    assert list(opts.widget("activation").choices) == list(literal_choices("activation"))
+    assert list(opts.widget("optimizer").choices) == list(literal_choices("optimizer"))
+    assert list(opts.widget("device").choices) == ["auto", *available_devices()]
+    # momentum only for the optimizers that use it
+    for name in literal_choices("optimizer"):
+        opts.widget("optimizer").value = name
+        assert (not opts.widget("momentum").native.isHidden()) == (name in MOMENTUM_OPTIMIZERS)
+        assert ("momentum" in opts.values()) == (name in MOMENTUM_OPTIMIZERS)
+    # the learning rate shows and reads 1e-4 exactly (not a two-decimal spin box)
+    opts.set_values(lr=1e-4, l2=1e-5)
+    assert opts.widget("lr").value == "0.0001" and opts.values()["lr"] == 1e-4
+    assert opts.values()["l2"] == 1e-5
+    opts.widget("lr").value = "3e-3"
+    assert opts.values()["lr"] == 3e-3
+    opts.widget("lr").value = "fast"
+    with pytest.raises(ValueError, match="learning rate"):
+        opts.values()
+    opts.widget("lr").value = "-1"
+    with pytest.raises(ValueError, match="lr"):
+        opts.values()  # TrainConfig's own check
+    # a step's cost restriction
+    ae = TrainOptions(costs=("mse", "nb"))
+    assert [c for c in ae.widget("cost").choices if c is not None] == ["mse", "nb"]
+    assert set(TrainOptions(exclude=()).values()) >= {"augment"}
+
+
+# -- panels run to the end ---------------------------------------------------------------------------
+def test_autoencoder_panel_trains_and_shows_embedding(h5ad_path, make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)  # a shown window: the canvas renders for screenshots
+    layer = open_cells(viewer, h5ad_path)
+    panel = AutoencoderWidget(viewer)
+    dock = viewer.window.add_dock_widget(panel, name="Autoencoder")
+    assert panel.cells.value is layer
+    panel.n_latent.value = 4
+    panel.train_options.set_values(**FAST, lr=3e-3, seed=1)
+    worker = panel.run()
+    assert worker is not None and panel.run_button.text() == "Cancel"
+    assert not panel.train_options.enabled and not panel.options.enabled
+    wait_done(qtbot, panel)
+    assert panel.last_error is None, panel.last_error
+    adata = get_adata(layer)
+    assert adata.obsm["X_autoencoder"].shape == (120, 4)
+    result = panel.result_layer
+    assert result.name.endswith("(X_autoencoder)") and result.metadata["adata"] is adata
+    np.testing.assert_allclose(result.data, embedding_coords(adata, "X_autoencoder"))
+    assert panel.loss_plot.epochs == [1, 2, 3] and all(np.isfinite(panel.loss_plot.val))
+    assert panel.run_button.text() == "Train" and panel.train_options.enabled
+    assert adata.uns["autoencoder"]["params"]["max_epochs"] == 3
+    # the rendered result is not blank and shows the three cell-type colours
+    viewer.window.remove_dock_widget(dock)  # the whole window for the canvas
+    qtbot.wait(100)
+    assert [x.visible for x in viewer.layers] == [False, True]  # the new embedding is shown alone
+    viewer.reset_view(layers=[result])
+    img = screenshot(viewer, "autoencoder_result")
+    legend = result.metadata["scnapse_view"]["legend"]
+    for colour in legend.values():
+        assert shows_colour(img, colour) > 20, colour
+
+
+def test_classic_then_autoencoder_pipeline_reproduces_gui(h5ad_path, tmp_path, make_napari_viewer, qtbot,
+                                                         monkeypatch):
+    viewer = make_napari_viewer(show=True)
+    layer = open_cells(viewer, h5ad_path)
+    classic = ClassicWidget(viewer)
+    assert classic.normalize.value  # raw counts are detected
+    classic.method.value = "tsne"
+    classic.n_comps.value = 10
+    classic.perplexity.value = 10.0
+    classic.run()
+    wait_done(qtbot, classic)
+    assert classic.last_error is None, classic.last_error
+    adata = get_adata(layer)
+    assert "log1p" in adata.uns and adata.obsm["X_pca"].shape == (120, 10)
+    np.testing.assert_allclose(classic.result_layer.data, embedding_coords(adata, "X_tsne"))
+    img = screenshot(viewer, "classic_tsne")
+    assert img.std() > 5  # not blank
+
+    ae = AutoencoderWidget(viewer)
+    ae.cells.value = layer
+    ae.n_latent.value = 3
+    ae.hidden.value = "16"
+    ae.train_options.set_values(**FAST, optimizer="momentum", lr=1e-2, l2=1e-4, activation="tanh", seed=3)
+    ae.run()
+    wait_done(qtbot, ae)
+    assert ae.last_error is None, ae.last_error
+
+    files = ae.save_pipeline(tmp_path / "session.yaml")
+    assert files == [str(tmp_path / "session.yaml"), str(tmp_path / "session.py")]
+    pipe = Pipeline.from_yaml(files[0])
+    assert [s.name for s in pipe.steps] == ["scanpy.pp.normalize_total", "scanpy.pp.log1p", "scanpy.pp.pca",
+                                            "scanpy.tl.tsne", "scnapse.tl.autoencoder"]
+    assert pipe.input == str(h5ad_path)
+    assert pipe.steps[-1].params["optimizer"] == "momentum" and pipe.steps[-1].params["lr"] == 1e-2
+    again = pipe.run(write=False)
+    for key in ("X_pca", "X_tsne", "X_autoencoder"):
+        np.testing.assert_allclose(again.obsm[key], adata.obsm[key], rtol=1e-5, atol=1e-5, err_msg=key)
+    assert "scnapse.tl.autoencoder(adata" in Path(files[1]).read_text()
+
+
+def test_cancel_keeps_best_model_and_panel_usable(h5ad_path, make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    layer = open_cells(viewer, h5ad_path)
+    panel = AutoencoderWidget(viewer)
+    panel.train_options.set_values(max_epochs=2000, early_stopping=0, batch_size=16)
+    panel._relay.report.connect(lambda r: panel.cancel() if r.epoch >= 2 else None)
+    panel.run()
+    wait_done(qtbot, panel)
+    adata = get_adata(layer)
+    history = adata.uns["autoencoder"]["history"]
+    assert 2 <= len(history["epoch"]) < 2000
+    recorded = layer.metadata["scnapse_session"].steps[-1]["params"]
+    assert recorded["max_epochs"] == panel.loss_plot.epochs[-1]
+    assert "cancelled" in panel.status.text()
+    assert panel.run_button.text() == "Train" and panel.run_button.isEnabled() and panel.options.enabled
+    panel.train_options.set_values(max_epochs=1)
+    panel.run()
+    wait_done(qtbot, panel)
+    assert panel.last_error is None and panel.loss_plot.epochs == [1]
+
+
+def test_bad_input_shows_notification_and_panel_recovers(h5ad_path, make_napari_viewer, qtbot, notifications):
+    viewer = make_napari_viewer()
+    panel = AutoencoderWidget(viewer)
+    assert panel.run() is None  # no cells yet
+    assert "open an .h5ad" in notifications[-1].message.lower()
+    layer = open_cells(viewer, h5ad_path)
+    panel.cells.value = layer
+    panel.hidden.value = "12x"
+    assert panel.run() is None
+    assert "hidden layers" in notifications[-1].message
+    panel.hidden.value = "8"
+    panel.train_options.widget("lr").value = "1e-3"
+    panel.train_options.widget("dropout").value = 0.5
+    # an error inside the core (in the worker thread) arrives with the core's message
+    adata = get_adata(layer)
+    adata.X = adata.X.toarray()
+    adata.X[0, 0] = np.nan
+    panel.train_options.set_values(**FAST)
+    panel.run()
+    wait_done(qtbot, panel)
+    assert panel.last_error is not None and "NaN" in panel.last_error
+    assert any("NaN" in n.message for n in notifications)
+    assert panel.run_button.text() == "Train" and panel.run_button.isEnabled()
+    assert layer.metadata["scnapse_session"].steps == []  # nothing recorded for a failed step

@@ -278,3 +278,23 @@ def test_sequence_embedding_runs_in_a_pipeline():
         "n_latent": 2, "hidden": 4, "max_epochs": 1, "validation_fraction": 0}}]})
     out = pipe.run(seqs, write=False)
     assert out.obsm["X_rnn"].shape == (30, 2)
+
+
+def test_real_data_end_to_end():
+    """tgmm-mini branches: classify divisions and forecast; HSMM pseudo-replicates: embed."""
+    spots = sn.ts.read_mastodon_csv(SAMPLE / "tgmm-mini-spot.csv.gz")
+    seqs = sn.ts.from_tracks(spots, features=["Spot intensity mean", "Spot ellipsoid volume"],
+                             track_key="Branch spot ID")
+    model = sn.tl.train_sequence_classifier(seqs, labels_key="divides", hidden=8, max_epochs=3,
+                                            class_weight="balanced", **FAST)
+    sn.tl.annotate_sequences(seqs, model)
+    assert set(seqs.obs["predicted_divides"].cat.categories) == {"False", "True"}
+    np.testing.assert_allclose(seqs.obsm["predicted_divides_probabilities"].sum(1), 1, rtol=1e-5)
+    fc = sn.tl.train_forecaster(seqs, horizon=3, hidden=8, max_epochs=2, **FAST)
+    sn.tl.forecast(seqs, fc)  # every branch, even those of one step
+    assert seqs.obsm["forecast"].shape == (212, 3, 2) and np.isfinite(seqs.obsm["forecast"]).all()
+    hsmm = ad.read_h5ad(SAMPLE / "hsmm_timecourse_2k.h5ad")
+    hsmm.obsm["X_top"] = np.log1p(hsmm.X[:, :20].toarray())
+    pseudo = sn.ts.from_timecourse(hsmm, time_key="Hours", n_pseudo=30, cells_per_step=5, use_rep="X_top")
+    sn.tl.sequence_embedding(pseudo, n_latent=2, hidden=8, max_epochs=2, **FAST)
+    assert pseudo.obsm["X_rnn"].shape == (30, 2)

@@ -37,10 +37,12 @@ TASK_COST = {"classify": "cross_entropy", "embed": "mse", "forecast": "mse"}
 TIME_FEATURE = "_dt"
 
 
-def default_max_epochs(n_samples: int) -> int:
-    """Passes over the data: ~20,000 sequence presentations, between 20 and 200 epochs (early
-    stopping usually ends sooner)."""
-    return int(np.clip(round(20_000 / max(n_samples, 1)), 20, 200))
+def default_max_epochs(n_samples: int, batch_size: int) -> int:
+    """Passes over the data for about 3,000 optimizer steps, between 20 and 300 epochs (early
+    stopping usually ends sooner). Small data sets get more passes: a few hundred sequences make
+    only a handful of mini-batches per epoch."""
+    steps_per_epoch = max(1, -(-n_samples // max(batch_size, 1)))
+    return int(np.clip(round(3_000 / steps_per_epoch), 20, 300))
 
 
 class SequenceModel(BaseModel):
@@ -203,7 +205,7 @@ class SequenceModel(BaseModel):
                        drop_single=True, device=device)
         val = (Loader(val_fields, np.arange(len(val_fields["row"])), max(cfg.batch_size, 512), device=device)
                if val_fields is not None and len(val_fields["row"]) else None)
-        max_epochs = cfg.max_epochs or default_max_epochs(n_samples)
+        max_epochs = cfg.max_epochs or default_max_epochs(n_samples, cfg.batch_size)
         self.history = fit(self.module, self._step(base, lengths), train, val, cfg, max_epochs=max_epochs,
                            progress=progress, callback=callback, cancel=cancel, description=f"rnn-{self.task}")
         self.module.eval()

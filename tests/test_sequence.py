@@ -298,3 +298,24 @@ def test_real_data_end_to_end():
     pseudo = sn.ts.from_timecourse(hsmm, time_key="Hours", n_pseudo=30, cells_per_step=5, use_rep="X_top")
     sn.tl.sequence_embedding(pseudo, n_latent=2, hidden=8, max_epochs=2, **FAST)
     assert pseudo.obsm["X_rnn"].shape == (30, 2)
+
+
+def test_measure_tracks_on_real_tracked_labels():
+    """The tgmm-mini Labels crop: centroids of the objects wholly inside the crop are those of
+    the napari Tracks layer exported from the full volume."""
+    crop = np.load(SAMPLE / "tgmm-mini-labels-crop.npz")
+    labels, offset = crop["labels"], crop["offset_zyx"]
+    df = sn.ts.measure_tracks(labels)
+    assert {"track_id", "frame", "centroid-z", "centroid-y", "centroid-x", "volume"} <= set(df.columns)
+    border = set()
+    for t in range(labels.shape[0]):
+        edge = np.concatenate([labels[t, :, [0, -1], :].ravel(), labels[t, :, :, [0, -1]].ravel()])
+        border |= {(int(v), t) for v in np.unique(edge) if v}
+    inside = df[[(int(i), int(t)) not in border for i, t in zip(df.track_id, df.frame)]]
+    ref = pd.read_csv(SAMPLE / "tgmm-mini-tracks-layer-data.csv.gz")
+    m = inside.merge(ref, left_on=["track_id", "frame"], right_on=["label", "frame"], suffixes=("", "_ref"))
+    assert len(m) == len(inside) > 300
+    for ax, off in zip("zyx", offset):
+        np.testing.assert_allclose(m[f"centroid-{ax}"] + off, m[f"centroid-{ax}_ref"], atol=1e-6)
+    seqs = sn.ts.from_tracks(df, features=["volume"])
+    assert seqs.obsm["sequence"].shape[1] == 31

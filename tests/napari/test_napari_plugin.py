@@ -19,7 +19,7 @@ from matplotlib import colors as mcolors  # noqa: E402
 
 from scnapse._settings import available_devices  # noqa: E402
 from scnapse.napari import (  # noqa: E402
-    AutoencoderWidget, CellsWidget, ClassicWidget, TrainOptions, cell_colors, embedding_coords, get_adata,
+    AutoencoderWidget, CellClassifierWidget, CellsWidget, ClassicWidget, TrainOptions, cell_colors, embedding_coords, get_adata,
     napari_get_reader, write_h5ad,
 )
 from scnapse.pipeline import Pipeline  # noqa: E402
@@ -274,3 +274,47 @@ def test_bad_input_shows_notification_and_panel_recovers(h5ad_path, make_napari_
     assert any("NaN" in n.message for n in notifications)
     assert panel.run_button.text() == "Train" and panel.run_button.isEnabled()
     assert layer.metadata["scnapse_session"].steps == []  # nothing recorded for a failed step
+
+
+def test_cell_classifier_panel_annotates_and_exports(h5ad_path, tmp_path, make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    layer = open_cells(viewer, h5ad_path)
+    panel = CellClassifierWidget(viewer)
+    assert [c for c in panel.labels_key.choices if c] == ["cell_type"]
+    assert [c for c in panel.train_options.widget("cost").choices if c is not None] == ["cross_entropy"]
+    panel.labels_key.value = "cell_type"
+    panel.hidden.value = "32"
+    panel.train_options.set_values(max_epochs=15, early_stopping=0, seed=2)
+    panel.run()
+    wait_done(qtbot, panel)
+    assert panel.last_error is None, panel.last_error
+    adata = get_adata(layer)
+    predicted = adata.obs["predicted"].astype(str).to_numpy()
+    assert np.mean(predicted == adata.obs["cell_type"].astype(str).to_numpy()) > 0.8
+    assert adata.obs["predicted_confidence"].between(0, 1).all()
+    np.testing.assert_allclose(layer.face_color, cell_colors(adata, "predicted")[0])
+    assert "held-out accuracy" in panel.status.text()
+    img = screenshot(viewer, "classifier_result")
+    for label, colour in layer.metadata["scnapse_view"]["legend"].items():
+        if np.sum(predicted == label) >= 5:  # every class with cells is seen in its colour
+            assert shows_colour(img, colour) > 20, (label, colour)
+
+    # the exported pipeline saves the model beside it and re-creates the annotation
+    files = panel.save_pipeline(tmp_path / "annotate.yaml")
+    pipe = Pipeline.from_yaml(files[0])
+    assert [s.name for s in pipe.steps] == ["scnapse.tl.annotate"]
+    model_dir = Path(pipe.steps[0].params["model"])
+    assert (model_dir / "config.json").exists() and model_dir.parent == tmp_path / "annotate_models"
+    again = pipe.run(write=False)
+    assert list(again.obs["predicted"].astype(str)) == list(predicted)
+    np.testing.assert_allclose(again.obs["predicted_confidence"], adata.obs["predicted_confidence"], rtol=1e-5)
+
+    # a saved model annotates without training
+    panel.mode.value = "load a saved model"
+    assert panel.run_button.text() == "Annotate" and not panel.train_options.visible
+    panel.model_path.value = str(model_dir)
+    panel.key_added.value = "reloaded"
+    panel.run()
+    wait_done(qtbot, panel)
+    assert panel.last_error is None, panel.last_error
+    assert list(adata.obs["reloaded"].astype(str)) == list(predicted)

@@ -20,6 +20,13 @@ SESSION = "scnapse_session"
 VIEW = "scnapse_view"
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """A parameter that is a model trained in the GUI (saved beside the pipeline on export)."""
+
+    name: str
+
+
 @dataclass
 class Session:
     """What was run on one AnnData in the GUI, in order: becomes a pipeline file.
@@ -31,6 +38,16 @@ class Session:
     input: str | dict | None = None
     steps: list[dict] = field(default_factory=list)
     seed: int = 0
+    models: dict = field(default_factory=dict)
+
+    def add_model(self, name: str, model) -> str:
+        """Keep a model trained in the GUI; returns its (unique) name."""
+        unique, k = name, 1
+        while unique in self.models:
+            k += 1
+            unique = f"{name}_{k}"
+        self.models[unique] = model
+        return unique
 
     def record(self, name: str, params: dict, step_id: str | None = None) -> None:
         ids = [s["id"] for s in self.steps]
@@ -41,15 +58,32 @@ class Session:
             sid = f"{base}_{k}"
         self.steps.append({"step": name, "id": sid, "params": dict(params)})
 
-    def to_pipeline(self, *, output: str | None = None, name: str = "napari session"):
-        """The session as a validated :class:`scnapse.pipeline.Pipeline`."""
+    def to_pipeline(self, *, output: str | None = None, name: str = "napari session", model_dir=None):
+        """The session as a validated :class:`scnapse.pipeline.Pipeline`.
+
+        Models trained in the GUI are saved under ``model_dir/<name>`` and referred to by path.
+        """
+        from pathlib import Path
+
         from ..pipeline import Pipeline
 
         if not self.steps:
             raise ValueError("Nothing was run on these cells yet: run a step, then save the pipeline.")
+        steps = []
+        for s in self.steps:
+            params = {}
+            for k, v in s["params"].items():
+                if isinstance(v, ModelRef):
+                    if model_dir is None:
+                        raise ValueError("This session trained a model: give model_dir= to save it beside "
+                                         "the pipeline.")
+                    folder = Path(model_dir) / v.name
+                    self.models[v.name].save(folder)
+                    v = str(folder.resolve())
+                params[k] = v
+            steps.append({**s, "params": params})
         return Pipeline.from_dict({
-            "name": name, "input": self.input, "output": output, "seed": self.seed,
-            "steps": [dict(s) for s in self.steps],
+            "name": name, "input": self.input, "output": output, "seed": self.seed, "steps": steps,
         })
 
 

@@ -22,17 +22,25 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
-from ._layers import ADATA, SESSION, get_adata, is_adata_layer, refresh_features
+from ._layers import ADATA, SESSION, ModelRef, get_adata, is_adata_layer, refresh_features
 
 
 @dataclass
 class Call:
-    """One step to run: a registered pipeline step name and its (recordable) parameters."""
+    """One step to run: a registered pipeline step name and its (recordable) parameters.
+
+    ``func`` runs a step that is not a pipeline step (``train_classifier`` returns a model);
+    such calls are not recorded (``record=False``) and their result is kept under ``returns``
+    for later calls of the same run, which refer to it with a :class:`ModelRef` parameter.
+    """
 
     name: str
     params: dict = field(default_factory=dict)
     trains: bool = False  # gets callback= / cancel= / progress=False while running
     step_id: str | None = None
+    func: object = None
+    record: bool = True
+    returns: str | None = None
 
 
 class _Relay(QObject):
@@ -105,22 +113,24 @@ def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event)
     that ran (or the error) through ``relay``."""
     from ..pipeline import get_step
 
-    done = []
+    done, results = [], {}
     try:
         for call in calls:
             if cancel.is_set():
                 break
-            func = get_step(call.name).func
-            kwargs = dict(call.params)
+            func = call.func or get_step(call.name).func
+            kwargs = {k: results[v.name] if isinstance(v, ModelRef) else v for k, v in call.params.items()}
             if call.trains:
                 kwargs.update(callback=relay.report.emit, cancel=cancel, progress=False)
-            func(adata, **kwargs)
+            out = func(adata, **kwargs)
+            if call.returns:
+                results[call.returns] = out
             done.append(call)
     except Exception as err:  # noqa: BLE001 - every error goes to the GUI as a notification
-        err.__scnapse_done__ = done
+        err.__scnapse_done__ = (done, results)
         relay.failed.emit(err)
     else:
-        relay.done.emit(done)
+        relay.done.emit((done, results))
 
 
 class StepPanel(QWidget):
@@ -254,6 +264,7 @@ class StepPanel(QWidget):
     def _start(self, layer, adata, calls: list[Call]) -> None:
         self._cancel = threading.Event()
         self._last_report = None
+        self._summary = None
         self.last_error = None
         if self.loss_plot is not None:
             self.loss_plot.reset()
@@ -287,18 +298,22 @@ class StepPanel(QWidget):
             self._progress = napari.utils.progress(total=report.max_epochs, desc=f"scnapse {self.title}")
         self._progress.update(1)
 
-    def _on_returned(self, done: list[Call]) -> None:
+    def _on_returned(self, outcome) -> None:
         try:
-            self._show_done(self._running_layer, done)
+            self._show_done(self._running_layer, *outcome)
         finally:
             self._on_finished()
 
-    def _show_done(self, layer, done: list[Call]) -> None:
+    def _show_done(self, layer, done: list[Call], results: dict) -> None:
         adata = layer.metadata[ADATA]
         session = layer.metadata[SESSION]
         cancelled = self._cancel.is_set()
+        self.results = results
+        names = {key: session.add_model(key, model) for key, model in results.items()}
         for call in done:
-            params = dict(call.params)
+            if not call.record:
+                continue
+            params = {k: ModelRef(names[v.name]) if isinstance(v, ModelRef) else v for k, v in call.params.items()}
             if call.trains and cancelled and self._last_report is not None:
                 # what ran: the epochs completed before Cancel (re-running them gives the same model)
                 params["max_epochs"] = self._last_report.epoch
@@ -311,15 +326,16 @@ class StepPanel(QWidget):
                 self._error(err)
                 return
         what = "cancelled — the best model so far is kept" if cancelled else "done"
-        self.status.setText(f"{self.title}: {what}.")
+        summary = getattr(self, "_summary", None)
+        self.status.setText(f"{self.title}: {what}." + (f" {summary}" if summary else ""))
         show_info(f"scnapse {self.title}: {what}.")
 
     def _on_errored(self, err: Exception) -> None:
         try:
             # steps that completed before the failing one did change the data: record them
-            done = getattr(err, "__scnapse_done__", [])
+            done, results = getattr(err, "__scnapse_done__", ([], {}))
             if done:
-                self._show_done(self._running_layer, done)
+                self._show_done(self._running_layer, done, results)
             self._error(err, trace="".join(traceback.format_exception(type(err), err, err.__traceback__)))
         finally:
             self._on_finished()
@@ -354,7 +370,8 @@ class StepPanel(QWidget):
         if path.suffix.lower() not in (".yaml", ".yml"):
             path = path.with_suffix(".yaml")
         pipe = layer.metadata[SESSION].to_pipeline(output=str(path.with_suffix(".h5ad")),
-                                                   name=f"napari session on {layer.name}")
+                                                   name=f"napari session on {layer.name}",
+                                                   model_dir=path.parent / f"{path.stem}_models")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("# Exported from the scnapse napari plugin: re-run with `scnapse run "
                         f"{path.name}`.\n" + pipe.to_yaml())

@@ -233,3 +233,109 @@ class AutoencoderWidget(StepPanel):
 
 def _first_rgb(layer) -> np.ndarray:  # used by tests and docs
     return np.asarray(layer.face_color)[:, :3]
+
+
+TRAIN_NEW = "train on a labelled column"
+LOAD_SAVED = "load a saved model"
+
+
+class CellClassifierWidget(StepPanel):
+    """``scnapse.tl.train_classifier`` on a labelled ``obs`` column (or a saved model), then
+    ``scnapse.tl.annotate``: predicted class and confidence per cell, the points coloured by class."""
+
+    title = "Cell classifier"
+    run_text = "Train + annotate"
+
+    def make_options(self):
+        from magicgui.widgets import FileEdit
+
+        from ..models.classifier import CLASS_BALANCES
+
+        self.mode = ComboBox(label="model", choices=[TRAIN_NEW, LOAD_SAVED], value=TRAIN_NEW)
+        self.labels_key = ComboBox(label="labels (obs)", choices=[], nullable=True,
+                                   tooltip="The obs column with the cell types to learn (cells without a label are "
+                                           "left out).")
+        self.model_path = FileEdit(label="model folder", mode="d",
+                                   tooltip="A folder written by CellClassifier.save (or by 'Save pipeline…').")
+        self.hidden = LineEdit(label="hidden layers", value="256, 128", tooltip="Widths; empty = logistic regression.")
+        self.class_balance = ComboBox(label="class balance", choices=list(CLASS_BALANCES), value="weights")
+        self.key_added = LineEdit(label="key added", value="predicted")
+        self.min_confidence = FloatSpinBox(label="min confidence", value=0.5, min=0.0, max=1.0, step=0.05)
+        self.min_typicality = FloatSpinBox(label="min typicality", value=0.01, min=0.0, max=1.0, step=0.01)
+        self.mode.changed.connect(self._visibility)
+        self._visibility()
+        return Container(widgets=[self.mode, self.labels_key, self.model_path, self.hidden, self.class_balance,
+                                  self.key_added, self.min_confidence, self.min_typicality], labels=True)
+
+    def make_train_options(self):
+        from ..models.classifier import CLASSIFIER_DEFAULTS
+
+        return TrainOptions(costs=("cross_entropy",), defaults=CLASSIFIER_DEFAULTS)
+
+    def _visibility(self, *_):
+        training = self.mode.value == TRAIN_NEW
+        for w in (self.labels_key, self.hidden, self.class_balance):
+            w.visible = training
+        self.model_path.visible = not training
+        if getattr(self, "train_options", None) is not None:
+            self.train_options.visible = training
+        if hasattr(self, "run_button") and not self.running:
+            self.run_button.setText(self.run_text)
+
+    @property
+    def run_text(self):  # noqa: D401 - the Run button says what it does
+        return "Train + annotate" if getattr(self, "mode", None) is None or self.mode.value == TRAIN_NEW else "Annotate"
+
+    def on_cells_changed(self, adata):
+        import pandas as pd
+
+        if adata is None:
+            self.labels_key.choices = []
+            return
+        cols = [c for c in adata.obs.columns
+                if isinstance(adata.obs[c].dtype, pd.CategoricalDtype) or adata.obs[c].dtype == object]
+        current = self.labels_key.value
+        self.labels_key.choices = cols
+        if current in cols:
+            self.labels_key.value = current
+
+    def calls(self, adata) -> list[Call]:
+        from .. import tl
+        from ._layers import ModelRef
+
+        key = str(self.key_added.value).strip() or "predicted"
+        annotate = {"key_added": key, "min_confidence": float(self.min_confidence.value),
+                    "min_typicality": float(self.min_typicality.value)}
+        if self.mode.value == LOAD_SAVED:
+            path = str(self.model_path.value or "").strip()
+            if not path or path == ".":
+                raise ValueError("model folder: choose the folder of a saved CellClassifier.")
+            return [Call("scnapse.tl.annotate", {"model": path, **annotate})]
+        if not self.labels_key.value:
+            raise ValueError("labels (obs): choose the obs column with the cell types to learn.")
+        text = str(self.hidden.value).replace(",", " ").split()
+        try:
+            hidden = [int(t) for t in text]
+        except ValueError:
+            raise ValueError(f"hidden layers: {self.hidden.value!r} must be whole numbers, e.g. '256, 128'.") from None
+        train = {"labels_key": self.labels_key.value, "hidden": hidden, "class_balance": self.class_balance.value,
+                 **self.train_options.values()}
+        return [Call("scnapse.tl.train_classifier", train, trains=True, func=tl.train_classifier, record=False,
+                     returns="classifier"),
+                Call("scnapse.tl.annotate", {"model": ModelRef("classifier"), **annotate})]
+
+    def show_results(self, layer, calls):
+        key = calls[-1].params["key_added"]
+        adata = get_adata(layer)
+        shown = [x for x in self.viewer.layers if is_adata_layer(x) and get_adata(x) is adata and x.visible]
+        for target in shown or [layer]:
+            recolor(target, key)
+        self.result_layer = (shown or [layer])[-1]
+        conf = adata.obs[f"{key}_confidence"].to_numpy(dtype=float)
+        n_un = int((adata.obs[key].astype(str) == "Unassigned").sum())
+        text = f"{self.title}: {adata.n_obs} cells annotated, mean confidence {np.nanmean(conf):.2f}, {n_un} unassigned"
+        metrics = adata.uns.get("classifier", {}).get("metrics", {}) if self.mode.value == TRAIN_NEW else {}
+        acc, f1 = metrics.get("accuracy"), metrics.get("macro_f1")
+        if acc is not None:
+            text += f"; held-out accuracy {float(acc):.2f}" + (f", macro-F1 {float(f1):.2f}" if f1 is not None else "")
+        self._summary = text + "."

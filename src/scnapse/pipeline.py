@@ -68,6 +68,8 @@ _REGISTRY: dict[str, str] = {
     **_scanpy_steps(),
     "scnapse.tl.autoencoder": "tl.autoencoder",
     "scnapse.tl.compare_embeddings": "tl.compare_embeddings",
+    "scnapse.tl.annotate": "tl.annotate",
+    "scnapse.pl.confusion_matrix": "pl.confusion_matrix",
     "scnapse.pl.loss": "pl.loss",
     "scnapse.pl.embedding": "pl.embedding",
     "scnapse.tl.image_embedding": "tl.image_embedding",

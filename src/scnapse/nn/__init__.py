@@ -2,6 +2,7 @@
 
 from .activations import ACTIVATIONS, get_activation
 from .autoencoder import AutoencoderModule
+from .classifier import ClassifierModule, expected_calibration_error, fit_temperature
 from .cnn import CNNClassifierModule, ConvAutoencoderModule, ConvEncoder, augment_batch
 from .layers import MLP
 from .losses import COSTS, reconstruction_loss
@@ -10,3 +11,4 @@ from .rnn import ForecasterModule, SequenceAutoencoderModule, SequenceClassifier
 __all__ = ["ACTIVATIONS", "COSTS", "MLP", "AutoencoderModule", "get_activation", "reconstruction_loss"]
 __all__ += ["CNNClassifierModule", "ConvAutoencoderModule", "ConvEncoder", "augment_batch"]
 __all__ += ["ForecasterModule", "SequenceAutoencoderModule", "SequenceClassifierModule", "SequenceEncoder"]
+__all__ += ["ClassifierModule", "expected_calibration_error", "fit_temperature"]

@@ -318,3 +318,64 @@ def test_cell_classifier_panel_annotates_and_exports(h5ad_path, tmp_path, make_n
     wait_done(qtbot, panel)
     assert panel.last_error is None, panel.last_error
     assert list(adata.obs["reloaded"].astype(str)) == list(predicted)
+
+
+def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_viewer, qtbot):
+    from scnapse.im import sample_image
+    from scnapse.napari import ImageModelWidget, sample_nuclei
+
+    image, labels = (a[:160, :160] for a in sample_image("dsb2018"))
+    assert [t[2] for t in sample_nuclei()] == ["image", "labels"]
+    viewer = make_napari_viewer(show=True)
+    img_layer = viewer.add_image(image, name="nuclei")
+    lab = viewer.add_labels(labels, name="nuclei labels")
+    panel = ImageModelWidget(viewer)
+    assert panel.image_layer.value is img_layer and panel.labels_layer.value is lab
+    # too few annotations: a clear notification, nothing runs
+    assert panel.run() is None and "at least two classes" in panel.last_error
+    # click 3 large and 3 small nuclei, each with its class
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    order = ids[np.argsort(areas)]
+    ann = panel.annotation_layer()
+    for cls, chosen in (("small", order[:3]), ("large", order[-3:])):
+        panel.class_name.value = cls
+        for i in chosen:
+            pix = np.argwhere(labels == i)
+            ann.add(pix[len(pix) // 2].astype(float))
+    assert panel.annotations(labels) == {**{int(i): "small" for i in order[:3]}, **{int(i): "large" for i in order[-3:]}}
+    panel.size.value = 24
+    panel.train_options.set_values(max_epochs=2, early_stopping=0, batch_size=32, seed=0)
+    panel.run()
+    wait_done(qtbot, panel, timeout=120_000)
+    assert panel.last_error is None, panel.last_error
+    cells = lab.metadata["adata"]
+    assert cells.n_obs == len(ids) and cells.obs["predicted_class"].notna().all()
+    assert set(cells.obs["predicted_class"].astype(str)) <= {"small", "large"}
+    colours = lab.metadata["scnapse_view"]["legend"]
+    first = cells.obs.iloc[0]
+    np.testing.assert_allclose(lab.colormap.map(int(first["label"]))[..., :3].ravel(),
+                               mcolors.to_rgb(colours[str(first["predicted_class"])]), atol=1e-3)
+    assert set(lab.features["label"]) == set(ids) and "class" in lab.features
+    img_layer.visible = False
+    ann.visible = False
+    lab.opacity = 1.0
+    viewer.reset_view()
+    shot = screenshot(viewer, "image_classes")
+    for cls in set(cells.obs["predicted_class"].astype(str)):
+        assert shows_colour(shot, colours[cls]) > 50, cls
+
+    # embed every cell with the CNN autoencoder; export and re-run the pipeline
+    panel.mode.value = "embed (CNN autoencoder)"
+    assert panel.run_button.text() == "Embed"
+    panel.n_latent.value = 4
+    panel.train_options.set_values(cost="mse", max_epochs=2)
+    panel.run()
+    wait_done(qtbot, panel, timeout=120_000)
+    assert panel.last_error is None, panel.last_error
+    assert cells.obsm["X_cnn"].shape == (len(ids), 4)
+    np.testing.assert_allclose(panel.result_layer.data, embedding_coords(cells, "X_cnn"))
+    files = panel.save_pipeline(tmp_path / "image.yaml")
+    pipe = Pipeline.from_yaml(files[0])
+    assert [s.name for s in pipe.steps] == ["scnapse.tl.image_embedding"]
+    again = pipe.run(write=False)
+    np.testing.assert_allclose(again.obsm["X_cnn"], cells.obsm["X_cnn"], rtol=1e-4, atol=1e-5)

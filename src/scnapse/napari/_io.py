@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
 from ._layers import ADATA, Session, adata_layer_data
 
@@ -75,3 +76,24 @@ def sample_pbmc160() -> list[tuple]:
     data, kwargs, kind = adata_layer_data(adata, color_by="cell_type",
                                           session=Session(input={"dataset": "pbmc160"}), name="pbmc160 (no embedding)")
     return [(data, kwargs, kind)]
+
+
+def sample_nuclei() -> list[tuple]:
+    """Fluorescence nuclei (DSB 2018, 512 × 512) with their segmentation, for the Image model panel."""
+    from ..im import sample_image
+
+    image, labels = sample_image("dsb2018")
+    return [(image, {"name": "nuclei"}, "image"), (labels, {"name": "nuclei labels", "opacity": 0.6}, "labels")]
+
+
+def sample_tracks() -> list[tuple]:
+    """Tracked nuclei from the TGMM mini data set as a Tracks layer (``track_id, t, z, y, x``)."""
+    from .. import datasets
+
+    table = pd.read_csv(datasets.sample_path("tgmm-mini-tracks-layer-data.csv.gz"))
+    cols = ["label", "frame", "centroid-z", "centroid-y", "centroid-x"]
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise ValueError(f"the tracks sample lacks column(s) {missing}; columns: {list(table.columns)}.")
+    data = table[cols].to_numpy(dtype=float)  # napari Tracks: track_id, t, z, y, x
+    return [(data, {"name": "tgmm tracks"}, "tracks")]

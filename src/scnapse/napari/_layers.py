@@ -39,6 +39,7 @@ class Session:
     steps: list[dict] = field(default_factory=list)
     seed: int = 0
     models: dict = field(default_factory=dict)
+    initial: AnnData | None = None  # in-memory input (e.g. cells made from an image), written on export
 
     def add_model(self, name: str, model) -> str:
         """Keep a model trained in the GUI; returns its (unique) name."""
@@ -234,6 +235,10 @@ def adata_layer_data(
     return coords, kwargs, "points"
 
 
+def _is_points(layer) -> bool:
+    return type(layer).__name__ == "Points"
+
+
 def is_adata_layer(layer) -> bool:
     return isinstance(getattr(layer, "metadata", None), dict) and isinstance(layer.metadata.get(ADATA), AnnData)
 
@@ -275,6 +280,8 @@ def show_embedding(viewer, source_layer, obsm_key: str, *, color_by: str | None 
     if color_by == "same":
         color_by = meta.get(VIEW, {}).get("color_by")
     for layer in viewer.layers:
+        if not _is_points(layer):
+            continue
         if (is_adata_layer(layer) and layer.metadata[ADATA] is adata
                 and layer.metadata.get(VIEW, {}).get("obsm_key") is None):
             target = layer  # a placeholder grid layer: give it the embedding
@@ -307,7 +314,7 @@ def _focus(viewer, layer) -> None:
     """Show ``layer`` alone among the layers of its AnnData (the others stay, hidden) and fit it."""
     adata = get_adata(layer)
     for other in viewer.layers:
-        if other is not layer and is_adata_layer(other) and other.metadata[ADATA] is adata:
+        if other is not layer and _is_points(other) and is_adata_layer(other) and other.metadata[ADATA] is adata:
             other.visible = False
     layer.visible = True
     viewer.layers.selection.active = layer

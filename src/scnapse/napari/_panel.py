@@ -22,7 +22,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
-from ._layers import ADATA, SESSION, ModelRef, get_adata, is_adata_layer, refresh_features
+from ._layers import ADATA, SESSION, ModelRef, _is_points, get_adata, is_adata_layer, refresh_features
 
 
 @dataclass
@@ -206,7 +206,7 @@ class StepPanel(QWidget):
 
     # -- cells ---------------------------------------------------------------------------------------
     def _adata_layers(self, *_):
-        return [(layer.name, layer) for layer in self.viewer.layers if is_adata_layer(layer)]
+        return [(layer.name, layer) for layer in self.viewer.layers if is_adata_layer(layer) and _is_points(layer)]
 
     def _refresh_choices(self, *_):
         if self._worker is not None:
@@ -369,7 +369,19 @@ class StepPanel(QWidget):
         path = Path(path)
         if path.suffix.lower() not in (".yaml", ".yml"):
             path = path.with_suffix(".yaml")
-        pipe = layer.metadata[SESSION].to_pipeline(output=str(path.with_suffix(".h5ad")),
+        session = layer.metadata[SESSION]
+        if not session.steps:
+            raise ValueError(f"Nothing that a pipeline can re-run was done on {layer.name!r} yet: run a step "
+                             "first (image classifiers trained from clicks are saved with their model, not as a "
+                             "pipeline).")
+        if session.input is None and session.initial is not None:
+            from ..pipeline import write_h5ad_atomic
+
+            initial = path.with_name(f"{path.stem}_input.h5ad")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_h5ad_atomic(session.initial, initial)
+            session.input = str(initial.resolve())
+        pipe = session.to_pipeline(output=str(path.with_suffix(".h5ad")),
                                                    name=f"napari session on {layer.name}",
                                                    model_dir=path.parent / f"{path.stem}_models")
         path.parent.mkdir(parents=True, exist_ok=True)

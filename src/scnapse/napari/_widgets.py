@@ -9,7 +9,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ._layers import VIEW, embedding_keys, get_adata, is_adata_layer, recolor, show_embedding
+from ._layers import VIEW, _is_points, embedding_keys, get_adata, is_adata_layer, recolor, show_embedding
 from ._panel import Call, StepPanel, _connect_layer_events
 from ._train_options import TrainOptions
 
@@ -64,7 +64,7 @@ class CellsWidget(QWidget):
         self._refresh()
 
     def _adata_layers(self, *_):
-        return [(layer.name, layer) for layer in self.viewer.layers if is_adata_layer(layer)]
+        return [(layer.name, layer) for layer in self.viewer.layers if is_adata_layer(layer) and _is_points(layer)]
 
     def _refresh(self, *_):
         current = self.cells.value

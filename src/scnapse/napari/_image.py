@@ -1,0 +1,209 @@
+"""The Image model panel: pick Image and Labels layers, annotate a few cells by clicking with a
+class (a Points layer), train a CNN classifier and predict every cell (the Labels layer coloured
+by class, the class table in its ``features``), or embed every cell with a CNN autoencoder (the
+embedding shown as a Points layer)."""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+import pandas as pd
+from magicgui.widgets import ComboBox, Container, LineEdit, PushButton, SpinBox
+
+from ._layers import ADATA, SESSION, VIEW, ModelRef, Session, show_embedding
+from ._panel import Call, StepPanel
+from ._train_options import TrainOptions
+
+CLASSIFY = "classify (from annotated cells)"
+EMBED = "embed (CNN autoencoder)"
+ANNOTATION_LAYER = "scnapse annotations"
+ANNOTATION_KEY = "annotation"
+
+
+class ImageModelWidget(StepPanel):
+    """CNN on per-cell crops of an Image layer segmented by a Labels layer."""
+
+    title = "Image model"
+    run_text = "Train + predict"
+
+    def make_options(self):
+        from ..im._crops import NORMALIZE
+
+        self.image_layer = ComboBox(label="image", choices=self._layers_of(napari.layers.Image))
+        self.labels_layer = ComboBox(label="labels", choices=self._layers_of(napari.layers.Labels))
+        self.mode = ComboBox(label="task", choices=[CLASSIFY, EMBED], value=CLASSIFY)
+        self.size = SpinBox(label="crop size (px)", value=32, min=8, max=512)
+        self.normalize = ComboBox(label="normalise", choices=list(NORMALIZE), value="image")
+        self.class_name = LineEdit(label="class to click", value="class A",
+                                   tooltip="Clicks on the annotation layer mark cells with this class.")
+        self.annotate_button = PushButton(text="Annotate cells by clicking")
+        self.annotate_button.changed.connect(self.annotation_layer)
+        self.class_name.changed.connect(self._set_click_class)
+        self.n_latent = SpinBox(label="latent size (embed)", value=16, min=2, max=512)
+        self.channels = LineEdit(label="conv channels", value="16, 32", tooltip="Feature maps per conv block.")
+        self.mode.changed.connect(self._visibility)
+        self._visibility()
+        return Container(widgets=[self.image_layer, self.labels_layer, self.mode, self.size, self.normalize,
+                                  self.class_name, self.annotate_button, self.n_latent, self.channels],
+                         labels=True)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__(napari_viewer)
+        self.cells.visible = False  # the cells are made from the Image and Labels layers
+
+    def make_train_options(self):
+        from ..models.image import IMAGE_DEFAULTS
+
+        return TrainOptions(defaults={**IMAGE_DEFAULTS, "augment": ("flip", "rot90")}, costs=("mse", "bce",
+                                                                                              "cross_entropy"),
+                            exclude=())
+
+    def _layers_of(self, kind):
+        return lambda *_: [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
+
+    def _visibility(self, *_):
+        classify = self.mode.value == CLASSIFY
+        self.class_name.visible = self.annotate_button.visible = classify
+        self.n_latent.visible = not classify
+        if hasattr(self, "run_button") and not self.running:
+            self.run_button.setText(self.run_text)
+
+    @property
+    def run_text(self):  # noqa: D401
+        return "Train + predict" if getattr(self, "mode", None) is None or self.mode.value == CLASSIFY else "Embed"
+
+    def _refresh_choices(self, *_):
+        super()._refresh_choices()
+        if hasattr(self, "image_layer") and self._worker is None:
+            self.image_layer.reset_choices()
+            self.labels_layer.reset_choices()
+
+    def _adata_layers(self, *_):  # the image cells live with the Labels layer; no cells picker needed
+        return []
+
+    # -- annotation --------------------------------------------------------------------------------
+    def annotation_layer(self, *_):
+        """The Points layer where clicks annotate cells (created, in add mode, if absent)."""
+        for layer in self.viewer.layers:
+            if isinstance(layer, napari.layers.Points) and layer.name == ANNOTATION_LAYER:
+                break
+        else:
+            layer = self.viewer.add_points(
+                np.zeros((0, 2)), name=ANNOTATION_LAYER, features=pd.DataFrame({ANNOTATION_KEY: pd.Series([], dtype=object)}),
+                size=8, face_color="white", border_color="black", border_width=0.2,
+            )
+        layer.feature_defaults[ANNOTATION_KEY] = str(self.class_name.value)
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add"
+        return layer
+
+    def _set_click_class(self, *_):
+        for layer in self.viewer.layers:
+            if isinstance(layer, napari.layers.Points) and layer.name == ANNOTATION_LAYER:
+                layer.feature_defaults[ANNOTATION_KEY] = str(self.class_name.value)
+
+    def annotations(self, labels: np.ndarray) -> dict[int, str]:
+        """``{label id: class}`` from the annotation layer's points (the object under each click)."""
+        layer = next((x for x in self.viewer.layers if x.name == ANNOTATION_LAYER), None)
+        if layer is None or len(layer.data) == 0:
+            return {}
+        out = {}
+        classes = layer.features[ANNOTATION_KEY].astype(str).to_numpy()
+        for (y, x), cls in zip(np.asarray(layer.data)[:, -2:], classes):
+            yi, xi = int(round(y)), int(round(x))
+            if 0 <= yi < labels.shape[-2] and 0 <= xi < labels.shape[-1] and labels[..., yi, xi].max() > 0:
+                out[int(labels[..., yi, xi].max())] = cls
+        return out
+
+    # -- running -------------------------------------------------------------------------------------
+    def cells_adata(self):
+        """The cells of the chosen Image + Labels layers (made once, kept on the Labels layer)."""
+        from ..im import cells_from_labels
+
+        image, labels = self.image_layer.value, self.labels_layer.value
+        if image is None or labels is None:
+            raise ValueError("Pick an Image layer and its Labels layer (File ▸ Open Sample ▸ scnapse ▸ nuclei).")
+        key = (image.name, int(self.size.value), str(self.normalize.value))
+        cached = labels.metadata.get(ADATA)
+        if cached is not None and labels.metadata.get("scnapse_cells_key") == key:
+            return cached
+        data = np.asarray(image.data)
+        cells = cells_from_labels(data, np.asarray(labels.data), size=int(self.size.value),
+                                  normalize=self.normalize.value, channel_axis=-1 if image.rgb else None)
+        labels.metadata[ADATA] = cells
+        labels.metadata["scnapse_cells_key"] = key
+        labels.metadata[SESSION] = Session(input=None)
+        labels.metadata[SESSION].initial = cells.copy()
+        labels.metadata[VIEW] = {"obsm_key": None, "color_by": None, "legend": {}}
+        return cells
+
+    def run(self):
+        if self._worker is not None:
+            return None
+        try:
+            cells = self.cells_adata()
+            calls = self.calls(cells)
+        except (ValueError, KeyError, TypeError) as err:
+            self._error(err)
+            return None
+        self._start(self.labels_layer.value, cells, calls)
+        return self._worker
+
+    @property
+    def layer(self):
+        return self.labels_layer.value if hasattr(self, "labels_layer") else None
+
+    def _channels(self) -> list[int]:
+        try:
+            out = [int(t) for t in str(self.channels.value).replace(",", " ").split()]
+        except ValueError:
+            raise ValueError(f"conv channels: {self.channels.value!r} must be whole numbers, e.g. '16, 32'.") from None
+        if not out or any(c < 1 for c in out):
+            raise ValueError("conv channels: give at least one positive width, e.g. '16, 32'.")
+        return out
+
+    def calls(self, cells) -> list[Call]:
+        from .. import tl
+
+        train = self.train_options.values()
+        if self.mode.value == EMBED:
+            if train.get("cost") == "cross_entropy":
+                raise ValueError("cost='cross_entropy' is for classifiers; an embedding uses 'mse' or 'bce'.")
+            return [Call("scnapse.tl.image_embedding", {"n_latent": int(self.n_latent.value),
+                                                        "channels": self._channels(), **train}, trains=True)]
+        labels = np.asarray(self.labels_layer.value.data)
+        marks = self.annotations(labels)
+        classes = sorted(set(marks.values()))
+        if len(classes) < 2:
+            raise ValueError(f"Annotate cells of at least two classes: click cells on the '{ANNOTATION_LAYER}' layer "
+                             f"(found {len(marks)} annotated cell(s), classes {classes}).")
+        ann = pd.Series(cells.obs["label"].map(marks).to_numpy(), index=cells.obs_names, dtype=object)
+        cells.obs[ANNOTATION_KEY] = pd.Categorical(ann, categories=classes)
+        if train.get("cost") not in (None, "cross_entropy"):
+            raise ValueError(f"cost={train['cost']!r} is a reconstruction cost; a classifier uses 'cross_entropy'.")
+        return [Call("scnapse.tl.train_image_classifier", {"labels_key": ANNOTATION_KEY, "channels": self._channels(),
+                                                           **train},
+                     trains=True, func=tl.train_image_classifier, record=False, returns="image_classifier"),
+                Call("scnapse.tl.annotate_images", {"model": ModelRef("image_classifier")},
+                     func=tl.annotate_images, record=False)]
+
+    def show_results(self, layer, calls):
+        from napari.utils.colormaps import DirectLabelColormap
+
+        from ..im import class_table, label_colors
+
+        cells = layer.metadata[ADATA]
+        if calls[-1].name == "scnapse.tl.image_embedding":
+            # the embedding as its own Points layer (the image's cells, one point each)
+            self.result_layer = show_embedding(self.viewer, layer, "X_cnn", color_by=None)
+            return
+        table = class_table(cells, "predicted_class")
+        layer.colormap = DirectLabelColormap(color_dict=label_colors(table))
+        features = table.reset_index(drop=True)
+        features.insert(0, "index", features["label"])
+        layer.features = features
+        layer.metadata[VIEW] = {"obsm_key": None, "color_by": "predicted_class",
+                                "legend": dict(table.attrs["colors"])}
+        self.result_layer = layer
+        counts = cells.obs["predicted_class"].value_counts()
+        self._summary = "predicted " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + " cells."

@@ -72,6 +72,16 @@ def test_from_tracks_takes_napari_tracks_data():
     np.testing.assert_allclose(seqs.obsm["sequence"][0, :, 2], [10, 12, 14])
 
 
+def test_from_tracks_takes_a_tracks_layer_with_features():
+    class TracksLayer:  # what napari.layers.Tracks offers: data and a features table
+        data = np.array([[3, 0, 1.0, 1.0], [3, 1, 2.0, 2.0], [4, 0, 5.0, 5.0]])
+        features = pd.DataFrame({"intensity": [10.0, 11.0, 50.0]})
+
+    seqs = sn.ts.from_tracks(TracksLayer(), features=["intensity", "y"])
+    np.testing.assert_allclose(seqs.obsm["sequence"][0], [[10, 1], [11, 2]])
+    assert seqs.obs["length"].tolist() == [2, 1]
+
+
 def test_from_tracks_refuses_duplicates_nan_and_missing_columns():
     df = tracks_table()
     with pytest.raises(ValueError, match="more than one row at the same time point"):
@@ -270,14 +280,19 @@ def test_irregular_steps_add_time_as_a_feature():
     assert not SequenceModel("embed", hidden=4, n_latent=2, max_epochs=1, **OPTS).fit(regular, progress=False).use_time_
 
 
-def test_sequence_embedding_runs_in_a_pipeline():
+def test_sequence_steps_run_in_a_pipeline(tmp_path):
     from scnapse.pipeline import Pipeline
 
     seqs = sn.ts.simulate_oscillations(30, min_length=6, max_length=12, seed=6)
-    pipe = Pipeline.from_dict({"steps": [{"scnapse.tl.sequence_embedding": {
-        "n_latent": 2, "hidden": 4, "max_epochs": 1, "validation_fraction": 0}}]})
+    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=4, max_epochs=1, **FAST)
+    fc.save(tmp_path / "fc")
+    pipe = Pipeline.from_dict({"steps": [
+        {"scnapse.tl.sequence_embedding": {"n_latent": 2, "hidden": 4, "max_epochs": 1, "validation_fraction": 0}},
+        {"scnapse.tl.forecast": {"model": str(tmp_path / "fc")}},  # a saved model by its folder
+    ]})
     out = pipe.run(seqs, write=False)
     assert out.obsm["X_rnn"].shape == (30, 2)
+    np.testing.assert_allclose(out.obsm["forecast"], fc.forecast(seqs), atol=1e-6)
 
 
 def test_real_data_end_to_end():
@@ -319,3 +334,18 @@ def test_measure_tracks_on_real_tracked_labels():
         np.testing.assert_allclose(m[f"centroid-{ax}"] + off, m[f"centroid-{ax}_ref"], atol=1e-6)
     seqs = sn.ts.from_tracks(df, features=["volume"])
     assert seqs.obsm["sequence"].shape[1] == 31
+
+
+@pytest.mark.gpu
+def test_sequence_models_train_on_the_gpu():
+    seqs = sn.ts.simulate_oscillations(60, min_length=8, max_length=16, seed=7)
+    opts = dict(hidden=8, max_epochs=2, batch_size=16, **FAST)
+    for device in ("cpu", "auto"):
+        fc = sn.tl.train_forecaster(seqs, horizon=2, device=device, **opts)
+        clf = sn.tl.train_sequence_classifier(seqs, labels_key="label", device=device, **opts)
+        out = sn.tl.forecast(seqs, fc, copy=True)
+        sn.tl.annotate_sequences(out, clf)
+        if device == "cpu":
+            ref_fc, ref_p = out.obsm["forecast"], out.obsm["predicted_label_probabilities"].to_numpy()
+    np.testing.assert_allclose(out.obsm["forecast"], ref_fc, atol=1e-2)
+    np.testing.assert_allclose(out.obsm["predicted_label_probabilities"].to_numpy(), ref_p, atol=1e-2)

@@ -139,6 +139,14 @@ def test_3d_projection_and_time_lapse():
     tl = sn.im.cells_from_labels(t_img, t_lab, size=16, normalize="none", time_axis=0)
     assert list(tl.obs["frame"]) == [0, 0, 1] and list(tl.obs_names) == ["t0_1", "t0_2", "t1_1"]
     np.testing.assert_array_equal(tl.obsm["crops"][2], 2 * tl.obsm["crops"][0])
+    # painting back a time-lapse: label ids are per frame, so a frame must be chosen
+    tl.obs["kind"] = pd.Categorical(["a", "b", "b"])
+    with pytest.raises(ValueError, match="frame="):
+        sn.im.class_table(tl, "kind")
+    one = sn.im.class_table(tl, "kind", frame=1)
+    assert list(one["label"]) == [1] and list(one["class"]) == ["b"] and list(one["class_id"]) == [2]
+    painted = sn.im.paint_classes(t_lab[1], one)
+    assert set(np.unique(painted)) == {0, 2} and (painted[t_lab[1] == 1] == 2).all()
 
 
 def test_crops_file_is_a_lazy_memory_map(tmp_path):
@@ -233,6 +241,8 @@ def test_augmentation():
 
 # -- classifier ---------------------------------------------------------------------------------
 def test_classifier_learns_texture_from_20_cells_per_class(texture_cells, texture_model):
+    # training read the cells and wrote nothing into them
+    assert "predicted_class" not in texture_cells.obs and set(texture_cells.obsm.keys()) == {"crops", "spatial"}
     cells = texture_cells.copy()
     sn.tl.annotate_images(cells, texture_model)
     held_out = cells.obs["annotation"].isna().to_numpy()

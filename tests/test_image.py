@@ -280,6 +280,12 @@ def test_paint_back_table_colours_and_image(texture_cells, texture_model):
     assert (t2["class_id"] == 0).sum() == 60 and set(t2.loc[t2["class_id"] == 0, "color"]) == {"#808080"}
     with pytest.raises(KeyError, match="annotate_images"):
         sn.im.class_table(cells, "missing")
+    # embeddings and probabilities keyed by label id, for the Labels layer's features
+    feats = sn.im.label_features(cells, obs_keys=["area", "kind"])
+    assert list(feats.columns[:3]) == ["label", "area", "kind"]
+    assert list(feats.index) == list(cells.obs["label"])
+    np.testing.assert_array_equal(feats["kind_probabilities_1"], cells.obsm["kind_probabilities"][:, 1])
+    assert not any(c.startswith("crops") for c in feats.columns)
 
 
 def test_same_seed_same_model_and_save_load(texture_cells, tmp_path):

@@ -106,6 +106,60 @@ def class_table(
     return table
 
 
+def label_features(
+    cells: AnnData,
+    *,
+    obs_keys: list[str] | None = None,
+    obsm_keys: list[str] | None = None,
+    frame: int | None = None,
+) -> pd.DataFrame:
+    """Per-object columns keyed by label id, for a Labels layer's ``features`` table.
+
+    Parameters
+    ----------
+    cells
+        The AnnData of :func:`scnapse.im.cells_from_labels`.
+    obs_keys
+        ``obs`` columns to include (default: all of them).
+    obsm_keys
+        Embeddings or probabilities to include, one column per dimension (``X_cnn_0``,
+        ``X_cnn_1``…); default: every 2-D ``obsm`` entry except ``spatial``.
+    frame
+        For a time-lapse, the frame whose objects to return (required then).
+
+    Returns
+    -------
+    A DataFrame with a ``label`` column first (and indexed by label id), then the chosen columns.
+    """
+    if not isinstance(cells, AnnData):
+        raise TypeError(f"cells must be an AnnData, not {type(cells).__name__}.")
+    if "label" not in cells.obs:
+        raise KeyError("obs['label'] is missing: give the AnnData made by sn.im.cells_from_labels.")
+    rows = np.ones(cells.n_obs, dtype=bool)
+    if "frame" in cells.obs:
+        if frame is None:
+            raise ValueError("These cells come from a time-lapse: pass frame= (label ids are per frame).")
+        rows = cells.obs["frame"].to_numpy() == frame
+    obs_keys = list(cells.obs.columns) if obs_keys is None else list(obs_keys)
+    missing = [k for k in obs_keys if k not in cells.obs]
+    if missing:
+        raise KeyError(f"obs has no column(s) {missing}; columns: {list(cells.obs.columns)}.")
+    if obsm_keys is None:
+        obsm_keys = [k for k, v in cells.obsm.items() if k != "spatial" and getattr(v, "ndim", 0) == 2]
+    table = cells.obs.loc[rows, [k for k in obs_keys if k != "label"]].copy()
+    table.insert(0, "label", cells.obs.loc[rows, "label"].to_numpy(dtype=np.int64))
+    for key in obsm_keys:
+        if key not in cells.obsm:
+            raise KeyError(f"obsm has no {key!r}; keys: {list(cells.obsm.keys())}.")
+        values = np.asarray(cells.obsm[key])
+        if values.ndim != 2:
+            raise ValueError(f"obsm[{key!r}] is not a 2-D table (shape {values.shape}); crops cannot be features.")
+        for j in range(values.shape[1]):
+            table[f"{key}_{j}"] = values[rows, j]
+    table.index = pd.Index(table["label"].to_numpy(), name="label_id")
+    return table
+
+
 def _palette_for(cells, key, categories, palette) -> dict:
     if palette is None:
         stored = cells.uns.get(f"{key}_colors")

@@ -187,7 +187,19 @@ def test_forecaster_beats_persistence_on_damped_oscillations(tmp_path):
     np.testing.assert_allclose(SequenceModel.load(tmp_path / "fc").forecast(cut), cut.obsm["forecast"], atol=1e-6)
 
 
-def test_embedding_separates_dynamics_and_is_reproducible():
+def test_embedding_groups_sequences_by_their_dynamics():
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    seqs = sn.ts.simulate_oscillations(200, min_length=20, max_length=30, seed=2)
+    sn.tl.sequence_embedding(seqs, n_latent=8, hidden=32, max_epochs=30, batch_size=32, lr=1e-2, **FAST)
+    y = seqs.obs["label"].to_numpy()
+    knn = cross_val_score(KNeighborsClassifier(5), seqs.obsm["X_rnn"], y, cv=5).mean()
+    level = cross_val_score(KNeighborsClassifier(5), seqs.X, y, cv=5).mean()  # per-sequence means
+    assert knn >= 0.9 and level < 0.65, (knn, level)  # the frequency is in the code, not in the level
+
+
+def test_embedding_is_reproducible_and_copy_leaves_input():
     seqs = sn.ts.simulate_oscillations(120, max_length=30, seed=2)
     before = seqs.copy()
     out = sn.tl.sequence_embedding(seqs, n_latent=4, hidden=16, max_epochs=4, batch_size=32, copy=True, **FAST)

@@ -379,3 +379,42 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
     assert [s.name for s in pipe.steps] == ["scnapse.tl.image_embedding"]
     again = pipe.run(write=False)
     np.testing.assert_allclose(again.obsm["X_cnn"], cells.obsm["X_cnn"], rtol=1e-4, atol=1e-5)
+
+
+def test_time_course_panel_embeds_and_forecasts_tracks(tmp_path, make_napari_viewer, qtbot):
+    from scnapse.napari import TimeCourseWidget, sample_tracks
+
+    viewer = make_napari_viewer(show=True)
+    data, kwargs, kind = sample_tracks()[0]
+    tracks = viewer.add_tracks(data, **kwargs)
+    panel = TimeCourseWidget(viewer)
+    assert panel.tracks.value is tracks
+    panel.hidden.value = 8
+    panel.n_latent.value = 3
+    panel.train_options.set_values(max_epochs=2, early_stopping=0, batch_size=64, seed=0)
+    panel.run()
+    wait_done(qtbot, panel, timeout=120_000)
+    assert panel.last_error is None, panel.last_error
+    seqs = tracks.metadata["adata"]
+    n_tracks = len(np.unique(data[:, 0]))
+    assert seqs.obsm["X_rnn"].shape == (n_tracks, 3)
+    np.testing.assert_allclose(panel.result_layer.data, embedding_coords(seqs, "X_rnn"))
+
+    panel.task.value = "forecast"
+    panel.horizon.value = 2
+    panel.run()
+    wait_done(qtbot, panel, timeout=120_000)
+    assert panel.last_error is None, panel.last_error
+    fc = viewer.layers["tgmm tracks forecast"]
+    assert fc.data.shape == (n_tracks * 2, 4)
+    # the forecast points sit after each track's last frame, near its last position
+    first = seqs.obs.iloc[0]
+    rows = fc.data[fc.features["track_id"].to_numpy() == first["track_id"]]
+    assert list(rows[:, 0]) == [first["end"] + 1, first["end"] + 2]
+
+    files = panel.save_pipeline(tmp_path / "tracks.yaml")
+    pipe = Pipeline.from_yaml(files[0])
+    assert [s.name for s in pipe.steps] == ["scnapse.tl.sequence_embedding", "scnapse.tl.forecast"]
+    again = pipe.run(write=False)
+    np.testing.assert_allclose(again.obsm["X_rnn"], seqs.obsm["X_rnn"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(again.obsm["forecast"], seqs.obsm["forecast"], rtol=1e-4, atol=1e-4)

@@ -11,11 +11,12 @@ from ._io import (
 )
 from ._layers import ModelRef, Session, adata_layer_data, cell_colors, embedding_coords, get_adata, show_embedding
 from ._panel import Call, LossPlot, StepPanel
+from ._timecourse import TimeCourseWidget
 from ._train_options import ScientificEntry, TrainOptions
 from ._widgets import AutoencoderWidget, CellClassifierWidget, CellsWidget, ClassicWidget
 
 __all__ = [
     "AutoencoderWidget", "Call", "CellClassifierWidget", "CellsWidget", "ClassicWidget", "ImageModelWidget", "LossPlot", "ModelRef", "ScientificEntry", "Session",
-    "StepPanel", "TrainOptions", "adata_layer_data", "cell_colors", "embedding_coords", "get_adata",
+    "StepPanel", "TimeCourseWidget", "TrainOptions", "adata_layer_data", "cell_colors", "embedding_coords", "get_adata",
     "napari_get_reader", "read_h5ad", "sample_nuclei", "sample_pbmc160", "sample_pbmc68k", "sample_tracks", "show_embedding", "write_h5ad",
 ]

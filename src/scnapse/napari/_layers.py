@@ -318,4 +318,7 @@ def _focus(viewer, layer) -> None:
             other.visible = False
     layer.visible = True
     viewer.layers.selection.active = layer
-    viewer.reset_view(layers=[layer])
+    try:
+        viewer.reset_view(layers=[layer])
+    except IndexError:  # napari cannot fit one 2-D layer among layers of more dimensions
+        viewer.reset_view()

@@ -323,7 +323,7 @@ class StepPanel(QWidget):
             try:
                 self.show_results(layer, done)
             except Exception as err:  # a display problem must not lose the computed result
-                self._error(err)
+                self._error(err, trace=traceback.format_exc())
                 return
         what = "cancelled — the best model so far is kept" if cancelled else "done"
         summary = getattr(self, "_summary", None)

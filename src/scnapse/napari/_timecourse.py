@@ -1,0 +1,159 @@
+"""The Time course panel: a Tracks layer becomes one sequence per track (``sn.ts.from_tracks``);
+embed the tracks with a recurrent autoencoder, classify them from a labelled column, or forecast
+their next steps. Embeddings appear as a Points layer, forecasts as points after each track's end,
+classes as the tracks' colours."""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+import pandas as pd
+from magicgui.widgets import ComboBox, Container, SpinBox
+
+from ._layers import ADATA, SESSION, VIEW, ModelRef, Session, show_embedding
+from ._panel import Call, StepPanel
+from ._train_options import TrainOptions
+
+EMBED, FORECAST, CLASSIFY = "embed", "forecast", "classify"
+
+
+class TimeCourseWidget(StepPanel):
+    """Recurrent models (GRU / LSTM) on tracks: embed, forecast or classify."""
+
+    title = "Time course"
+    run_text = "Train"
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__(napari_viewer)
+        self.cells.visible = False  # the sequences are made from the Tracks layer
+
+    def make_options(self):
+        self.tracks = ComboBox(label="tracks", choices=self._tracks_layers)
+        self.task = ComboBox(label="task", choices=[EMBED, FORECAST, CLASSIFY], value=EMBED)
+        self.labels_key = ComboBox(label="labels (per track)", choices=[], nullable=True)
+        self.cell = ComboBox(label="recurrent cell", choices=["gru", "lstm"], value="gru")
+        self.hidden = SpinBox(label="hidden units", value=32, min=1, max=4096)
+        self.n_latent = SpinBox(label="latent size", value=8, min=2, max=512)
+        self.horizon = SpinBox(label="forecast steps", value=3, min=1, max=1000)
+        self.task.changed.connect(self._visibility)
+        self.tracks.changed.connect(self._on_tracks)
+        self._visibility()
+        return Container(widgets=[self.tracks, self.task, self.labels_key, self.cell, self.hidden, self.n_latent,
+                                  self.horizon], labels=True)
+
+    def make_train_options(self):
+        return TrainOptions(costs=("mse", "cross_entropy"))
+
+    def _tracks_layers(self, *_):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, napari.layers.Tracks)]
+
+    def _adata_layers(self, *_):
+        return []
+
+    def _refresh_choices(self, *_):
+        super()._refresh_choices()
+        if hasattr(self, "tracks") and self._worker is None:
+            self.tracks.reset_choices()
+            self._on_tracks()
+
+    def _visibility(self, *_):
+        self.n_latent.visible = self.task.value == EMBED
+        self.horizon.visible = self.task.value == FORECAST
+        self.labels_key.visible = self.task.value == CLASSIFY
+
+    def _on_tracks(self, *_):
+        layer = self.tracks.value
+        if layer is None:
+            self.labels_key.choices = []
+            return
+        try:
+            seqs = self.sequences()
+        except (ValueError, KeyError, TypeError):
+            self.labels_key.choices = []
+            return
+        skip = {"track_id", "start", "end", "n_gaps", "length"}
+        self.labels_key.choices = [c for c in seqs.obs.columns if c not in skip]
+
+    @property
+    def layer(self):
+        return self.tracks.value if hasattr(self, "tracks") else None
+
+    def sequences(self):
+        """One sequence per track of the chosen Tracks layer (made once, kept on the layer)."""
+        from ..ts import from_tracks
+
+        layer = self.tracks.value
+        if layer is None:
+            raise ValueError("Pick a Tracks layer (File ▸ Open Sample ▸ scnapse ▸ Tracked nuclei).")
+        if layer.metadata.get(ADATA) is None:
+            seqs = from_tracks(layer)
+            layer.metadata[ADATA] = seqs
+            layer.metadata[SESSION] = Session(input=None, initial=seqs.copy())
+            layer.metadata[VIEW] = {"obsm_key": None, "color_by": None, "legend": {}}
+        return layer.metadata[ADATA]
+
+    def run(self):
+        if self._worker is not None:
+            return None
+        try:
+            seqs = self.sequences()
+            calls = self.calls(seqs)
+        except (ValueError, KeyError, TypeError) as err:
+            self._error(err)
+            return None
+        self._start(self.tracks.value, seqs, calls)
+        return self._worker
+
+    def calls(self, seqs) -> list[Call]:
+        from .. import tl
+
+        train = self.train_options.values()
+        common = {"cell": self.cell.value, "hidden": int(self.hidden.value)}
+        if self.task.value == EMBED:
+            return [Call("scnapse.tl.sequence_embedding", {"n_latent": int(self.n_latent.value), **common, **train},
+                         trains=True)]
+        if self.task.value == FORECAST:
+            return [Call("scnapse.tl.train_forecaster", {"horizon": int(self.horizon.value), **common, **train},
+                         trains=True, func=tl.train_forecaster, record=False, returns="forecaster"),
+                    Call("scnapse.tl.forecast", {"model": ModelRef("forecaster")})]
+        if not self.labels_key.value:
+            raise ValueError("labels (per track): choose the obs column with each track's class.")
+        return [Call("scnapse.tl.train_sequence_classifier", {"labels_key": self.labels_key.value, **common, **train},
+                     trains=True, func=tl.train_sequence_classifier, record=False, returns="sequence_classifier"),
+                Call("scnapse.tl.annotate_sequences", {"model": ModelRef("sequence_classifier"),
+                                                       "key_added": "predicted"})]
+
+    def show_results(self, layer, calls):
+        seqs = layer.metadata[ADATA]
+        name = calls[-1].name
+        if name == "scnapse.tl.sequence_embedding":
+            self.result_layer = show_embedding(self.viewer, layer, "X_rnn", color_by=None)
+        elif name == "scnapse.tl.forecast":
+            self.result_layer = self._show_forecast(layer, seqs)
+        else:
+            codes = seqs.obs["predicted"].astype("category").cat.codes
+            by_track = dict(zip(seqs.obs["track_id"].to_numpy(), codes.to_numpy()))
+            props = dict(layer.properties)
+            props["predicted"] = np.array([by_track.get(t, -1) for t in layer.data[:, 0]], dtype=float)
+            layer.properties = props
+            layer.color_by = "predicted"
+            self.result_layer = layer
+
+    def _show_forecast(self, layer, seqs):
+        pred = np.asarray(seqs.obsm["forecast"])  # tracks × horizon × features
+        features = list(seqs.uns["forecast"]["features"])
+        spatial = ["z", "y", "x"][-(layer.data.shape[1] - 2):]
+        if sorted(features) != sorted(spatial):
+            self._summary = f"forecast written to obsm['forecast'] ({pred.shape[1]} steps of {features})."
+            return layer
+        cols = [features.index(a) for a in spatial]
+        end = seqs.obs["end"].to_numpy(dtype=float)
+        rows = [np.r_[end[i] + h + 1, pred[i, h, cols]] for i in range(pred.shape[0]) for h in range(pred.shape[1])]
+        data = np.asarray(rows)
+        feats = pd.DataFrame({"track_id": np.repeat(seqs.obs["track_id"].to_numpy(), pred.shape[1]),
+                              "step": np.tile(np.arange(1, pred.shape[1] + 1), pred.shape[0])})
+        name = f"{layer.name} forecast"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        return self.viewer.add_points(data, features=feats, name=name, size=3, face_color="#ff7f0e",
+                                      border_width=0, out_of_slice_display=False)

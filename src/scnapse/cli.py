@@ -85,6 +85,16 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_tune(args) -> int:
+    from .pipeline import tune_from_yaml
+
+    best, adata = tune_from_yaml(args.file, trials=args.trials, output=args.output)
+    rec = adata.uns["tune"]
+    print(rec["trials"].to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"\nbest {rec['metric']} = {rec['best_value']:.4g} with {dict(rec['best_params'])}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     import anndata as ad
 
@@ -128,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="print a pipeline as a plain Python script")
     p.add_argument("pipeline")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("tune", help="search hyperparameters of a pipeline step; write the best pipeline")
+    p.add_argument("file", help="tuning file (see scnapse.pipeline.tune_from_yaml)")
+    p.add_argument("--trials", type=int, help="number of trials (overrides the file)")
+    p.add_argument("--output", help="where to write the best pipeline (overrides the file)")
+    p.set_defaults(func=_cmd_tune)
     p = sub.add_parser("info", help="show what produced an .h5ad file")
     p.add_argument("file")
     p.set_defaults(func=_cmd_info)

@@ -424,3 +424,74 @@ def export_script(pipe: Pipeline) -> str:
     if pipe.output:
         lines += ["", f"write_h5ad_atomic(adata, {str(pipe.output)!r})"]
     return "\n".join(lines) + "\n"
+
+
+# -- tuning ---------------------------------------------------------------------------------------
+_TUNE_KEYS = {"pipeline", "tune", "space", "trials", "sampler", "metric", "labels_key", "seed", "prune",
+              "output", "table"}
+
+
+def tune_from_yaml(path: str | os.PathLike, *, trials: int | None = None, output: str | None = None):
+    """Run a tuning file (``scnapse tune``): search the space of one step of a pipeline, then write
+    the pipeline with the best parameters. Returns ``(best_pipeline, adata_with_uns_tune)``.
+
+    A tuning file::
+
+        pipeline: sample_data/pbmc_autoencoder.yaml   # a pipeline file, or the pipeline inline
+        tune: autoencoder                             # the id of the step to tune
+        metric: knn_accuracy                          # see sn.tl.tune
+        labels_key: bulk_labels
+        sampler: tpe                                  # tpe | random | grid
+        trials: 20
+        space:
+          lr: {log_uniform: [1.0e-4, 1.0e-2]}
+          dropout: {uniform: [0.0, 0.4]}
+          hidden: {choice: [[64], [128], [256, 128]]}
+        output: results/tuned_pipeline.yaml
+    """
+    from .tl._tune import tune
+
+    path = Path(path)
+    data = yaml.safe_load(path.read_text()) if path.exists() else None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: a tuning file is a mapping with 'pipeline', 'tune' and 'space'.")
+    unknown = sorted(set(data) - _TUNE_KEYS)
+    if unknown:
+        raise PipelineError(f"{path}: unknown key(s) {unknown}; valid keys: {sorted(_TUNE_KEYS)}.")
+    src = data.get("pipeline")
+    pipe = Pipeline.from_yaml(src) if isinstance(src, str) else Pipeline.from_dict(src, where=str(path))
+    ids = [s.id for s in pipe.steps]
+    target = data.get("tune")
+    if target not in ids:
+        raise PipelineError(f"{path}: 'tune: {target}' names no step; step ids: {ids}.")
+    idx = ids.index(target)
+    step = pipe.steps[idx]
+    if step.name not in ("scnapse.tl.autoencoder", "scnapse.tl.train_classifier"):
+        raise PipelineError(f"{path}: step {target!r} is {step.name}; tuning supports scnapse.tl.autoencoder "
+                            "and scnapse.tl.train_classifier.")
+    before = Pipeline(steps=pipe.steps[:idx], input=pipe.input, seed=pipe.seed, device=pipe.device,
+                      name=pipe.name) if idx else None
+    adata, _ = load_input(pipe.input)
+    if before is not None:
+        adata = before.run(adata, write=False)
+    space = data.get("space") or {}
+    fixed = {k: v for k, v in step.params.items() if k not in space}
+    fixed.setdefault("device", pipe.device)
+    labels_key = data.get("labels_key", fixed.pop("labels_key", None))
+    tune(adata, space=space, step=step.name, n_trials=int(trials or data.get("trials", 20)),
+         sampler=data.get("sampler", "tpe"), metric=data.get("metric"), labels_key=labels_key,
+         fixed=fixed, prune=bool(data.get("prune", True)), seed=int(data.get("seed", pipe.seed)))
+    rec = adata.uns["tune"]
+    best = copy.deepcopy(pipe)
+    best_params = {k: v for k, v in dict(rec["best_params"]).items() if k != "device"}
+    for k, v in best_params.items():
+        best.steps[idx].params[k] = v.tolist() if hasattr(v, "tolist") else v
+    best.validate(where="tuned pipeline")
+    out = output or data.get("output")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(f"# tuned by scnapse tune ({rec['sampler']}, {rec['n_trials']} trials): "
+                             f"best {rec['metric']} = {rec['best_value']:.4g}\n" + best.to_yaml())
+    if data.get("table"):
+        rec["trials"].to_csv(data["table"])
+    return best, adata

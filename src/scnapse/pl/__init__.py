@@ -2,6 +2,7 @@
 
 from ._loss import embedding, loss
 from ._confusion import confusion_matrix
+from ._tune import tune
 
-__all__ = ["embedding", "loss"]
+__all__ = ["embedding", "loss", "tune"]
 __all__ += ["confusion_matrix"]

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from ._loss import _finish
+
+
+def tune(adata: AnnData, key: str = "tune", *, ax=None, save: str | None = None, show: bool | None = None):
+    """Each trial's score and the best so far, from ``sn.tl.tune``'s ``uns[key]``. Returns the ``Axes``."""
+    import matplotlib.pyplot as plt
+
+    if key not in adata.uns or "trials" not in adata.uns[key]:
+        raise KeyError(f"adata.uns has no tuning result under {key!r}; run sn.tl.tune first.")
+    rec = adata.uns[key]
+    table, metric = rec["trials"], rec["metric"]
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+    trials = np.asarray(table.index) + 1
+    ax.scatter(trials, table[metric], s=14, color="grey", label="trial")
+    ax.plot(trials, table["best_so_far"], color="C0", label="best so far")
+    pruned = table["state"] == "pruned"
+    if pruned.any():
+        ax.scatter(trials[pruned.to_numpy()], np.full(pruned.sum(), np.nanmin(table["best_so_far"])),
+                   marker="x", color="C3", s=14, label="pruned")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.set_title(f"tuning ({rec['sampler']}): {rec['step']}")
+    ax.legend(frameon=False)
+    if fig is not None:
+        _finish(fig, save, bool(show) if show is not None else False)
+    return ax

@@ -361,3 +361,15 @@ def test_sequence_models_train_on_the_gpu():
             ref_fc, ref_p = out.obsm["forecast"], out.obsm["predicted_label_probabilities"].to_numpy()
     np.testing.assert_allclose(out.obsm["forecast"], ref_fc, atol=1e-2)
     np.testing.assert_allclose(out.obsm["predicted_label_probabilities"].to_numpy(), ref_p, atol=1e-2)
+
+
+def test_plot_sequences_with_forecasts(tmp_path):
+    seqs = sn.ts.simulate_damped(20, length=12, seed=8)
+    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=4, max_epochs=1, **FAST)
+    sn.tl.forecast(seqs, fc)
+    seqs.obs["fast"] = np.where(seqs.obs["omega"] > 0.4, "fast", "slow")
+    ax = sn.pl.sequences(seqs, n=5, color="fast", save=str(tmp_path / "seq.png"))
+    assert len([ln for ln in ax.get_lines() if ln.get_xydata().size]) == 10  # 5 traces + 5 forecasts
+    assert (tmp_path / "seq.png").exists()
+    with pytest.raises(KeyError, match="feature='area'"):
+        sn.pl.sequences(seqs, feature="area")

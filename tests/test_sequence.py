@@ -77,9 +77,12 @@ def test_from_tracks_takes_a_tracks_layer_with_features():
         data = np.array([[3, 0, 1.0, 1.0], [3, 1, 2.0, 2.0], [4, 0, 5.0, 5.0]])
         features = pd.DataFrame({"intensity": [10.0, 11.0, 50.0]})
 
+        graph = {4: [3], 5: [3]}  # track 3 divides into 4 and 5 (5 is not in this small table)
+
     seqs = sn.ts.from_tracks(TracksLayer(), features=["intensity", "y"])
     np.testing.assert_allclose(seqs.obsm["sequence"][0], [[10, 1], [11, 2]])
     assert seqs.obs["length"].tolist() == [2, 1]
+    assert seqs.obs["divides"].tolist() == [True, False] and seqs.obs["parent"].tolist() == [-1, 3]
 
 
 def test_from_tracks_refuses_duplicates_nan_and_missing_columns():

@@ -11,13 +11,15 @@ from anndata import AnnData
 from ._sequences import pack_sequences
 
 
-def _tracks_frame(tracks, track_key: str, time_key: str) -> tuple[pd.DataFrame, str, str]:
-    """A DataFrame from a table, a napari Tracks ``data`` array, or a Tracks layer (data + features)."""
+def _tracks_frame(tracks, track_key: str, time_key: str) -> tuple[pd.DataFrame, str, str, dict | None]:
+    """A DataFrame from a table, a napari Tracks ``data`` array, or a Tracks layer (data + features),
+    and the layer's lineage ``graph`` when it has one."""
     if isinstance(tracks, pd.DataFrame):
-        return tracks, track_key, time_key
-    features = None
+        return tracks, track_key, time_key, None
+    features = graph = None
     if hasattr(tracks, "data") and not isinstance(tracks, np.ndarray):  # a napari Tracks layer
         features = getattr(tracks, "features", None)
+        graph = getattr(tracks, "graph", None) or None
         tracks = tracks.data
     arr = np.asarray(tracks)
     if arr.ndim != 2 or arr.shape[1] not in (4, 5):
@@ -32,7 +34,21 @@ def _tracks_frame(tracks, track_key: str, time_key: str) -> tuple[pd.DataFrame, 
         feats = pd.DataFrame(features).reset_index(drop=True)
         if len(feats) == len(df):
             df = pd.concat([df, feats.drop(columns=[c for c in feats.columns if c in df.columns])], axis=1)
-    return df, "track_id", "frame"
+    return df, "track_id", "frame", graph
+
+
+def _lineage_columns(ids, graph: dict) -> pd.DataFrame:
+    """``parent``, ``n_children`` and ``divides`` per track from a napari graph {child: [parents]}."""
+    children: dict = {}
+    parent = {}
+    for child, parents in graph.items():
+        parents = [parents] if np.isscalar(parents) else list(parents)
+        parent[child] = parents[0] if parents else -1
+        for par in parents:
+            children[par] = children.get(par, 0) + 1
+    n_children = np.array([children.get(i, 0) for i in ids], dtype=np.int64)
+    return pd.DataFrame({"parent": [parent.get(i, -1) for i in ids], "n_children": n_children,
+                         "divides": n_children >= 2})
 
 
 def from_tracks(
@@ -42,6 +58,7 @@ def from_tracks(
     track_key: str = "track_id",
     time_key: str = "frame",
     obs_keys: list[str] | None = None,
+    graph: dict | None = None,
     dropna: bool = False,
     key: str = "sequence",
 ) -> AnnData:
@@ -62,6 +79,10 @@ def from_tracks(
     obs_keys
         Columns copied to ``obs`` (one value per track: its last time point's). ``None``: every
         non-feature column whose value is constant within each track (track labels, lineage ids).
+    graph
+        Lineage as napari Tracks writes it, ``{track_id: [parent ids]}`` (taken from a Tracks layer
+        when not given). Adds ``obs["parent"]``, ``obs["n_children"]`` and ``obs["divides"]`` (the
+        track ends in a division: two or more children) — labels for "which cells divide".
     dropna
         ``False``: refuse NaN in the feature columns. ``True``: drop those time points; they
         become gaps, seen by the models through the time between steps.
@@ -76,7 +97,8 @@ def from_tracks(
     feature. Steps are the track's observations in time order; a missing frame is a gap (not an
     invented value), counted in ``obs["n_gaps"]``.
     """
-    df, track_key, time_key = _tracks_frame(tracks, track_key, time_key)
+    df, track_key, time_key, layer_graph = _tracks_frame(tracks, track_key, time_key)
+    graph = layer_graph if graph is None else graph
     for what, col in (("track_key", track_key), ("time_key", time_key)):
         if col not in df.columns:
             raise KeyError(f"{what}={col!r} is not a column of the tracks table; columns: {list(df.columns)}.")
@@ -146,6 +168,11 @@ def from_tracks(
     obs.index = pd.Index([str(v) for v in obs[track_key]])
     if not obs.index.is_unique:
         obs.index = pd.Index([f"{track_key}_{i}" for i in range(len(obs))])
+    if graph:
+        lineage = _lineage_columns(obs[track_key].tolist(), graph)
+        for c in lineage.columns:
+            if c not in obs.columns:
+                obs[c] = lineage[c].to_numpy()
     info = {"source": "tracks", "track_key": track_key, "time_key": time_key, "time_step": float(step)}
     return pack_sequences(seqs, tlist, list(features), obs, key=key, info=info)
 

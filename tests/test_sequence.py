@@ -76,7 +76,6 @@ def test_from_tracks_takes_a_tracks_layer_with_features():
     class TracksLayer:  # what napari.layers.Tracks offers: data and a features table
         data = np.array([[3, 0, 1.0, 1.0], [3, 1, 2.0, 2.0], [4, 0, 5.0, 5.0]])
         features = pd.DataFrame({"intensity": [10.0, 11.0, 50.0]})
-
         graph = {4: [3], 5: [3]}  # track 3 divides into 4 and 5 (5 is not in this small table)
 
     seqs = sn.ts.from_tracks(TracksLayer(), features=["intensity", "y"])

@@ -79,6 +79,22 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+#: steps that return a trained model instead of writing into the AnnData. In a pipeline the model is
+#: kept under the step's id (later steps name it: ``model: <id>``) and, with ``save_model: PATH``, saved.
+MODEL_STEPS = {
+    "scnapse.tl.train_classifier": "tl.train_classifier",
+    "scnapse.tl.train_image_classifier": "tl.train_image_classifier",
+    "scnapse.tl.train_sequence_classifier": "tl.train_sequence_classifier",
+    "scnapse.tl.train_forecaster": "tl.train_forecaster",
+}
+_REGISTRY.update(MODEL_STEPS)
+#: steps that take a model: ``model`` may be the id of an earlier model step or a saved model's folder
+_MODEL_USERS = ("scnapse.tl.annotate", "scnapse.tl.annotate_images", "scnapse.tl.annotate_sequences",
+                "scnapse.tl.forecast")
+for _name in _MODEL_USERS:
+    _REGISTRY.setdefault(_name, _name.split(".", 1)[1])
+
+
 def register_step(public_name: str, target: str) -> None:
     """Allow ``public_name`` in pipeline files; ``target`` is ``"tl.name"`` etc. inside scnapse
     (or inside scanpy for names starting with ``scanpy.``)."""
@@ -182,12 +198,22 @@ class Pipeline:
 
     # -- checking ----------------------------------------------------------------------------------
     def validate(self, *, where: str = "pipeline") -> None:
+        model_ids = []
         for i, step in enumerate(self.steps):
             try:
                 spec = get_step(step.name)
             except PipelineError as err:
                 raise PipelineError(f"{where}: step {i + 1} ({step.id}): {err}") from None
             _check_params(spec, step, f"{where}: step {i + 1} ({step.id})")
+            if step.name in _MODEL_USERS:
+                ref = step.params.get("model")
+                if not isinstance(ref, str) or not (ref in model_ids or "/" in ref or Path(ref).exists()):
+                    raise PipelineError(
+                        f"{where}: step {i + 1} ({step.id}): model={ref!r} must name an earlier training step "
+                        f"(ids: {model_ids}) or the folder of a saved model."
+                    )
+            if step.name in MODEL_STEPS:
+                model_ids.append(step.id)
 
     def set(self, assignment: str) -> None:
         """Apply ``steps.<id>.<param>=<value>`` (or ``seed=``, ``output=``, ``device=``); the value is YAML."""
@@ -238,14 +264,23 @@ class Pipeline:
         main = is_main_process()  # under torchrun only rank 0 writes files
         timings = []
         resolved = []
+        self.models = {}
         for i, step in enumerate(self.steps):
             spec = get_step(step.name)
             params = self.resolved_params(step, spec)
             if not main and params.get("save"):
                 params = {**params, "save": None}
+            call = dict(params)
+            save_model = call.pop("save_model", None)
+            if step.name in _MODEL_USERS and call.get("model") in self.models:
+                call["model"] = self.models[call["model"]]
             logger.info(f"[{i + 1}/{len(self.steps)}] {step.name}")
             t0 = time.perf_counter()
-            spec.func(adata, **params)
+            result = spec.func(adata, **call)
+            if step.name in MODEL_STEPS:
+                self.models[step.id] = result
+                if save_model and write and main:
+                    result.save(save_model)
             timings.append(round(time.perf_counter() - t0, 4))
             resolved.append({"step": step.name, "id": step.id, "params": params})
         from ._anndata import sanitize_for_uns
@@ -320,6 +355,8 @@ def _check_params(spec: StepSpec, step: Step, where: str) -> None:
     named = [n for n, p in sig.parameters.items()
              if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("adata", "data", "copy")]
     valid = set(named) | (set(TrainConfig.field_names()) if spec.train_options else set())
+    if spec.name in MODEL_STEPS:
+        valid.add("save_model")
     for key in step.params:
         if key not in valid:
             raise PipelineError(f"{where}: unknown parameter {key!r}; valid parameters: {sorted(valid)}.")
@@ -355,9 +392,11 @@ def load_input(spec):
 
     from . import datasets
 
+    if isinstance(spec, dict) and "image" in spec:
+        return _load_image_input(spec)
     if isinstance(spec, dict):
         if set(spec) != {"dataset"}:
-            raise PipelineError(f"input {spec!r}: write {{dataset: NAME}} or a file path.")
+            raise PipelineError(f"input {spec!r}: write {{dataset: NAME}}, {{image: PATH, labels: PATH}} or a file path.")
         name = spec["dataset"]
         loaders = {"pbmc68k": "pbmc68k_reduced_counts.h5ad", "pbmc160": "decoupler_pbmc160.h5ad"}
         if name not in loaders:
@@ -378,6 +417,27 @@ def load_input(spec):
     if suffix in (".csv", ".tsv", ".txt"):
         return sc.read_csv(path, delimiter="\t" if suffix != ".csv" else ","), path
     raise PipelineError(f"input {str(path)!r}: unsupported type {suffix!r}; use .h5ad, .csv, .tsv, a 10x .h5 or mtx folder.")
+
+
+def _load_image_input(spec: dict):
+    """``{image: img.tif, labels: labels.tif, size: 48, channel_axis: ..}`` → one row per object
+    (``sn.im.cells_from_labels``); the other keys are its options."""
+    import tifffile
+
+    from .im import cells_from_labels
+
+    if "labels" not in spec:
+        raise PipelineError(f"input {spec!r}: an image input needs 'labels: PATH' (the segmentation) too.")
+    paths = [Path(str(spec["image"])), Path(str(spec["labels"]))]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"The pipeline's input {str(p)!r} does not exist.")
+    options = {k: v for k, v in spec.items() if k not in ("image", "labels")}
+    try:
+        cells = cells_from_labels(tifffile.imread(paths[0]), tifffile.imread(paths[1]), **options)
+    except TypeError as err:
+        raise PipelineError(f"input {spec!r}: {err}") from None
+    return cells, paths[0]
 
 
 def file_checksum(path) -> str:
@@ -417,13 +477,29 @@ def export_script(pipe: Pipeline) -> str:
         "",
         f"adata, source = load_input({pipe.input!r})",
     ]
+    models = set()
     for step in pipe.steps:
         params = pipe.resolved_params(step)
+        save_model = params.pop("save_model", None)
+        ref = params.pop("model", None) if step.name in _MODEL_USERS else None
         args = "".join(f", {k}={v!r}" for k, v in params.items())
-        lines.append(f"{step.name}(adata{args})")
+        if ref is not None:
+            model_arg = _var(ref) if ref in models else repr(ref)
+            lines.append(f"{step.name}(adata, {model_arg}{args})")
+        elif step.name in MODEL_STEPS:
+            models.add(step.id)
+            lines.append(f"{_var(step.id)} = {step.name}(adata{args})")
+            if save_model:
+                lines.append(f"{_var(step.id)}.save({save_model!r})")
+        else:
+            lines.append(f"{step.name}(adata{args})")
     if pipe.output:
         lines += ["", f"write_h5ad_atomic(adata, {str(pipe.output)!r})"]
     return "\n".join(lines) + "\n"
+
+
+def _var(step_id: str) -> str:
+    return "model_" + "".join(c if c.isalnum() else "_" for c in step_id)
 
 
 # -- tuning ---------------------------------------------------------------------------------------

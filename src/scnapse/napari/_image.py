@@ -52,17 +52,23 @@ class ImageModelWidget(StepPanel):
         self.cells.visible = False  # the cells are made from the Image and Labels layers
 
     def make_train_options(self):
-        from ..models.image import IMAGE_DEFAULTS
+        return TrainOptions(defaults=self.task_defaults(), costs=("mse", "bce", "cross_entropy"), exclude=())
 
-        return TrainOptions(defaults={**IMAGE_DEFAULTS, "augment": ("flip", "rot90")}, costs=("mse", "bce",
-                                                                                              "cross_entropy"),
-                            exclude=())
+    def task_defaults(self) -> dict:
+        """The image models' own training defaults for the chosen task (loaded when it changes)."""
+        from ..models.image import CLASSIFIER_DEFAULTS, IMAGE_DEFAULTS
+
+        if self.mode.value == CLASSIFY:
+            return dict(CLASSIFIER_DEFAULTS)
+        return {**IMAGE_DEFAULTS, "augment": (), "validation_fraction": 0.1, "early_stopping": 20}
 
     def _layers_of(self, kind):
         return lambda *_: [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
 
     def _visibility(self, *_):
         classify = self.mode.value == CLASSIFY
+        if getattr(self, "train_options", None) is not None:
+            self.train_options.set_values(**self.task_defaults())
         self.class_name.visible = self.annotate_button.visible = classify
         self.n_latent.visible = not classify
         if hasattr(self, "run_button") and not self.running:

@@ -19,7 +19,7 @@ import napari
 from magicgui.widgets import ComboBox, Container
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from ._layers import ADATA, SESSION, ModelRef, _is_points, get_adata, is_adata_layer, refresh_features
@@ -53,7 +53,10 @@ class _Relay(QObject):
 
 
 class LossPlot(QWidget):
-    """Training and validation loss per epoch, redrawn with ``draw_idle`` (never blocks the GUI)."""
+    """Training and validation loss per epoch, redrawn with ``draw_idle`` (never blocks the GUI),
+    at most every ``redraw_ms`` milliseconds however fast the epochs come."""
+
+    redraw_ms = 250
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -68,6 +71,10 @@ class LossPlot(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(self.redraw_ms)
+        self._timer.timeout.connect(self.redraw)
         self.reset()
 
     def reset(self) -> None:
@@ -87,6 +94,10 @@ class LossPlot(QWidget):
         self.epochs.append(report.epoch)
         self.train.append(report.train_loss)
         self.val.append(float("nan") if report.val_loss is None else report.val_loss)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def redraw(self) -> None:
         self.train_line.set_data(self.epochs, self.train)
         self.val_line.set_data(self.epochs, self.val)
         self.ax.relim()

@@ -37,6 +37,12 @@ def looks_like_counts(adata) -> bool:
         return False
 
 
+def _defaults(func) -> dict:
+    import inspect
+
+    return {n: p.default for n, p in inspect.signature(func).parameters.items() if p.default is not p.empty}
+
+
 class CellsWidget(QWidget):
     """Which embedding of the AnnData the Points layer shows, which ``obs`` column colours it, and
     the legend of that colouring."""
@@ -179,8 +185,12 @@ class AutoencoderWidget(StepPanel):
     run_text = "Train"
 
     def make_options(self):
-        self.n_latent = SpinBox(label="latent size", value=10, min=2, max=1024)
-        self.hidden = LineEdit(label="hidden layers", value="128", tooltip="Widths, e.g. '256, 64'.")
+        from ..tl import autoencoder
+
+        defaults = _defaults(autoencoder)  # the step's own defaults: one source of truth
+        self.n_latent = SpinBox(label="latent size", value=int(defaults["n_latent"]), min=2, max=1024)
+        self.hidden = LineEdit(label="hidden layers", value=", ".join(str(h) for h in defaults["hidden"]),
+                               tooltip="Widths, e.g. '256, 64'.")
         self.variational = CheckBox(label="variational (VAE)", value=False)
         self.beta = FloatSpinBox(label="β (VAE KL weight)", value=1.0, min=0.0, max=100.0, step=0.1)
         self.layer_choice = ComboBox(label="data", choices=[X_CHOICE], value=X_CHOICE,
@@ -257,8 +267,13 @@ class CellClassifierWidget(StepPanel):
                                            "left out).")
         self.model_path = FileEdit(label="model folder", mode="d",
                                    tooltip="A folder written by CellClassifier.save (or by 'Save pipeline…').")
-        self.hidden = LineEdit(label="hidden layers", value="256, 128", tooltip="Widths; empty = logistic regression.")
-        self.class_balance = ComboBox(label="class balance", choices=list(CLASS_BALANCES), value="weights")
+        from ..tl import train_classifier
+
+        defaults = _defaults(train_classifier)
+        self.hidden = LineEdit(label="hidden layers", value=", ".join(str(h) for h in defaults["hidden"]),
+                               tooltip="Widths; empty = logistic regression.")
+        self.class_balance = ComboBox(label="class balance", choices=list(CLASS_BALANCES),
+                                      value=defaults["class_balance"])
         self.key_added = LineEdit(label="key added", value="predicted")
         self.min_confidence = FloatSpinBox(label="min confidence", value=0.5, min=0.0, max=1.0, step=0.05)
         self.min_typicality = FloatSpinBox(label="min typicality", value=0.01, min=0.0, max=1.0, step=0.01)
@@ -333,7 +348,7 @@ class CellClassifierWidget(StepPanel):
         self.result_layer = (shown or [layer])[-1]
         conf = adata.obs[f"{key}_confidence"].to_numpy(dtype=float)
         n_un = int((adata.obs[key].astype(str) == "Unassigned").sum())
-        text = f"{self.title}: {adata.n_obs} cells annotated, mean confidence {np.nanmean(conf):.2f}, {n_un} unassigned"
+        text = f"{adata.n_obs} cells annotated, mean confidence {np.nanmean(conf):.2f}, {n_un} unassigned"
         metrics = adata.uns.get("classifier", {}).get("metrics", {}) if self.mode.value == TRAIN_NEW else {}
         acc, f1 = metrics.get("accuracy"), metrics.get("macro_f1")
         if acc is not None:

@@ -66,6 +66,7 @@ def write_backed(path: Path, n_obs: int, n_vars: int, pool: int) -> tuple[float,
         for block in pooled_counts(n_obs, n_vars, pool):
             nnz += block.nnz
             if ds is None:
+                block.indptr = block.indptr.astype(np.int64)  # > 2^31 non-zeros in all
                 write_elem(f, "X", block)
                 ds = sparse_dataset(f["X"])
             else:
@@ -98,6 +99,11 @@ def main() -> None:
 
     sn.settings.verbosity = 30
     n, g = args.cells, args.genes
+    t_start = time.perf_counter()
+
+    def phase(what):
+        print(f"[{time.perf_counter() - t_start:7.1f} s] {what}", file=sys.stderr, flush=True)
+
     rec = {"cells": n, "genes": g, "mode": "backed" if args.backed else "in memory", "device": args.device,
            "precision": args.precision, "torch_threads": torch.get_num_threads(), "epochs": args.epochs}
     if args.backed:
@@ -105,6 +111,7 @@ def main() -> None:
         if not (args.reuse and path.exists()):
             rec["write_s"], rec["nnz"] = write_backed(path, n, g, args.pool)
         rec["file_gib"] = path.stat().st_size / 2**30
+        phase(f"wrote {path} ({rec['file_gib']:.1f} GiB)")
         adata = sn.read_backed(path)
         rec["matrix_gib"] = rec["file_gib"]
     else:
@@ -115,6 +122,7 @@ def main() -> None:
         rec["nnz"] = int(X.nnz)
         rec["matrix_gib"] = sparse_nbytes(X) / 2**30
         adata = ad.AnnData(X)
+        phase(f"simulated {n} cells ({rec['matrix_gib']:.2f} GiB sparse)")
     rec["rss_before_gib"] = rss() / 2**30
     model = sn.models.Autoencoder(16, max_epochs=args.epochs, early_stopping=0, seed=0, device=args.device,
                                   batch_size=args.batch_size)
@@ -156,6 +164,7 @@ def main() -> None:
             rate = (steps["cells"] - args.batch_size) / max(steps["t1"] - steps["t0"], 1e-9)
             rec["epoch_s"] = model.params["n_train"] / rate
             rec["epoch_extrapolated_from_cells"] = steps["cells"]
+        phase(f"trained ({rec['fit_s']:.0f} s)")
         t = time.perf_counter()
         emb = model.transform(adata)
         rec["transform_s"] = time.perf_counter() - t

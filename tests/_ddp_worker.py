@@ -25,7 +25,7 @@ rank = distributed.rank()
 import anndata as ad  # noqa: E402
 
 adata = ad.read_h5ad(work / "cells.h5ad")
-OPTS = dict(max_epochs=4, seed=0, early_stopping=0, dropout=0.0, batch_size=32)
+OPTS = dict(max_epochs=3, seed=0, early_stopping=0, dropout=0.0, batch_size=32)
 
 
 def train(**kw):

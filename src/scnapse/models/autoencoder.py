@@ -17,7 +17,7 @@ from ..nn.losses import COUNT_COSTS, check_data_for_cost, gaussian_kl, reconstru
 from ..train import Loader, Matrix, TrainConfig, environment, fit, seed_everything, split_indices
 from ..train.checkpoint import Checkpoint
 from ..train.distributed import world_size
-from ..train.data import iter_row_chunks, summarize
+from ..train.data import is_backed, iter_row_chunks, summarize
 from ._base import BaseModel
 from ._preprocess import Preprocessing, chunks_as_tensors, looks_like_counts
 
@@ -231,13 +231,19 @@ class Autoencoder(BaseModel):
         out = np.empty((adata.n_obs, self.n_latent), dtype=np.float32)
         self.module.eval()
         all_present = bool((pos >= 0).all())
+        cuda = device.type == "cuda"
         with torch.inference_mode():
-            if all_present:
+            if all_present and cuda and not is_backed(X):
+                # GPU: the (sparse) matrix goes to the device once; batches are formed there
+                rows = Matrix(X, device, columns=pos, pin_memory=True)
+                chunks = ((s, rows.take(torch.arange(s, min(s + batch_size, adata.n_obs), device=device)))
+                          for s in range(0, adata.n_obs, batch_size))
+            elif all_present:
                 chunks = ((i * batch_size, t) for i, t in enumerate(chunks_as_tensors(X, pos, batch_size)))
             else:
                 chunks = ((s, torch.from_numpy(reindex_block(b, pos))) for s, b in iter_row_chunks(X, batch_size))
             for start, x in chunks:
-                x = x.to(device)
+                x = x.pin_memory().to(device, non_blocking=True) if cuda and x.device.type == "cpu" else x.to(device)
                 if not torch.isfinite(x).all():
                     raise ValueError("The data to embed hold NaN or infinite values; remove or impute them first.")
                 mu, _ = self.module.encode(self.prep(x))

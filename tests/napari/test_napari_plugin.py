@@ -438,3 +438,31 @@ def test_time_course_panel_embeds_and_forecasts_tracks(tmp_path, make_napari_vie
     again = pipe.run(write=False)
     np.testing.assert_allclose(again.obsm["X_rnn"], seqs.obsm["X_rnn"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(again.obsm["forecast"], seqs.obsm["forecast"], rtol=1e-4, atol=1e-4)
+
+
+def test_time_course_panel_classifies_tracks_and_colours_them(make_napari_viewer, qtbot):
+    import pandas as pd
+
+    from scnapse.napari import TimeCourseWidget, sample_tracks
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = sample_tracks()[0]
+    fate = np.where(data[:, 0] % 2 == 0, "even", "odd")
+    tracks = viewer.add_tracks(data, features=pd.DataFrame({"fate": fate}), **kwargs)
+    panel = TimeCourseWidget(viewer)
+    panel.task.value = "classify"
+    assert "fate" in panel.labels_key.choices  # per-track columns of the layer's features
+    panel.labels_key.value = "fate"
+    panel.hidden.value = 8
+    panel.train_options.set_values(max_epochs=2, early_stopping=0, seed=0)
+    panel.run()
+    wait_done(qtbot, panel, timeout=120_000)
+    assert panel.last_error is None, panel.last_error
+    seqs = tracks.metadata["adata"]
+    assert set(seqs.obs["predicted"].astype(str)) <= {"even", "odd"}
+    assert tracks.color_by == "predicted"
+    # each vertex carries its track's predicted class code
+    codes = dict(zip(seqs.obs["track_id"], seqs.obs["predicted"].cat.codes))
+    np.testing.assert_array_equal(tracks.properties["predicted"], [codes[t] for t in tracks.data[:, 0]])
+    # and the layer's other features stay with their vertices
+    np.testing.assert_array_equal(tracks.features["fate"], np.where(tracks.data[:, 0] % 2 == 0, "even", "odd"))

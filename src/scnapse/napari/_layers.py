@@ -267,8 +267,8 @@ def recolor(layer, color_by: str | None) -> dict[str, str]:
 def refresh_features(viewer, adata: AnnData) -> None:
     """After a step wrote new ``obs`` columns: update ``features`` of every layer of ``adata``."""
     for layer in viewer.layers:
-        if is_adata_layer(layer) and layer.metadata[ADATA] is adata:
-            layer.features = features_of(adata)
+        if _is_points(layer) and is_adata_layer(layer) and layer.metadata[ADATA] is adata:
+            layer.features = features_of(adata)  # one point per cell (not a Labels / Tracks layer)
 
 
 def show_embedding(viewer, source_layer, obsm_key: str, *, color_by: str | None = "same",

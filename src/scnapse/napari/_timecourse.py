@@ -133,9 +133,19 @@ class TimeCourseWidget(StepPanel):
         else:
             codes = seqs.obs["predicted"].astype("category").cat.codes
             by_track = dict(zip(seqs.obs["track_id"].to_numpy(), codes.to_numpy()))
-            props = dict(layer.properties)
-            props["predicted"] = np.array([by_track.get(t, -1) for t in layer.data[:, 0]], dtype=float)
-            layer.properties = props
+            feats = layer.features.copy()  # rows in the layer's (track, time) order
+            feats["predicted"] = np.array([by_track.get(t, -1) for t in layer.data[:, 0]], dtype=float)
+            # napari's Tracks setters take rows in the order the data were given, then sort them
+            order = getattr(getattr(layer, "_manager", None), "_order", None)
+            if order is not None:
+                given = {}
+                for col in feats.columns:
+                    values = feats[col].to_numpy()
+                    unsorted = np.empty_like(values)
+                    unsorted[order] = values
+                    given[col] = unsorted
+                feats = pd.DataFrame(given)
+            layer.features = feats
             layer.color_by = "predicted"
             self.result_layer = layer
 

@@ -466,3 +466,23 @@ def test_time_course_panel_classifies_tracks_and_colours_them(make_napari_viewer
     np.testing.assert_array_equal(tracks.properties["predicted"], [codes[t] for t in tracks.data[:, 0]])
     # and the layer's other features stay with their vertices
     np.testing.assert_array_equal(tracks.features["fate"], np.where(tracks.data[:, 0] % 2 == 0, "even", "odd"))
+
+
+def test_sample_without_embedding_gets_one_from_classic_panel(make_napari_viewer, qtbot):
+    from scnapse.napari import sample_pbmc160
+
+    viewer = make_napari_viewer()
+    data, kwargs, kind = sample_pbmc160()[0]
+    layer = viewer.add_points(data, **kwargs)
+    assert layer.name == "pbmc160 (no embedding)" and layer.metadata["scnapse_session"].input == {"dataset": "pbmc160"}
+    panel = ClassicWidget(viewer)
+    panel.method.value = "pca"
+    panel.n_comps.value = 5
+    panel.run()
+    wait_done(qtbot, panel)
+    assert panel.last_error is None, panel.last_error
+    assert len(viewer.layers) == 1 and panel.result_layer is layer  # the grid placeholder now shows PCA
+    adata = get_adata(layer)
+    np.testing.assert_allclose(layer.data, embedding_coords(adata, "X_pca"))
+    assert layer.name == "pbmc160 (X_pca)"
+    np.testing.assert_allclose(layer.face_color, cell_colors(adata, "cell_type")[0])

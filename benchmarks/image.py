@@ -1,6 +1,6 @@
 """CNN on cell crops vs a random forest on scikit-image regionprops features; embedding speed.
 
-    python benchmarks/image.py                      # both parts
+    python benchmarks/image.py                      # all parts (about 15 minutes on one core)
     python benchmarks/image.py classify             # accuracy / macro-F1 table only
     python benchmarks/image.py speed --threads 2    # crops/s only
 
@@ -15,7 +15,15 @@ objects train both models and all other objects are the test set:
     mean / min / max / standard deviation of intensity;
   * ``sn.tl.train_image_classifier`` with its DEFAULT settings on 32 px crops
     (``normalize="image"``).
-Reported: mean ± sd over the draws of held-out accuracy and macro-F1.
+A third, real set: ``bbbc007`` — which of two BBBC007 plates (A9: 111 cells, 20P1: 85 cells;
+Drosophila Kc167, DNA stain) a cell comes from; each image is normalised on its own for the CNN,
+the random forest sees the raw intensities (plates differ in imaging as well as in biology).
+Reported: mean ± sd over the draws of held-out accuracy and macro-F1, and the CNN's training
+seconds (wall clock).
+
+embed: 15-NN accuracy (stratified 5-fold) of ``image_embedding``'s ``X_cnn`` (defaults; the
+autoencoder and ``method="contrastive"``), of PCA
+on the crop pixels and of the standardised regionprops features, on the same three sets.
 
 speed: crops of the real dsb2018 nuclei (48 px), replicated to 20,000: crop extraction objects/s
 (``cells_from_labels`` on the 512×512 image), and ``image_embedding``'s conv autoencoder
@@ -32,6 +40,7 @@ import logging
 import time
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -55,13 +64,29 @@ def regionprops_features(image, labels, label_ids) -> np.ndarray:
     return table.loc[label_ids, list(PROPS)].to_numpy(dtype=np.float64)
 
 
-def classify(n_per_class: int = 100, shots=(5, 10, 20), draws: int = 3) -> pd.DataFrame:
-    rows = []
-    for kind in ("texture", "size"):
+def dataset(kind: str, n_per_class: int = 100):
+    """Cells (32 px crops), the true class of each, and the regionprops features of each."""
+    if kind in ("texture", "size"):
         image, labels, classes = sn.im.synthetic_image(n_per_class, kind=kind, seed=11)
         cells = sn.im.cells_from_labels(image, labels, size=32)
         truth = classes[cells.obs["label"].to_numpy() - 1].astype(str)
-        feats = regionprops_features(image, labels, cells.obs["label"].to_numpy())
+        return cells, truth, regionprops_features(image, labels, cells.obs["label"].to_numpy())
+    parts, feats = [], []  # bbbc007: which plate a cell comes from (each image normalised on its own)
+    for name in ("bbbc007_a9", "bbbc007_20p1"):
+        image, labels = sn.im.sample_image(name)
+        part = sn.im.cells_from_labels(image, labels, size=32)
+        part.obs["plate"] = name
+        part.obs_names = [f"{name}_{i}" for i in part.obs_names]
+        parts.append(part)
+        feats.append(regionprops_features(image, labels, part.obs["label"].to_numpy()))
+    cells = ad.concat(parts, uns_merge="first")
+    return cells, cells.obs["plate"].to_numpy().astype(str), np.vstack(feats)
+
+
+def classify(datasets=("texture", "size", "bbbc007"), shots=(5, 10, 20), draws: int = 3) -> pd.DataFrame:
+    rows = []
+    for kind in datasets:
+        cells, truth, feats = dataset(kind)
         for n in shots:
             for draw in range(draws):
                 rng = np.random.default_rng(100 + draw)
@@ -96,6 +121,32 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     out["macro-F1"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(out.f1_mean, out.f1_sd)]
     out["train s"] = ["" if np.isnan(v) else f"{v:.1f}" for v in out.train_s]
     return out[["classes differ in", "annotated per class", "model", "accuracy", "macro-F1", "train s"]]
+
+
+def embed(datasets=("texture", "size", "bbbc007")) -> pd.DataFrame:
+    """15-NN accuracy (stratified 5-fold) of image_embedding's X_cnn (both methods, defaults),
+    PCA(16) of the crop pixels, and standardised regionprops features, against the true classes."""
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    rows = []
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    for kind in datasets:
+        cells, truth, feats = dataset(kind)
+        sn.tl.image_embedding(cells, seed=0, progress=False)
+        sn.tl.image_embedding(cells, method="contrastive", key_added="X_contrastive", seed=0, progress=False)
+        reps = {"X_cnn, method='autoencoder' (default)": cells.obsm["X_cnn"],
+                "X_cnn, method='contrastive'": cells.obsm["X_contrastive"],
+                "PCA(16) of crop pixels": PCA(16, random_state=0).fit_transform(
+                    np.asarray(cells.obsm["crops"]).reshape(cells.n_obs, -1)),
+                "regionprops (standardised)": StandardScaler().fit_transform(feats)}
+        for name, X in reps.items():
+            acc = cross_val_score(KNeighborsClassifier(15), X, truth, cv=cv).mean()
+            rows.append({"classes differ in": kind, "representation": name, "15-NN accuracy": f"{acc:.3f}"})
+            print(f"  {kind:7s} {name}: {acc:.3f}", flush=True)
+    return pd.DataFrame(rows)
 
 
 def speed(n_crops: int = 20_000, size: int = 48) -> pd.DataFrame:
@@ -138,15 +189,19 @@ def markdown(df: pd.DataFrame) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="*", default=["classify", "speed"], choices=["classify", "speed"])
+    ap.add_argument("parts", nargs="*", default=["classify", "embed", "speed"], choices=["classify", "embed", "speed"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--datasets", nargs="+", default=["texture", "size", "bbbc007"],
+                    choices=["texture", "size", "bbbc007"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU, {args.threads} thread(s)")
     if "classify" in args.parts:
-        df = classify(draws=args.draws)
+        df = classify(args.datasets, draws=args.draws)
         print(markdown(summarise(df)))
+    if "embed" in args.parts:
+        print(markdown(embed(args.datasets)))
     if "speed" in args.parts:
         print(markdown(speed()))
 

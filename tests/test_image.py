@@ -11,7 +11,7 @@ import torch
 
 import scnapse as sn
 from scnapse.models.image import ImageModel
-from scnapse.nn.cnn import CNNClassifierModule, ConvAutoencoderModule, augment_batch
+from scnapse.nn.cnn import CNNClassifierModule, ContrastiveModule, ConvAutoencoderModule, augment_batch, nt_xent
 
 FAST = {"channels": (8, 16, 32), "progress": False, "seed": 0}
 
@@ -362,6 +362,34 @@ def test_image_embedding_step_and_semi_supervised(texture_cells):
     other = ImageModel("classify", channels=(4, 8), max_epochs=1, seed=0)
     with pytest.raises(ValueError, match="same channels"):
         other.fit(cells, labels_key="annotation", pretrained=ae, progress=False)
+
+
+def test_contrastive_embedding(texture_cells, tmp_path):
+    # the cost: a view that matches its partner costs less than one that does not
+    p = torch.randn(8, 4)
+    assert nt_xent(p, p + 0.01).mean() < nt_xent(p, torch.randn(8, 4)).mean()
+    assert nt_xent(p, p).shape == (8,)
+    module = ContrastiveModule(1, 5, (4, 8))
+    assert module.encode(torch.rand(3, 1, 20, 20)).shape == (3, 5)
+
+    cells = texture_cells.copy()
+    sn.tl.image_embedding(cells, method="contrastive", n_latent=5, max_epochs=2, **FAST)
+    assert cells.obsm["X_cnn"].shape == (cells.n_obs, 5) and np.isfinite(cells.obsm["X_cnn"]).all()
+    params = cells.uns["cnn"]["params"]
+    assert params["method"] == "contrastive" and params["cost"] == "nt_xent"
+    assert params["augment"] == ["flip", "rot90", "intensity", "noise"]
+    model = ImageModel("embed", method="contrastive", n_latent=5, channels=(8, 16, 32), max_epochs=1, seed=0)
+    model.fit(cells, progress=False)
+    model.save(tmp_path / "c")
+    again = ImageModel.load(tmp_path / "c")
+    assert again.method == "contrastive"
+    np.testing.assert_allclose(again.transform(cells), model.transform(cells), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="does not apply"):
+        sn.tl.image_embedding(cells, method="contrastive", cost="mse", **FAST)
+    with pytest.raises(ValueError, match="augment"):
+        sn.tl.image_embedding(cells, method="contrastive", augment=(), **FAST)
+    with pytest.raises(ValueError, match="method='simclr'"):
+        sn.tl.image_embedding(cells, method="simclr", **FAST)
 
 
 def test_embedding_bad_input():

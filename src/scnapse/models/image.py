@@ -20,15 +20,19 @@ import torch.nn.functional as F
 from anndata import AnnData
 
 from .._settings import logger, resolve_device
-from ..nn.cnn import CNNClassifierModule, ConvAutoencoderModule, augment_batch
+from ..nn.cnn import CNNClassifierModule, ContrastiveModule, ConvAutoencoderModule, augment_batch, nt_xent
 from ..nn.losses import check_data_for_cost, reconstruction_loss
 from ..train import Loader, TrainConfig, environment, fit, seed_everything, split_indices
 from ._base import BaseModel
 
 TASKS = ("embed", "classify")
+EMBED_METHODS = ("autoencoder", "contrastive")
 EMBED_COSTS = ("mse", "bce")
+#: temperature of the contrastive cost (SimCLR's NT-Xent)
+TEMPERATURE = 0.2
 #: defaults of image training that differ from ``TrainConfig``'s (which suit expression data)
 IMAGE_DEFAULTS = {"batch_norm": True, "batch_size": 64, "lr": 2e-3}
+CONTRASTIVE_DEFAULTS = {**IMAGE_DEFAULTS, "augment": ("flip", "rot90", "intensity", "noise")}
 CLASSIFIER_DEFAULTS = {**IMAGE_DEFAULTS, "augment": ("flip", "rot90", "intensity"), "validation_fraction": 0.2,
                        "early_stopping": 15}
 #: the fewest crops one training epoch passes (small sets are repeated, see ``ImageModel.fit``)
@@ -102,11 +106,17 @@ class ImageModel(BaseModel):
     Parameters
     ----------
     task
-        ``"embed"``: a convolutional autoencoder trained on all cells; ``transform`` gives its
-        code. ``"classify"``: a CNN classifier trained on the labelled cells; ``predict`` /
+        ``"embed"``: an embedding trained on all cells (no labels); ``transform`` gives it.
+        ``"classify"``: a CNN classifier trained on the labelled cells; ``predict`` /
         ``predict_proba`` give classes, ``transform`` its pooled features.
+    method
+        For ``task="embed"``: ``"autoencoder"`` (default; a convolutional autoencoder, its code
+        is the embedding; cost ``mse`` or ``bce``) or ``"contrastive"`` (SimCLR-style: the
+        embedding of two augmented views of a crop must agree, NT-Xent cost with temperature
+        0.2; it captures texture and pattern that an autoencoder's reconstruction misses — see
+        the README's benchmark).
     n_latent
-        Size of the autoencoder's code (``task="embed"``).
+        Size of the embedding (``task="embed"``).
     channels
         Feature maps of the convolution blocks; each block halves the crop. Three blocks of
         16/32/64 maps (~24k weights) train in under a minute on one CPU core for 32–48 px crops.
@@ -117,10 +127,11 @@ class ImageModel(BaseModel):
         Any :class:`~scnapse.train.TrainConfig` field. Image defaults that differ from
         ``TrainConfig``'s: ``batch_norm=True``, ``batch_size=64``, ``lr=2e-3``; for the
         classifier also ``augment=("flip", "rot90", "intensity")``, ``validation_fraction=0.2``,
-        ``early_stopping=15``. An epoch passes at least 256 crops (a few annotated cells are
+        ``early_stopping=15``; for ``method="contrastive"`` ``augment=("flip", "rot90",
+        "intensity", "noise")``. An epoch passes at least 256 crops (a few annotated cells are
         repeated, augmented differently each time); ``max_epochs=None`` gives about 300 steps.
-        ``cost``: ``mse`` (default) or ``bce`` for the autoencoder,
-        ``cross_entropy`` for the classifier. ``input_noise`` adds Gaussian noise to the
+        ``cost``: ``mse`` (default) or ``bce`` for the autoencoder, ``cross_entropy`` for the
+        classifier. ``input_noise`` adds Gaussian noise to the
         autoencoder's input (denoising); ``augment`` may also hold ``"noise"``.
     """
 
@@ -130,6 +141,7 @@ class ImageModel(BaseModel):
         self,
         task: str = "classify",
         *,
+        method: str = "autoencoder",
         n_latent: int = 16,
         channels: Sequence[int] = (16, 32, 64),
         class_weight: str | None = "balanced",
@@ -137,9 +149,22 @@ class ImageModel(BaseModel):
     ):
         if task not in TASKS:
             raise ValueError(f"task={task!r} is not valid; choose one of {list(TASKS)}.")
-        defaults = CLASSIFIER_DEFAULTS if task == "classify" else IMAGE_DEFAULTS
+        if method not in EMBED_METHODS:
+            raise ValueError(f"method={method!r} is not valid; choose one of {list(EMBED_METHODS)}.")
+        contrastive = task == "embed" and method == "contrastive"
+        defaults = CLASSIFIER_DEFAULTS if task == "classify" else (CONTRASTIVE_DEFAULTS if contrastive else IMAGE_DEFAULTS)
         self.config = TrainConfig.from_kwargs(defaults, **train_options)
         cost = self.config.cost
+        if contrastive and cost is not None:
+            raise ValueError(
+                f"cost={cost!r} does not apply to method='contrastive' (its cost is NT-Xent between two "
+                "augmented views); leave cost unset, or use method='autoencoder'."
+            )
+        if contrastive and not self.config.augment:
+            raise ValueError(
+                "method='contrastive' learns what stays the same under augmentation: give augment= at least "
+                "one of ('flip', 'rot90', 'intensity', 'noise')."
+            )
         if task == "embed" and cost is not None and cost not in EMBED_COSTS:
             raise ValueError(f"cost={cost!r} does not fit an image autoencoder; choose one of {list(EMBED_COSTS)}.")
         if task == "classify" and cost not in (None, "cross_entropy"):
@@ -152,10 +177,11 @@ class ImageModel(BaseModel):
         if class_weight not in ("balanced", None):
             raise ValueError(f"class_weight={class_weight!r} is not valid; choose 'balanced' or None.")
         self.task = task
+        self.method = method if task == "embed" else "None"
         self.n_latent = int(n_latent)
         self.channels = channels
         self.class_weight = class_weight
-        self.cost = "cross_entropy" if task == "classify" else (cost or "mse")
+        self.cost = "cross_entropy" if task == "classify" else ("nt_xent" if contrastive else (cost or "mse"))
         self.module = None
         self.history = None
         self.classes: list[str] = []
@@ -207,12 +233,17 @@ class ImageModel(BaseModel):
                 weights = np.ones(len(self.classes), dtype=np.float32)
             self._weights = torch.from_numpy(weights.astype(np.float32)).to(device)
         else:
-            check_data_for_cost(self.cost, lo, hi, True, what=f"obsm[{crops_key!r}]")
+            if self.method != "contrastive":
+                check_data_for_cost(self.cost, lo, hi, True, what=f"obsm[{crops_key!r}]")
             train_idx, val_idx = split_indices(n_obs, cfg.validation_fraction, gen)
-            module = ConvAutoencoderModule(
-                n_ch, size, self.n_latent, self.channels, activation=cfg.activation, dropout=cfg.dropout,
-                batch_norm=cfg.batch_norm,
-            )
+            if self.method == "contrastive":
+                module = ContrastiveModule(n_ch, self.n_latent, self.channels, activation=cfg.activation,
+                                           dropout=cfg.dropout, batch_norm=cfg.batch_norm)
+            else:
+                module = ConvAutoencoderModule(
+                    n_ch, size, self.n_latent, self.channels, activation=cfg.activation, dropout=cfg.dropout,
+                    batch_norm=cfg.batch_norm,
+                )
             labelled = np.arange(n_obs)
         if len(train_idx) < 2:
             raise ValueError(f"Training needs at least 2 cells; {len(train_idx)} are left for training.")
@@ -235,7 +266,7 @@ class ImageModel(BaseModel):
             callback=callback, cancel=cancel, description=f"image {self.task}",
         )
         self.params = {
-            "task": self.task, "n_latent": self.n_latent if self.task == "embed" else "None",
+            "task": self.task, "method": self.method, "n_latent": self.n_latent if self.task == "embed" else "None",
             "channels": list(self.channels), "class_weight": str(self.class_weight),
             "classes": list(self.classes), "labels_key": str(labels_key), "crops_key": crops_key,
             "crop": dict(self.crop_params), "pretrained": pretrained is not None,
@@ -281,12 +312,15 @@ class ImageModel(BaseModel):
         module.encoder.load_state_dict({k: v.detach().cpu() for k, v in src.state_dict().items()})
 
     def _step(self):
-        cfg, task, cost = self.config, self.task, self.cost
+        cfg, task, cost, method = self.config, self.task, self.cost, self.method
         augment, noise = tuple(cfg.augment), cfg.input_noise
         weights = getattr(self, "_weights", None)
 
         def step(module, batch: dict, training: bool) -> torch.Tensor:
             x = batch["x"]
+            if method == "contrastive":  # two views of each crop, in validation too
+                return nt_xent(module(augment_batch(x, augment))["projection"],
+                               module(augment_batch(x, augment))["projection"], TEMPERATURE)
             if training:
                 x = augment_batch(x, augment)
             if task == "classify":
@@ -371,7 +405,7 @@ class ImageModel(BaseModel):
     def _get_state(self):
         self._require_fitted()
         config = {
-            "architecture": {"task": self.task, "n_latent": self.n_latent, "channels": self.channels,
+            "architecture": {"task": self.task, "method": self.method, "n_latent": self.n_latent, "channels": self.channels,
                              "activation": self.config.activation, "dropout": self.config.dropout,
                              "batch_norm": self.config.batch_norm, "cost": self.cost,
                              "n_classes": len(self.classes)},
@@ -390,6 +424,7 @@ class ImageModel(BaseModel):
 
         arch = config["architecture"]
         self.task, self.n_latent, self.channels = arch["task"], int(arch["n_latent"]), list(arch["channels"])
+        self.method = arch.get("method", "autoencoder" if self.task == "embed" else "None")
         self.cost = arch["cost"]
         tc = dict(config["train_config"])
         tc["augment"] = tuple(tc.get("augment") or ())
@@ -404,6 +439,9 @@ class ImageModel(BaseModel):
         if self.task == "classify":
             self.module = CNNClassifierModule(n_ch, len(self.classes), self.channels, activation=arch["activation"],
                                               dropout=arch["dropout"], batch_norm=arch["batch_norm"])
+        elif self.method == "contrastive":
+            self.module = ContrastiveModule(n_ch, self.n_latent, self.channels, activation=arch["activation"],
+                                            dropout=arch["dropout"], batch_norm=arch["batch_norm"])
         else:
             self.module = ConvAutoencoderModule(n_ch, size, self.n_latent, self.channels,
                                                 activation=arch["activation"], dropout=arch["dropout"],

@@ -6,6 +6,8 @@
   with nearest-neighbour upsampling (an embedding of the whole crop, position included).
 * :class:`CNNClassifierModule` — encoder, global average pooling (translation invariant:
   texture and pattern, wherever they are in the crop), dropout, linear to the classes.
+* :class:`ContrastiveModule` — encoder, global average pooling, linear to the embedding, and a
+  projection head for :func:`nt_xent`, the contrastive cost (two augmented views of each crop).
 * :func:`augment_batch` — random flips, 90° rotations, brightness/contrast jitter and Gaussian
   noise, drawn per crop: the lecture's *dataset augmentation*, applied while training only.
 
@@ -161,6 +163,54 @@ class ConvAutoencoderModule(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.encode(x)
         return {"z": z, "out": self.decode(z)}
+
+
+class ContrastiveModule(nn.Module):
+    """``ConvEncoder → global average pool → linear`` to the embedding (``n_latent``), and a small
+    projection head on top for the contrastive cost (SimCLR-style: two augmented views of a crop
+    should map close together and away from the other crops of the batch). ``encode`` gives the
+    embedding; the head is used in training only."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_latent: int = 16,
+        channels: Sequence[int] = (16, 32, 64),
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = True,
+        n_projection: int = 32,
+    ):
+        super().__init__()
+        self.encoder = ConvEncoder(in_channels, channels, activation=activation, batch_norm=batch_norm)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.to_latent = nn.Linear(self.encoder.n_out, int(n_latent))
+        self.head = nn.Sequential(get_activation(activation), nn.Linear(int(n_latent), int(n_projection)))
+        self.n_latent = int(n_latent)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_latent(self.dropout(self.encoder(x).mean(dim=(-2, -1))))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.encode(x)
+        return {"z": z, "projection": self.head(z)}
+
+
+def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """Per-crop normalised-temperature cross-entropy (SimCLR's NT-Xent) between two views.
+
+    ``p1[i]`` and ``p2[i]`` are projections of two augmentations of crop ``i``; each view must
+    pick its partner out of the other ``2n − 2`` views of the batch by cosine similarity / τ.
+    Returns one loss per crop (the mean over its two views).
+    """
+    n = p1.shape[0]
+    z = F.normalize(torch.cat([p1, p2]), dim=1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    losses = F.cross_entropy(sim, target, reduction="none")
+    return 0.5 * (losses[:n] + losses[n:])
 
 
 def augment_batch(

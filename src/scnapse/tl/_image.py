@@ -19,6 +19,7 @@ def image_embedding(
     cells: AnnData,
     *,
     n_latent: int = 16,
+    method: str = "autoencoder",
     channels: Sequence[int] = (16, 32, 64),
     crops_key: str = "crops",
     key_added: str | None = None,
@@ -28,7 +29,7 @@ def image_embedding(
     copy: bool = False,
     **train_options,
 ) -> AnnData | None:
-    """Embed cells by a convolutional autoencoder on their crops, next to ``sc.pp.pca``.
+    """Embed cells by a CNN on their crops (a conv autoencoder, or contrastive), next to ``sc.pp.pca``.
 
     Then ``sc.pp.neighbors(cells, use_rep="X_cnn")``, ``sc.tl.umap``, ``sc.tl.leiden`` as usual.
 
@@ -39,6 +40,11 @@ def image_embedding(
         channels × size × size). Not modified except for the keys written.
     n_latent
         Size of the embedding.
+    method
+        ``"autoencoder"`` (a convolutional autoencoder; its code is the embedding) or
+        ``"contrastive"`` (SimCLR-style: two augmented views of each crop must embed alike; it
+        picks up texture and pattern that the autoencoder's pixel reconstruction misses —
+        see the README's benchmark — and needs ``augment``, default all four).
     channels
         Feature maps of the convolution blocks (each halves the crop).
     crops_key
@@ -52,8 +58,8 @@ def image_embedding(
     copy
         Work on a copy and return it, leaving ``cells`` untouched.
     **train_options
-        :class:`~scnapse.train.TrainConfig` fields: ``cost`` (``mse`` default, or ``bce``: crops
-        in [0, 1]), ``activation``, ``dropout``, ``input_noise`` (denoising), ``augment``,
+        :class:`~scnapse.train.TrainConfig` fields: ``cost`` (autoencoder: ``mse`` default, or
+        ``bce``: crops in [0, 1]), ``activation``, ``dropout``, ``input_noise`` (denoising), ``augment``,
         ``l1``, ``l2``, ``batch_norm`` (True), ``optimizer``, ``lr`` (2e-3), ``batch_size`` (64),
         ``max_epochs``, ``early_stopping``, ``validation_fraction``, ``seed``, ``device``…
 
@@ -62,7 +68,7 @@ def image_embedding(
     ``None``, or the annotated copy with ``copy=True``. Writes ``obsm['X_cnn']`` (cells ×
     n_latent) and ``uns['cnn'] = {"params", "history"}``.
     """
-    model = ImageModel("embed", n_latent=n_latent, channels=channels, **train_options)
+    model = ImageModel("embed", method=method, n_latent=n_latent, channels=channels, **train_options)
     if copy:
         cells = cells.copy()
     model.fit(cells, crops_key=crops_key, progress=progress, callback=callback, cancel=cancel)

@@ -4,6 +4,10 @@
 napari ``thread_worker`` can pass it on as it is; ``fit`` runs it to the end with a progress bar
 and callbacks. Whichever way training ends — finished, early-stopped, cancelled, or closed — the
 best weights seen so far (by validation loss) are put back into the model.
+
+The same loop runs mixed precision (``precision=``), saves and resumes checkpoints
+(``checkpoint=``, see :mod:`scnapse.train.checkpoint`) and, launched by ``torchrun`` with several
+processes, trains with DistributedDataParallel (see :mod:`scnapse.train.distributed`).
 """
 
 from __future__ import annotations

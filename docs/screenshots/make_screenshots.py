@@ -41,7 +41,13 @@ def wait(panel, timeout=600):
 
 
 def save(viewer, name, width=1000):
-    QApplication.instance().processEvents()
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        if "PyQt5" in toast.message.text():  # napari's start-up notice, not ours
+            toast.close()
+    for _ in range(10):
+        QApplication.instance().processEvents()
     img = viewer.screenshot(canvas_only=False, flash=False)
     pil = Image.fromarray(img[..., :3])
     pil = pil.resize((width, round(pil.height * width / pil.width)), Image.LANCZOS)

@@ -363,6 +363,11 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
             pix = np.argwhere(labels == i)
             ann.add(pix[len(pix) // 2].astype(float))
     assert panel.annotations(labels) == {**{int(i): "small" for i in order[:3]}, **{int(i): "large" for i in order[-3:]}}
+    # crops larger than the image: the core's message, from the worker thread, as a notification
+    panel.size.value = 400
+    panel.run()
+    wait_done(qtbot, panel)
+    assert panel.last_error is not None and "size" in panel.last_error and "adata" not in lab.metadata
     panel.size.value = 24
     panel.train_options.set_values(max_epochs=2, early_stopping=0, batch_size=32, seed=0)
     panel.run()

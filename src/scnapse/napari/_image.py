@@ -122,37 +122,53 @@ class ImageModelWidget(StepPanel):
         return out
 
     # -- running -------------------------------------------------------------------------------------
-    def cells_adata(self):
-        """The cells of the chosen Image + Labels layers (made once, kept on the Labels layer)."""
+    def _prepare(self):
+        """What the worker runs first: the cells of the chosen Image + Labels layers (crops made
+        once per image, crop size and normalisation, then kept on the Labels layer), with the
+        clicked annotation in ``obs``. Checked here, in the GUI thread, before anything starts."""
         from ..im import cells_from_labels
 
         image, labels = self.image_layer.value, self.labels_layer.value
         if image is None or labels is None:
             raise ValueError("Pick an Image layer and its Labels layer (File ▸ Open Sample ▸ scnapse ▸ nuclei).")
         key = (image.name, int(self.size.value), str(self.normalize.value))
-        cached = labels.metadata.get(ADATA)
-        if cached is not None and labels.metadata.get("scnapse_cells_key") == key:
-            return cached
-        data = np.asarray(image.data)
-        cells = cells_from_labels(data, np.asarray(labels.data), size=int(self.size.value),
-                                  normalize=self.normalize.value, channel_axis=-1 if image.rgb else None)
-        labels.metadata[ADATA] = cells
-        labels.metadata["scnapse_cells_key"] = key
-        labels.metadata[SESSION] = Session(input=None)
-        labels.metadata[SESSION].initial = cells.copy()
-        labels.metadata[VIEW] = {"obsm_key": None, "color_by": None, "legend": {}}
-        return cells
+        cached = labels.metadata.get(ADATA) if labels.metadata.get("scnapse_cells_key") == key else None
+        marks = self.annotations(np.asarray(labels.data)) if self.mode.value == CLASSIFY else None
+        size, normalize, rgb = int(self.size.value), str(self.normalize.value), bool(image.rgb)
+        image_data, label_data = image.data, labels.data
+
+        def prepare():
+            cells, initial = cached, None
+            if cells is None:
+                cells = cells_from_labels(np.asarray(image_data), np.asarray(label_data), size=size,
+                                          normalize=normalize, channel_axis=-1 if rgb else None)
+                initial = cells.copy()
+            if marks is not None:
+                classes = sorted(set(marks.values()))
+                ann = cells.obs["label"].map(marks).to_numpy()
+                cells.obs[ANNOTATION_KEY] = pd.Categorical(ann, categories=classes)
+            return cells, (key, initial)
+
+        return cached, marks, prepare
+
+    def on_prepared(self, layer, cells, extra) -> None:
+        key, initial = extra
+        if layer.metadata.get(ADATA) is not cells:
+            layer.metadata[ADATA] = cells
+            layer.metadata["scnapse_cells_key"] = key
+            layer.metadata[SESSION] = Session(input=None, initial=initial)
+            layer.metadata[VIEW] = {"obsm_key": None, "color_by": None, "legend": {}}
 
     def run(self):
         if self._worker is not None:
             return None
         try:
-            cells = self.cells_adata()
-            calls = self.calls(cells)
+            cached, marks, prepare = self._prepare()
+            calls = self.calls(marks)
         except (ValueError, KeyError, TypeError) as err:
             self._error(err)
             return None
-        self._start(self.labels_layer.value, cells, calls)
+        self._start(self.labels_layer.value, cached, calls, prepare=prepare)
         return self._worker
 
     @property
@@ -168,7 +184,8 @@ class ImageModelWidget(StepPanel):
             raise ValueError("conv channels: give at least one positive width, e.g. '16, 32'.")
         return out
 
-    def calls(self, cells) -> list[Call]:
+    def calls(self, marks: dict | None) -> list[Call]:
+        """The steps for the chosen task; ``marks`` = ``{label id: class}`` of the clicked cells."""
         from .. import tl
 
         train = self.train_options.values()
@@ -177,14 +194,11 @@ class ImageModelWidget(StepPanel):
                 raise ValueError("cost='cross_entropy' is for classifiers; an embedding uses 'mse' or 'bce'.")
             return [Call("scnapse.tl.image_embedding", {"n_latent": int(self.n_latent.value),
                                                         "channels": self._channels(), **train}, trains=True)]
-        labels = np.asarray(self.labels_layer.value.data)
-        marks = self.annotations(labels)
+        marks = marks or {}
         classes = sorted(set(marks.values()))
         if len(classes) < 2:
             raise ValueError(f"Annotate cells of at least two classes: click cells on the '{ANNOTATION_LAYER}' layer "
                              f"(found {len(marks)} annotated cell(s), classes {classes}).")
-        ann = pd.Series(cells.obs["label"].map(marks).to_numpy(), index=cells.obs_names, dtype=object)
-        cells.obs[ANNOTATION_KEY] = pd.Categorical(ann, categories=classes)
         if train.get("cost") not in (None, "cross_entropy"):
             raise ValueError(f"cost={train['cost']!r} is a reconstruction cost; a classifier uses 'cross_entropy'.")
         return [Call("scnapse.tl.train_image_classifier", {"labels_key": ANNOTATION_KEY, "channels": self._channels(),

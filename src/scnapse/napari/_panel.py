@@ -119,13 +119,21 @@ def _connect_layer_events(widget: QWidget, callback) -> None:
     widget.destroyed.connect(disconnect)
 
 
-def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event) -> None:
+#: key of the data made by a panel's ``prepare`` function (in the worker) among a run's results
+PREPARED = "__prepared__"
+
+
+def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event, prepare=None) -> None:
     """Worker-thread body: run ``calls`` on ``adata`` in order; report each epoch, then the calls
-    that ran (or the error) through ``relay``."""
+    that ran (or the error) through ``relay``. ``prepare()``, if given, first makes the data (e.g.
+    crops from an image: slow work kept off the GUI thread) and returns ``(adata, extra)``."""
     from ..pipeline import get_step
 
     done, results = [], {}
     try:
+        if prepare is not None:
+            adata, extra = prepare()
+            results[PREPARED] = (adata, extra)
         for call in calls:
             if cancel.is_set():
                 break
@@ -272,7 +280,7 @@ class StepPanel(QWidget):
         else:
             self.run()
 
-    def _start(self, layer, adata, calls: list[Call]) -> None:
+    def _start(self, layer, adata, calls: list[Call], prepare=None) -> None:
         self._cancel = threading.Event()
         self._last_report = None
         self._summary = None
@@ -282,7 +290,7 @@ class StepPanel(QWidget):
         self._set_running(True)
         self.status.setText(f"{self.title}: running…")
         self._running_layer = layer
-        worker = create_worker(_run_calls, adata, calls, self._relay, self._cancel,
+        worker = create_worker(_run_calls, adata, calls, self._relay, self._cancel, prepare,
                                _start_thread=False, _ignore_errors=True)
         self._worker = worker
         worker.start()
@@ -315,7 +323,13 @@ class StepPanel(QWidget):
         finally:
             self._on_finished()
 
+    def on_prepared(self, layer, adata, extra) -> None:
+        """Keep the data made by ``prepare`` with ``layer`` (GUI thread)."""
+
     def _show_done(self, layer, done: list[Call], results: dict) -> None:
+        results = dict(results)
+        if PREPARED in results:
+            self.on_prepared(layer, *results.pop(PREPARED))
         adata = layer.metadata[ADATA]
         session = layer.metadata[SESSION]
         cancelled = self._cancel.is_set()
@@ -345,6 +359,8 @@ class StepPanel(QWidget):
         try:
             # steps that completed before the failing one did change the data: record them
             done, results = getattr(err, "__scnapse_done__", ([], {}))
+            if PREPARED in results:
+                self.on_prepared(self._running_layer, *results.pop(PREPARED))
             if done:
                 self._show_done(self._running_layer, done, results)
             self._error(err, trace="".join(traceback.format_exception(type(err), err, err.__traceback__)))

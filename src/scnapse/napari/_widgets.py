@@ -241,10 +241,6 @@ class AutoencoderWidget(StepPanel):
         self.result_layer = show_embedding(self.viewer, layer, self.result_key())
 
 
-def _first_rgb(layer) -> np.ndarray:  # used by tests and docs
-    return np.asarray(layer.face_color)[:, :3]
-
-
 TRAIN_NEW = "train on a labelled column"
 LOAD_SAVED = "load a saved model"
 

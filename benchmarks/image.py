@@ -25,6 +25,9 @@ embed: 15-NN accuracy (stratified 5-fold) of ``image_embedding``'s ``X_cnn`` (de
 autoencoder and ``method="contrastive"``), of PCA
 on the crop pixels and of the standardised regionprops features, on the same three sets.
 
+scale (not in the default run): 100,000 objects — the dsb2018 frame as an 800-frame lazy dask
+time-lapse — cropped to a .npy memory map and embedded chunk by chunk; seconds and peak memory.
+
 speed: crops of the real dsb2018 nuclei (48 px), replicated to 20,000: crop extraction objects/s
 (``cells_from_labels`` on the 512×512 image), and ``image_embedding``'s conv autoencoder
 (default 16/32/64 channels, 16 dimensions): training seconds per 1,000 crops (one epoch over
@@ -187,9 +190,68 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _rss_anon_mb() -> float:
+    """Anonymous resident memory of this process (heap, arrays; not file pages of memory maps)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def scale(n_frames: int = 800, size: int = 32, workdir: str | None = None) -> pd.DataFrame:
+    """100,000 objects: the dsb2018 frame repeated as a lazy (dask) time-lapse of ``n_frames``
+    frames; crops written to a .npy memory map; then embedded in chunks. Reports the time and
+    the peak anonymous memory (sampled every 0.1 s)."""
+    import tempfile
+    import threading
+
+    import dask.array as da
+
+    image, labels = sn.im.sample_image("dsb2018")
+    lazy_img = da.broadcast_to(da.from_array(image, chunks=image.shape), (n_frames, *image.shape),
+                               chunks=(1, *image.shape))
+    lazy_lab = da.broadcast_to(da.from_array(labels, chunks=labels.shape), (n_frames, *labels.shape),
+                               chunks=(1, *labels.shape))
+    peak, stop = [_rss_anon_mb()], threading.Event()
+
+    def watch():
+        while not stop.wait(0.1):
+            peak.append(_rss_anon_mb())
+
+    base = _rss_anon_mb()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        t0 = time.perf_counter()
+        cells = sn.im.cells_from_labels(lazy_img, lazy_lab, size=size, time_axis=0, crops_file=f"{tmp}/crops.npy")
+        t_crops = time.perf_counter() - t0
+        crops_peak = max(peak) - base
+        model = ImageModel("embed", max_epochs=1, validation_fraction=0, early_stopping=0, seed=0)
+        model.fit(cells[:2048].copy(), progress=False)
+        peak.append(_rss_anon_mb())
+        t0 = time.perf_counter()
+        emb = model.transform(cells)
+        t_emb = time.perf_counter() - t0
+        stop.set()
+        watcher.join()
+        n = cells.n_obs
+        gb = n * size * size * 4 / 1e9
+        del cells
+    return pd.DataFrame([
+        {"what": f"cells_from_labels, {n_frames} frames × 512×512 (dask, lazy) → {n:,} crops of {size} px "
+                 f"({gb:.2f} GB on disk)", "seconds": f"{t_crops:.0f}",
+         "peak extra memory": f"{crops_peak:,.0f} MB"},
+        {"what": f"image_embedding transform of all {n:,} crops (read from the memory map)",
+         "seconds": f"{t_emb:.0f}", "peak extra memory": f"{max(peak) - base:,.0f} MB (incl. model)"},
+        {"what": "embedding shape", "seconds": "", "peak extra memory": str(emb.shape)},
+    ])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="*", default=["classify", "embed", "speed"], choices=["classify", "embed", "speed"])
+    ap.add_argument("parts", nargs="*", default=["classify", "embed", "speed"],
+                    choices=["classify", "embed", "speed", "scale"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--datasets", nargs="+", default=["texture", "size", "bbbc007"],
@@ -204,6 +266,8 @@ def main():
         print(markdown(embed(args.datasets)))
     if "speed" in args.parts:
         print(markdown(speed()))
+    if "scale" in args.parts:
+        print(markdown(scale()))
 
 
 if __name__ == "__main__":

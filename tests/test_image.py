@@ -149,6 +149,20 @@ def test_3d_projection_and_time_lapse():
     assert set(np.unique(painted)) == {0, 2} and (painted[t_lab[1] == 1] == 2).all()
 
 
+def test_lazy_dask_input_matches_numpy():
+    da = pytest.importorskip("dask.array")
+    image, labels = two_squares()
+    stack = np.stack([image, 2 * image], axis=0)  # (c, y, x)
+    t_img = np.stack([stack, 3 * stack], axis=1)  # (c, t, y, x)
+    t_lab = np.stack([labels, labels])  # (t, y, x)
+    eager = sn.im.cells_from_labels(t_img, t_lab, size=16, channel_axis=0, time_axis=0)
+    lazy = sn.im.cells_from_labels(da.from_array(t_img, chunks=(2, 1, 40, 50)), da.from_array(t_lab, chunks=(1, 40, 50)),
+                                   size=16, channel_axis=0, time_axis=0)
+    assert lazy.obsm["crops"].shape == (4, 2, 16, 16)
+    np.testing.assert_array_equal(lazy.obsm["crops"], eager.obsm["crops"])
+    pd.testing.assert_frame_equal(lazy.obs, eager.obs)
+
+
 def test_crops_file_is_a_lazy_memory_map(tmp_path):
     image, labels = two_squares()
     labels[30:33, 40:43] = 5  # one more object, one too small for min_area

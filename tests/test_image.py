@@ -418,7 +418,18 @@ def test_embedding_bad_input():
         sn.tl.image_embedding(raw, **FAST)
 
 
-def test_image_embedding_is_a_pipeline_step():
-    from scnapse.pipeline import get_step
+def test_image_embedding_runs_in_a_pipeline(tmp_path):
+    from scnapse.pipeline import Pipeline, get_step
 
     assert get_step("scnapse.tl.image_embedding").func is sn.tl.image_embedding
+    image, labels, _ = sn.im.synthetic_image(10, seed=2)
+    sn.im.cells_from_labels(image, labels, size=16).write_h5ad(tmp_path / "cells.h5ad")
+    pipe = Pipeline.from_dict({
+        "input": str(tmp_path / "cells.h5ad"), "output": str(tmp_path / "out.h5ad"), "seed": 3,
+        "steps": [{"scnapse.tl.image_embedding": {"n_latent": 4, "channels": [4, 8], "max_epochs": 1,
+                                                  "progress": False}},
+                  {"scanpy.pp.neighbors": {"use_rep": "X_cnn", "n_neighbors": 5}}],
+    })
+    out = pipe.run()
+    assert out.obsm["X_cnn"].shape == (20, 4) and "neighbors" in out.uns
+    assert out.uns["cnn"]["params"]["seed"] == 3

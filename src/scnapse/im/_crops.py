@@ -104,7 +104,7 @@ def _moveaxis(a, source, destination=-1):
     return a.transpose(order)
 
 
-def _normalize_window(win: np.ndarray, valid: np.ndarray | None, lo, hi) -> np.ndarray:
+def _normalize_window(win: np.ndarray, lo, hi) -> np.ndarray:
     """``(win - lo) / (hi - lo)`` clipped to [0, 1], per channel (last axis); flat channels → 0."""
     span = hi - lo
     flat = span <= 0
@@ -282,11 +282,11 @@ def cells_from_labels(
             else:
                 keep = None
             if normalize == "image":
-                win = _normalize_window(win, None, lo, hi)
+                win = _normalize_window(win, lo, hi)
             elif normalize == "crop":
                 lo_p, hi_p = PERCENTILES["crop"]
                 clo, chi = np.percentile(win.reshape(-1, n_ch), [lo_p, hi_p], axis=0)
-                win = _normalize_window(win, None, clo, chi)
+                win = _normalize_window(win, clo, chi)
             if keep is not None:
                 win = win * keep[..., None]
             win = win.max(axis=0)  # the projection over z (one slice in 2-D / for "mid")

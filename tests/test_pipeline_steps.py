@@ -120,3 +120,14 @@ def test_image_input_in_a_pipeline(tmp_path):
                                "steps": [{"scnapse.tl.image_embedding": {**FAST, "n_latent": 2}}]})
     out = pipe.run(write=False)
     assert out.obsm["X_cnn"].shape == (int(labels.max()), 2)
+
+
+def test_models_load_knows_every_kind(tmp_path, lognorm_adata):
+    ae = sn.models.Autoencoder(2, max_epochs=1).fit(lognorm_adata, progress=False)
+    ae.save(tmp_path / "ae")
+    loaded = sn.models.load(tmp_path / "ae")
+    assert isinstance(loaded, sn.models.Autoencoder)
+    np.testing.assert_array_equal(loaded.transform(lognorm_adata), ae.transform(lognorm_adata))
+    with pytest.raises(ValueError, match="not a scnapse model"):
+        (tmp_path / "x").mkdir()
+        sn.models.load(tmp_path / "x")

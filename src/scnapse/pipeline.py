@@ -272,8 +272,14 @@ class Pipeline:
                 params = {**params, "save": None}
             call = dict(params)
             save_model = call.pop("save_model", None)
-            if step.name in _MODEL_USERS and call.get("model") in self.models:
-                call["model"] = self.models[call["model"]]
+            if step.name in _MODEL_USERS:
+                ref = call.get("model")
+                if ref in self.models:
+                    call["model"] = self.models[ref]
+                elif isinstance(ref, str):
+                    from .models import load as load_model
+
+                    call["model"] = load_model(ref)
             logger.info(f"[{i + 1}/{len(self.steps)}] {step.name}")
             t0 = time.perf_counter()
             result = spec.func(adata, **call)
@@ -484,7 +490,7 @@ def export_script(pipe: Pipeline) -> str:
         ref = params.pop("model", None) if step.name in _MODEL_USERS else None
         args = "".join(f", {k}={v!r}" for k, v in params.items())
         if ref is not None:
-            model_arg = _var(ref) if ref in models else repr(ref)
+            model_arg = _var(ref) if ref in models else f"scnapse.models.load({ref!r})"
             lines.append(f"{step.name}(adata, {model_arg}{args})")
         elif step.name in MODEL_STEPS:
             models.add(step.id)

@@ -10,3 +10,15 @@ __all__ = ["Autoencoder", "BaseModel"]
 __all__ += ["ImageModel"]
 __all__ += ["SequenceModel"]
 __all__ += ["CellClassifier"]
+
+
+def load(path):
+    """Load any saved scnapse model; its ``config.json`` says which class it is."""
+    kind = BaseModel.read_config(path).get("kind")
+    cls = {c.kind: c for c in (Autoencoder, CellClassifier, ImageModel, SequenceModel)}.get(kind)
+    if cls is None:
+        raise ValueError(f"{str(path)!r} holds a model of kind {kind!r}, which this scnapse does not know.")
+    return cls.load(path)
+
+
+__all__ += ["load"]

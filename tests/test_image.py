@@ -222,6 +222,34 @@ def test_real_images(name):
     assert (labels[cy, cx] == ids).mean() > 0.9
 
 
+def test_real_images_end_to_end():
+    """Two real BBBC007 images: crops, a contrastive embedding, a classifier on 10 annotated cells
+    per plate, predictions painted back on one image's labels (mechanics on real data)."""
+    import anndata as ad
+
+    parts = []
+    for name in ("bbbc007_a9", "bbbc007_20p1"):
+        image, labels = sn.im.sample_image(name)
+        part = sn.im.cells_from_labels(image, labels, size=32)
+        part.obs["plate"] = name
+        part.obs_names = [f"{name}_{i}" for i in part.obs_names]
+        parts.append(part)
+    cells = ad.concat(parts, uns_merge="first")
+    assert cells.n_obs == 111 + 85 and cells.uns["crops"]["size"] == 32
+    sn.tl.image_embedding(cells, method="contrastive", max_epochs=1, **FAST)
+    assert cells.obsm["X_cnn"].shape == (196, 16) and np.isfinite(cells.obsm["X_cnn"]).all()
+    annotation = cells.obs["plate"].astype(object).to_numpy().copy()
+    annotation[np.r_[10:111, 121:196]] = np.nan
+    cells.obs["annotation"] = pd.Categorical(annotation)
+    model = sn.tl.train_image_classifier(cells, labels_key="annotation", max_epochs=2, **FAST)
+    assert model.params["n_labelled"] == 20
+    sn.tl.annotate_images(cells, model)
+    a9 = cells[cells.obs["plate"] == "bbbc007_a9"]
+    table = sn.im.class_table(a9, "predicted_class")
+    painted = sn.im.paint_classes(sn.im.sample_image("bbbc007_a9")[1], table)
+    assert set(np.unique(painted)) <= {0, 1, 2} and (painted > 0).sum() == a9.obs["area"].sum()
+
+
 # -- networks and augmentation ------------------------------------------------------------------
 @pytest.mark.parametrize("size", [8, 20, 32, 36])
 def test_networks_take_any_crop_size(size):

@@ -221,3 +221,15 @@ def test_real_pbmc_embedding_matches_pca(pbmc68k):
     sn.tl.autoencoder(adata, progress=False)
     acc = knn_accuracy(adata.obsm["X_autoencoder"], adata.obs["bulk_labels"])
     assert acc > 0.75  # PCA(50) on scaled data: 0.81; chance: ~0.2
+
+
+def test_transform_refuses_nan_and_log_normalises_sparse_blocks_like_dense(counts_adata):
+    model = sn.models.Autoencoder(3, max_epochs=2).fit(counts_adata, progress=False)
+    assert model.prep.log_normalize  # raw counts were detected
+    dense = counts_adata.copy()
+    dense.X = counts_adata.X.toarray()
+    np.testing.assert_allclose(model.transform(counts_adata), model.transform(dense), rtol=1e-5, atol=1e-5)
+    bad = counts_adata.copy()
+    bad.X.data[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.transform(bad)

@@ -59,6 +59,33 @@ class Preprocessing:
             y = ((y - self.mean.to(y.device)) / self.std.to(y.device)).clamp(-self.clip, self.clip)
         return y
 
+    def block(self, block) -> torch.Tensor:
+        """Preprocess a row block (NumPy or SciPy sparse) on the CPU for inference.
+
+        On sparse blocks the log-normalisation runs on the stored values only (``log1p(0) = 0``),
+        which is where inference spends its time; NaN/inf anywhere raise a ``ValueError``.
+        """
+        from scipy import sparse
+
+        if sparse.issparse(block):
+            block = sparse.csr_matrix(block, dtype=np.float32, copy=True)
+            if not np.isfinite(block.data).all():
+                raise ValueError("The data hold NaN or infinite values; remove or impute them first.")
+            if self.log_normalize:
+                lib = np.asarray(block.sum(axis=1)).ravel()
+                scale = (self.target_sum / np.maximum(lib, 1e-8)).astype(np.float32)
+                block.data *= np.repeat(scale, np.diff(block.indptr))
+                np.log1p(block.data, out=block.data)
+            x = torch.from_numpy(block.toarray())
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+            if not torch.isfinite(x).all():
+                raise ValueError("The data hold NaN or infinite values; remove or impute them first.")
+            x = self._log(x)
+        if self.scale:
+            x = ((x - self.mean.to(x.device)) / self.std.to(x.device)).clamp(-self.clip, self.clip)
+        return x
+
     def describe(self) -> str:
         steps = []
         if self.log_normalize:

@@ -218,7 +218,7 @@ class Autoencoder(BaseModel):
         if self.module is None:
             raise RuntimeError("This Autoencoder is not trained yet; call .fit(adata) first.")
 
-    def transform(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 8192) -> np.ndarray:
+    def transform(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 2048) -> np.ndarray:
         """The embedding of every cell of ``adata`` (genes matched by name), shape (cells, n_latent)."""
         self._require_fitted()
         if not isinstance(adata, AnnData):
@@ -238,16 +238,20 @@ class Autoencoder(BaseModel):
                 rows = Matrix(X, device, columns=pos, pin_memory=True)
                 chunks = ((s, rows.take(torch.arange(s, min(s + batch_size, adata.n_obs), device=device)))
                           for s in range(0, adata.n_obs, batch_size))
-            elif all_present:
-                chunks = ((i * batch_size, t) for i, t in enumerate(chunks_as_tensors(X, pos, batch_size)))
+                for start, x in chunks:
+                    if not torch.isfinite(x).all():
+                        raise ValueError("The data to embed hold NaN or infinite values; remove or impute them first.")
+                    mu, _ = self.module.encode(self.prep(x))
+                    out[start : start + x.shape[0]] = mu.cpu().numpy()
             else:
-                chunks = ((s, torch.from_numpy(reindex_block(b, pos))) for s, b in iter_row_chunks(X, batch_size))
-            for start, x in chunks:
-                x = x.pin_memory().to(device, non_blocking=True) if cuda and x.device.type == "cpu" else x.to(device)
-                if not torch.isfinite(x).all():
-                    raise ValueError("The data to embed hold NaN or infinite values; remove or impute them first.")
-                mu, _ = self.module.encode(self.prep(x))
-                out[start : start + x.shape[0]] = mu.cpu().numpy()
+                # CPU (or backed): row blocks are preprocessed while still sparse, genes matched by name
+                identity = bool(np.array_equal(pos, np.arange(X.shape[1])))
+                for start, block in iter_row_chunks(X, batch_size, None if identity or not all_present else pos):
+                    if not all_present:
+                        block = reindex_block(block, pos)
+                    x = self.prep.block(block).to(device)
+                    mu, _ = self.module.encode(x)
+                    out[start : start + x.shape[0]] = mu.cpu().numpy()
         return out
 
     def fit_transform(self, adata: AnnData, **fit_kwargs) -> np.ndarray:

@@ -507,7 +507,7 @@ class CellClassifier(BaseModel):
                 h = h + first.bias if first.bias is not None else h
                 for layer_ in rest:
                     h = layer_(h)
-                yield start, h, self._distance(both[:, n_hidden:])
+                yield start, h, self._distance(both[:, n_hidden:].contiguous())
 
     def predict_scores(self, adata: AnnData, *, layer: str | None = None,
                        batch_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:

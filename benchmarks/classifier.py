@@ -17,7 +17,7 @@ types), labelled by a model trained on 5,000 other simulated cells: cells per se
 writing ``obs``/``obsm``; best of 2, with 1 and with all torch threads, the faster reported) and of
 ``celltypist.annotate`` (best of 2), measured in the same run. Twice: on the
 simulation as it is (~22 % non-zeros) and after binomial thinning of the counts to 30 % depth
-(~8 % non-zeros, close to the 7 % of the real 10x mouse10k matrix), since scnapse's cost grows
+(~9 % non-zeros, close to the 7 % of the real 10x mouse10k matrix), since scnapse's cost grows
 with the non-zeros and CellTypist's (which densifies and scales) does not.
 
     python benchmarks/classifier.py --celltypist-path /tmp/ctlib --out benchmarks/results/classifier.json

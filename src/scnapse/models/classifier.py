@@ -468,7 +468,7 @@ class CellClassifier(BaseModel):
         integer = bool(np.all(vals == np.round(vals)))
         return integer and (vals.max() > 30 or self.input_kind == "counts")
 
-    def iter_scores(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 16384):
+    def iter_scores(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 4096):
         """``(start, logits, distance)`` for consecutive blocks of cells (genes matched by name);
         ``distance`` is the squared Mahalanobis distance behind :meth:`predict_scores`' typicality.
 
@@ -510,7 +510,7 @@ class CellClassifier(BaseModel):
                 yield start, h, self._distance(both[:, n_hidden:].contiguous())
 
     def predict_scores(self, adata: AnnData, *, layer: str | None = None,
-                       batch_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+                       batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, typicality)``.
 
         ``probabilities``: calibrated, cells × classes (columns in :attr:`classes` order).
@@ -527,12 +527,12 @@ class CellClassifier(BaseModel):
             typical[start:stop] = self._typicality(dist)
         return proba, typical
 
-    def predict_proba(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 16384) -> np.ndarray:
+    def predict_proba(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 4096) -> np.ndarray:
         """Calibrated class probabilities, cells × classes (columns in :attr:`classes` order)."""
         return self.predict_scores(adata, layer=layer, batch_size=batch_size)[0]
 
     def predict(self, adata: AnnData, *, layer: str | None = None, min_confidence: float = 0.0,
-                min_typicality: float = 0.0, batch_size: int = 16384) -> np.ndarray:
+                min_typicality: float = 0.0, batch_size: int = 4096) -> np.ndarray:
         """The most probable class of each cell (an array of names). Cells whose calibrated
         probability is below ``min_confidence``, or whose typicality is below ``min_typicality``,
         get ``"Unassigned"`` (both 0 by default: every cell gets a class)."""

@@ -97,7 +97,7 @@ def annotate(
     majority_voting: bool = False,
     over_clustering: str | None = None,
     layer: str | None = None,
-    batch_size: int = 16384,
+    batch_size: int = 4096,
     copy: bool = False,
 ) -> AnnData | None:
     """Label cells with a trained :class:`~scnapse.models.CellClassifier`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,11 +60,13 @@ class Preprocessing:
             y = ((y - self.mean.to(y.device)) / self.std.to(y.device)).clamp(-self.clip, self.clip)
         return y
 
-    def block(self, block) -> torch.Tensor:
+    def block(self, block, *, sparse_out: bool = False) -> torch.Tensor:
         """Preprocess a row block (NumPy or SciPy sparse) on the CPU for inference.
 
         On sparse blocks the log-normalisation runs on the stored values only (``log1p(0) = 0``),
-        which is where inference spends its time; NaN/inf anywhere raise a ``ValueError``.
+        which is where inference spends its time; with ``sparse_out`` (and no standardisation,
+        which would fill in the zeros) the result stays a sparse CSR tensor. NaN/inf anywhere
+        raise a ``ValueError``.
         """
         from scipy import sparse
 
@@ -76,6 +79,12 @@ class Preprocessing:
                 scale = (self.target_sum / np.maximum(lib, 1e-8)).astype(np.float32)
                 block.data *= np.repeat(scale, np.diff(block.indptr))
                 np.log1p(block.data, out=block.data)
+            if sparse_out and not self.scale:
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+                return torch.sparse_csr_tensor(
+                    torch.from_numpy(block.indptr.astype(np.int64)), torch.from_numpy(block.indices.astype(np.int64)),
+                    torch.from_numpy(block.data), size=block.shape, check_invariants=False,
+                )
             x = torch.from_numpy(block.toarray())
         else:
             x = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))

@@ -249,7 +249,8 @@ class Autoencoder(BaseModel):
                 for start, block in iter_row_chunks(X, batch_size, None if identity or not all_present else pos):
                     if not all_present:
                         block = reindex_block(block, pos)
-                    x = self.prep.block(block).to(device)
+                    # sparse blocks stay sparse through the first layer on the CPU (4x less work)
+                    x = self.prep.block(block, sparse_out=device.type == "cpu").to(device)
                     mu, _ = self.module.encode(x)
                     out[start : start + x.shape[0]] = mu.cpu().numpy()
         return out

@@ -44,7 +44,16 @@ class AutoencoderModule(nn.Module):
         self.n_latent = n_latent
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.to_latent(self.encoder(x))
+        """``x`` dense, or a sparse CSR tensor (inference: the first layer multiplies it as it is)."""
+        if x.layout == torch.sparse_csr:
+            layers = list(self.encoder) + [self.to_latent]
+            first = layers[0]
+            h = torch.addmm(first.bias, x, first.weight.t())
+            for layer in layers[1:-1]:
+                h = layer(h)
+            h = layers[-1](h) if len(layers) > 1 else h
+        else:
+            h = self.to_latent(self.encoder(x))
         if self.variational:
             mu, logvar = h.chunk(2, dim=1)
             return mu, logvar.clamp(-15, 15)

@@ -214,8 +214,9 @@ class StepPanel(QWidget):
     def make_train_options(self):
         return None
 
-    def calls(self, adata) -> list[Call]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def calls(self, adata) -> list[Call]:  # pragma: no cover - every panel defines its own
+        """The step calls one press of Run makes (each panel says which)."""
+        raise TypeError(f"{type(self).__name__} does not say which steps it runs (define calls()).")
 
     def show_results(self, layer, calls: list[Call]) -> None:
         pass

@@ -123,3 +123,33 @@ def test_cli_run_set_output_and_info(tmp_path, monkeypatch, capsys):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**SMALL, "steps": ["scanpy.pp.nope"]}))
     assert main(["run", "bad.yaml"]) == 2
     assert "Unknown step 'scanpy.pp.nope'" in capsys.readouterr().err
+
+
+def test_csv_and_10x_mtx_inputs(tmp_path):
+    import gzip
+
+    import pandas as pd
+    from scipy import io, sparse
+
+    from scnapse.pipeline import load_input
+
+    adata = sn.datasets.pbmc68k()[:50, :30].copy()
+    dense = adata.X.toarray()
+    pd.DataFrame(dense, index=adata.obs_names, columns=adata.var_names).to_csv(tmp_path / "cells.csv")
+    from_csv, _ = load_input(str(tmp_path / "cells.csv"))
+    assert from_csv.shape == (50, 30) and np.allclose(from_csv.X, dense)
+    mtx = tmp_path / "filtered_feature_bc_matrix"
+    mtx.mkdir()
+    io.mmwrite(str(mtx / "matrix.mtx"), sparse.csr_matrix(dense.T))  # 10x stores genes × cells
+    for name, lines in (("features.tsv", [f"{g}\t{g}\tGene Expression" for g in adata.var_names]),
+                        ("barcodes.tsv", list(adata.obs_names))):
+        (mtx / name).write_text("\n".join(lines) + "\n")
+    for name in ("matrix.mtx", "features.tsv", "barcodes.tsv"):
+        with open(mtx / name, "rb") as src, gzip.open(mtx / f"{name}.gz", "wb") as dst:
+            dst.write(src.read())
+        (mtx / name).unlink()
+    from_mtx, _ = load_input(str(mtx))
+    assert from_mtx.shape == (50, 30) and np.allclose(from_mtx.X.toarray(), dense)
+    with pytest.raises(PipelineError, match="unsupported type"):
+        (tmp_path / "x.parquet").write_text("")
+        load_input(str(tmp_path / "x.parquet"))

@@ -70,7 +70,7 @@ def _cmd_demo(args) -> int:
             step.params["save"] = str(out_dir / Path(step.params["save"]).name)
     adata = pipe.run()
     table = adata.uns.get("embedding_comparison")
-    print("\nAutoencoder vs PCA on", pipe.name, f"({adata.n_obs} cells, labels: bulk_labels)")
+    print(f"\n{pipe.name}: {adata.n_obs} real PBMCs, scored against their known types (obs['bulk_labels'])")
     if isinstance(table, pd.DataFrame):
         print(table.round(3).to_string())
     print(f"\nwrote {pipe.output} and the plots in {out_dir}/")

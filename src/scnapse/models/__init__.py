@@ -6,10 +6,7 @@ from .classifier import CellClassifier
 from .image import ImageModel
 from .sequence import SequenceModel
 
-__all__ = ["Autoencoder", "BaseModel"]
-__all__ += ["ImageModel"]
-__all__ += ["SequenceModel"]
-__all__ += ["CellClassifier"]
+__all__ = ["Autoencoder", "BaseModel", "CellClassifier", "ImageModel", "SequenceModel", "load"]
 
 
 def load(path):
@@ -20,5 +17,3 @@ def load(path):
         raise ValueError(f"{str(path)!r} holds a model of kind {kind!r}, which this scnapse does not know.")
     return cls.load(path)
 
-
-__all__ += ["load"]

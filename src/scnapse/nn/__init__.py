@@ -8,7 +8,9 @@ from .layers import MLP
 from .losses import COSTS, reconstruction_loss
 from .rnn import ForecasterModule, SequenceAutoencoderModule, SequenceClassifierModule, SequenceEncoder
 
-__all__ = ["ACTIVATIONS", "COSTS", "MLP", "AutoencoderModule", "get_activation", "reconstruction_loss"]
-__all__ += ["CNNClassifierModule", "ConvAutoencoderModule", "ConvEncoder", "augment_batch"]
-__all__ += ["ForecasterModule", "SequenceAutoencoderModule", "SequenceClassifierModule", "SequenceEncoder"]
-__all__ += ["ClassifierModule", "expected_calibration_error", "fit_temperature"]
+__all__ = [
+    "ACTIVATIONS", "COSTS", "MLP", "AutoencoderModule", "CNNClassifierModule", "ClassifierModule",
+    "ConvAutoencoderModule", "ConvEncoder", "ForecasterModule", "SequenceAutoencoderModule",
+    "SequenceClassifierModule", "SequenceEncoder", "augment_batch", "expected_calibration_error",
+    "fit_temperature", "get_activation", "reconstruction_loss",
+]

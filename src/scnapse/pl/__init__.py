@@ -1,10 +1,8 @@
-"""Plots: loss curves and embeddings (matplotlib)."""
+"""Plots (matplotlib): loss curves, embeddings, confusion matrices, sequences, tuning runs."""
 
-from ._loss import embedding, loss
 from ._confusion import confusion_matrix
+from ._loss import embedding, loss
 from ._sequence import sequences
 from ._tune import tune
 
-__all__ = ["embedding", "loss", "tune"]
-__all__ += ["confusion_matrix"]
-__all__ += ["sequences"]
+__all__ = ["confusion_matrix", "embedding", "loss", "sequences", "tune"]

@@ -45,7 +45,6 @@ def have_scvi() -> bool:
 
 
 def load(name):
-    import anndata as ad
 
     if name == "pbmc68k":
         adata, labels = sn.datasets.pbmc68k(), "bulk_labels"

@@ -12,7 +12,6 @@ import logging
 import time
 import warnings
 
-import numpy as np
 import scanpy as sc
 
 import scnapse as sn

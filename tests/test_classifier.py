@@ -300,7 +300,7 @@ def test_bad_labels(counts_adata):
     a.obs["gaps"] = a.obs["cell_type"].astype(object)
     a.obs.iloc[:7, a.obs.columns.get_loc("gaps")] = np.nan
     with pytest.warns(UserWarning, match="7 of 120 cells have no label"):
-        m = sn.tl.train_classifier(a, labels_key="gaps", hidden=(8,), **{**FAST, "max_epochs": 2})
+        sn.tl.train_classifier(a, labels_key="gaps", hidden=(8,), **{**FAST, "max_epochs": 2})
     assert a.uns["classifier"]["params"]["n_labelled"] == 113
 
 

@@ -119,3 +119,16 @@ def sanitize_for_uns(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+def write_embedding(adata, model, embedding, *, key_added: str | None, default_obsm: str, default_uns: str) -> None:
+    """Store an embedding step's result the scanpy way: ``obsm[key]`` and ``uns[key]`` =
+    ``{"params", "history", "obsm_key"}`` (defaults ``default_obsm`` / ``default_uns``), and log it."""
+    from ._settings import logger
+
+    obsm_key, uns_key = key_added or default_obsm, key_added or default_uns
+    adata.obsm[obsm_key] = embedding
+    adata.uns[uns_key] = sanitize_for_uns(
+        {"params": model.params, "history": model.history.to_dict(), "obsm_key": obsm_key}
+    )
+    logger.info(f"    added 'obsm[{obsm_key!r}]' ({embedding.shape[1]} dimensions), 'uns[{uns_key!r}]'")

@@ -43,6 +43,21 @@ class BaseModel:
     """
 
     kind: ClassVar[str] = "BaseModel"
+    #: how to train one, for the "not trained yet" message
+    fit_hint: ClassVar[str] = ".fit(adata)"
+    module: torch.nn.Module | None = None
+
+    def _require_fitted(self) -> None:
+        if self.module is None:
+            raise RuntimeError(f"This {self.kind} is not trained yet; call {self.fit_hint} first.")
+
+    def to(self, device: str):
+        """Move the trained model to ``device`` (``"auto"``, ``"cpu"``, ``"cuda:1"``, ...); returns it."""
+        from .._settings import resolve_device
+
+        self._require_fitted()
+        self.module.to(resolve_device(device))
+        return self
 
     def _get_state(self) -> tuple[dict, dict[str, torch.Tensor]]:  # pragma: no cover - abstract
         raise TypeError(f"{type(self).__name__} cannot be saved")

@@ -214,10 +214,6 @@ class Autoencoder(BaseModel):
         return step
 
     # -- inference ------------------------------------------------------------------------------
-    def _require_fitted(self):
-        if self.module is None:
-            raise RuntimeError("This Autoencoder is not trained yet; call .fit(adata) first.")
-
     def transform(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 2048) -> np.ndarray:
         """The embedding of every cell of ``adata`` (genes matched by name), shape (cells, n_latent)."""
         self._require_fitted()
@@ -258,12 +254,6 @@ class Autoencoder(BaseModel):
     def fit_transform(self, adata: AnnData, **fit_kwargs) -> np.ndarray:
         layer = fit_kwargs.get("layer")
         return self.fit(adata, **fit_kwargs).transform(adata, layer=layer)
-
-    def to(self, device: str) -> Autoencoder:
-        self._require_fitted()
-        dev = resolve_device(device)
-        self.module.to(dev)
-        return self
 
     # -- save / load ----------------------------------------------------------------------------
     def _get_state(self):

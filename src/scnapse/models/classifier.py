@@ -186,6 +186,7 @@ class CellClassifier(BaseModel):
     """
 
     kind = "CellClassifier"
+    fit_hint = ".fit(adata, labels_key=...)"
 
     def __init__(
         self,
@@ -439,10 +440,6 @@ class CellClassifier(BaseModel):
         return p.astype(np.float32)
 
     # -- inference ------------------------------------------------------------------------------
-    def _require_fitted(self):
-        if self.module is None:
-            raise RuntimeError("This CellClassifier is not trained yet; call .fit(adata, labels_key=...) first.")
-
     def _query_matrix(self, adata: AnnData, layer: str | None):
         self._require_fitted()
         if not isinstance(adata, AnnData):
@@ -540,9 +537,8 @@ class CellClassifier(BaseModel):
         return labels_from_proba(proba, self.classes, min_confidence, typical, min_typicality)[0]
 
     def to(self, device: str) -> CellClassifier:
-        self._require_fitted()
+        super().to(device)
         dev = resolve_device(device)
-        self.module.to(dev)
         if self.prep.scale:
             self.prep.mean, self.prep.std = self.prep.mean.to(dev), self.prep.std.to(dev)
         return self

@@ -136,6 +136,7 @@ class ImageModel(BaseModel):
     """
 
     kind = "ImageModel"
+    fit_hint = ".fit(cells)"
 
     def __init__(
         self,
@@ -334,10 +335,6 @@ class ImageModel(BaseModel):
         return step
 
     # -- inference ------------------------------------------------------------------------------
-    def _require_fitted(self):
-        if self.module is None:
-            raise RuntimeError("This ImageModel is not trained yet; call .fit(cells) first.")
-
     def _check_cells(self, cells: AnnData, crops_key: str):
         crops = get_crops(cells, crops_key)
         size, n_ch = self.crop_params["size"], self.crop_params["n_channels"]
@@ -395,11 +392,6 @@ class ImageModel(BaseModel):
         """The most probable class of every cell."""
         proba = self.predict_proba(cells, crops_key=crops_key)
         return pd.Categorical.from_codes(proba.argmax(axis=1), categories=self.classes)
-
-    def to(self, device: str) -> ImageModel:
-        self._require_fitted()
-        self.module.to(resolve_device(device))
-        return self
 
     # -- save / load ----------------------------------------------------------------------------
     def _get_state(self):

@@ -342,8 +342,7 @@ class SequenceModel(BaseModel):
 
     # -- inference ------------------------------------------------------------------------------
     def _require_fitted(self, task: str | None = None):
-        if self.module is None:
-            raise RuntimeError("This SequenceModel is not trained yet; call .fit(adata) first.")
+        super()._require_fitted()
         if task is not None and self.task != task:
             verbs = {"classify": "predict / predict_proba", "embed": "transform", "forecast": "forecast"}
             raise ValueError(f"This model was trained to {self.task}; use .{verbs[self.task]}(...) "
@@ -411,11 +410,6 @@ class SequenceModel(BaseModel):
                 pred = self.module(x, L)
                 out.append((pred * self.std[:F].to(x.device) + self.mean[:F].to(x.device)).cpu().numpy())
         return np.concatenate(out)
-
-    def to(self, device: str) -> SequenceModel:
-        self._require_fitted()
-        self.module.to(resolve_device(device))
-        return self
 
     # -- save / load ----------------------------------------------------------------------------
     def _get_state(self):

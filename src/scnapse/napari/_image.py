@@ -24,7 +24,6 @@ class ImageModelWidget(StepPanel):
     """CNN on per-cell crops of an Image layer segmented by a Labels layer."""
 
     title = "Image model"
-    run_text = "Train + predict"
 
     def make_options(self):
         from ..im._crops import NORMALIZE

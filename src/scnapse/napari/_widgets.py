@@ -250,7 +250,6 @@ class CellClassifierWidget(StepPanel):
     ``scnapse.tl.annotate``: predicted class and confidence per cell, the points coloured by class."""
 
     title = "Cell classifier"
-    run_text = "Train + annotate"
 
     def make_options(self):
         from magicgui.widgets import FileEdit

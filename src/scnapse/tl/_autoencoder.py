@@ -5,8 +5,7 @@ from collections.abc import Callable, Sequence
 
 from anndata import AnnData
 
-from .._anndata import sanitize_for_uns
-from .._settings import logger
+from .._anndata import write_embedding
 from ..models.autoencoder import Autoencoder
 
 
@@ -91,12 +90,6 @@ def autoencoder(
     model.fit(adata, layer=layer, use_highly_variable=use_highly_variable, progress=progress,
               callback=callback, cancel=cancel, precision=precision, checkpoint_dir=checkpoint_dir,
               checkpoint_every=checkpoint_every, resume=resume)
-    embedding = model.transform(adata, layer=layer)
-    obsm_key = key_added or "X_autoencoder"
-    uns_key = key_added or "autoencoder"
-    adata.obsm[obsm_key] = embedding
-    adata.uns[uns_key] = sanitize_for_uns(
-        {"params": model.params, "history": model.history.to_dict(), "obsm_key": obsm_key}
-    )
-    logger.info(f"    added 'obsm[{obsm_key!r}]' ({embedding.shape[1]} dimensions), 'uns[{uns_key!r}]'")
+    write_embedding(adata, model, model.transform(adata, layer=layer), key_added=key_added,
+                    default_obsm="X_autoencoder", default_uns="autoencoder")
     return adata if copy else None

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import sanitize_for_uns
+from .._anndata import sanitize_for_uns, write_embedding
 from .._settings import logger
 from ..models.image import ImageModel
 
@@ -72,14 +72,8 @@ def image_embedding(
     if copy:
         cells = cells.copy()
     model.fit(cells, crops_key=crops_key, progress=progress, callback=callback, cancel=cancel)
-    embedding = model.transform(cells, crops_key=crops_key)
-    obsm_key = key_added or "X_cnn"
-    uns_key = key_added or "cnn"
-    cells.obsm[obsm_key] = embedding
-    cells.uns[uns_key] = sanitize_for_uns(
-        {"params": model.params, "history": model.history.to_dict(), "obsm_key": obsm_key}
-    )
-    logger.info(f"    added 'obsm[{obsm_key!r}]' ({embedding.shape[1]} dimensions), 'uns[{uns_key!r}]'")
+    write_embedding(cells, model, model.transform(cells, crops_key=crops_key), key_added=key_added,
+                    default_obsm="X_cnn", default_uns="cnn")
     return cells if copy else None
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import sanitize_for_uns
+from .._anndata import sanitize_for_uns, write_embedding
 from .._settings import logger
 from ..models.sequence import SequenceModel
 
@@ -95,12 +95,8 @@ def sequence_embedding(
         adata = adata.copy()
     model.fit(adata, sequence_key=sequence_key, length_key=length_key, progress=progress, callback=callback,
               cancel=cancel)
-    emb = model.transform(adata, sequence_key=sequence_key, length_key=length_key)
-    obsm_key, uns_key = key_added or "X_rnn", key_added or "rnn"
-    adata.obsm[obsm_key] = emb
-    adata.uns[uns_key] = sanitize_for_uns({"params": model.params, "history": model.history.to_dict(),
-                                           "obsm_key": obsm_key})
-    logger.info(f"    added 'obsm[{obsm_key!r}]' ({emb.shape[1]} dimensions), 'uns[{uns_key!r}]'")
+    write_embedding(adata, model, model.transform(adata, sequence_key=sequence_key, length_key=length_key),
+                    key_added=key_added, default_obsm="X_rnn", default_uns="rnn")
     return adata if copy else None
 
 

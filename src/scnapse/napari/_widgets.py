@@ -14,6 +14,8 @@ from ._panel import Call, StepPanel, _connect_layer_events
 from ._train_options import TrainOptions
 
 X_CHOICE = "X (adata.X)"
+#: the Autoencoder panel's model choice → ``variational=``
+VARIATIONAL = {"auto": None, "autoencoder": False, "variational (VAE)": True}
 
 
 def legend_html(legend: dict[str, str], column: str | None) -> str:
@@ -194,13 +196,14 @@ class AutoencoderWidget(StepPanel):
         self.pca_init = CheckBox(label="start from PCA", value=bool(defaults["pca_init"]),
                                  tooltip="Linear paths set to the principal components; the nonlinear "
                                          "layers learn what PCA misses. Off: a plain MLP autoencoder.")
-        self.variational = CheckBox(label="variational (VAE)", value=False)
+        self.variational = ComboBox(label="model", choices=list(VARIATIONAL), value="auto",
+                                    tooltip="auto: a VAE for the count costs (nb, poisson; the natural "
+                                            "cost for raw counts is nb), an autoencoder otherwise.")
         self.beta = FloatSpinBox(label="β (VAE KL weight)", value=1.0, min=0.0, max=100.0, step=0.1)
         self.layer_choice = ComboBox(label="data", choices=[X_CHOICE], value=X_CHOICE,
                                      tooltip="adata.X or one of adata.layers")
         self.key_added = LineEdit(label="key added", value="X_autoencoder")
-        self.variational.changed.connect(lambda v: setattr(self.beta, "visible", bool(v)))
-        self.beta.visible = False
+        self.variational.changed.connect(lambda v: setattr(self.beta, "visible", v != "autoencoder"))
         return Container(widgets=[self.n_latent, self.hidden, self.pca_init, self.variational, self.beta,
                                   self.layer_choice,
                                   self.key_added], labels=True)
@@ -230,8 +233,11 @@ class AutoencoderWidget(StepPanel):
         params = {"n_latent": int(self.n_latent.value), "hidden": self.hidden_sizes()}
         if not self.pca_init.value:
             params["pca_init"] = False
-        if self.variational.value:
-            params.update(variational=True, beta=float(self.beta.value))
+        variational = VARIATIONAL[self.variational.value]
+        if variational is not None:
+            params["variational"] = variational
+        if variational is not False and float(self.beta.value) != 1.0:
+            params["beta"] = float(self.beta.value)
         if self.layer_choice.value != X_CHOICE:
             params["layer"] = self.layer_choice.value
         key = str(self.key_added.value).strip()

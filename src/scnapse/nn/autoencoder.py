@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import MLP
@@ -82,31 +83,32 @@ class AutoencoderModule(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` dense, or a sparse CSR tensor (inference: the first layer multiplies it as it is)."""
-        skip = None
+        layers = list(self.encoder) + [self.to_latent]
+        first, rest = layers[0], layers[1:]
+        w, b = first.weight, first.bias
+        if self.linear_skip:  # one product for the first layer and the linear path
+            w, b = torch.cat([w, self.skip_in.weight]), torch.cat([b, self.skip_in.bias])
         if x.layout == torch.sparse_csr:
-            layers = list(self.encoder) + [self.to_latent]
-            first = layers[0]
-            if self.linear_skip:  # one sparse product for the first layer and the linear path
-                w = torch.cat([first.weight, self.skip_in.weight]).t()
-                b = torch.cat([first.bias, self.skip_in.bias])
-                h, skip = torch.addmm(b, x, w).split([first.out_features, self.n_latent], dim=1)
-            else:
-                h = torch.addmm(first.bias, x, first.weight.t())
-            for layer in layers[1:-1]:
-                h = layer(h)
-            h = layers[-1](h) if len(layers) > 1 else h
+            h = torch.addmm(b, x, w.t())
         else:
-            if self.linear_skip:
-                skip = self.skip_in(x)
-            h = self.to_latent(self.encoder(x))
+            h = F.linear(x, w, b)
+        skip = None
+        if self.linear_skip:
+            h, skip = h.split([first.out_features, self.n_latent], dim=1)
+        for layer in rest:
+            h = layer(h)
         if self.variational:
             mu, logvar = h.chunk(2, dim=1)
             return (mu if skip is None else mu + skip), logvar.clamp(-15, 15)
         return (h if skip is None else h + skip), None
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.to_output(self.decoder(z))
-        return out + self.skip_out(z) if self.linear_skip else out
+        h = self.decoder(z)
+        if not self.linear_skip:
+            return self.to_output(h)
+        # one product for the output layer and the linear path
+        w = torch.cat([self.to_output.weight, self.skip_out.weight], dim=1)
+        return F.linear(torch.cat([h, z], dim=1), w, self.to_output.bias + self.skip_out.bias)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         mu, logvar = self.encode(x)

@@ -15,6 +15,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """``sgd``, ``momentum``, ``nesterov``, ``rmsprop``, ``adagrad``, ``adam`` or ``adamw``."""
     params = list(params)
+    # one fused kernel per step instead of a dozen per tensor (CPU and CUDA; same numbers each run)
+    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     if name == "momentum":
@@ -26,7 +28,7 @@ def build_optimizer(
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fused)
     raise ValueError(f"Unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}.")

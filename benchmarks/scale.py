@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--cost", default=None,
+                        help="the autoencoder's cost (default: its own choice, a negative-binomial VAE for counts)")
     parser.add_argument("--json", help="append the figures to this JSON-lines file")
     parser.add_argument("--train-seconds", type=float,
                         help="stop training after this long (cancel) and extrapolate the epoch from the "
@@ -125,7 +127,7 @@ def main() -> None:
         phase(f"simulated {n} cells ({rec['matrix_gib']:.2f} GiB sparse)")
     rec["rss_before_gib"] = rss() / 2**30
     model = sn.models.Autoencoder(16, max_epochs=args.epochs, early_stopping=0, seed=0, device=args.device,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, cost=args.cost)
     # count training steps (benchmark instrumentation only: wraps the model's step function)
     steps = {"n": 0, "cells": 0, "t0": None, "t1": None}
     make_step = model._step
@@ -174,6 +176,7 @@ def main() -> None:
     rec["peak_rss_gib"] = mem.peak / 2**30
     rec["peak_over_matrix"] = rec["peak_rss_gib"] / rec["matrix_gib"]
     rec["device_name"] = model.params["environment"].get("device_name", model.params["device"])
+    rec["model"] = f"{'VAE' if model.variational else 'autoencoder'}, cost={model.cost}"
     if args.backed:
         adata.file.close()
     extrap = "*" if "epoch_extrapolated_from_cells" in rec else ""

@@ -40,8 +40,8 @@ def check_matrix_values(summary, *, what: str) -> None:
 
 #: PCA for ``pca_init`` runs on at most this many training cells, and on a block of at most
 #: PCA_MAX_VALUES values (cells × genes); fewer cells when there are many genes.
-PCA_MAX_CELLS = 10_000
-PCA_MAX_VALUES = 20_000_000
+PCA_MAX_CELLS = 5_000
+PCA_MAX_VALUES = 10_000_000
 
 
 def principal_components(matrix: Matrix, rows: np.ndarray, prep: Preprocessing, k: int,
@@ -111,7 +111,7 @@ class Autoencoder(BaseModel):
     pca_init
         Start from PCA: linear paths beside the encoder and decoder are set to the top
         ``n_latent`` principal components of the (preprocessed) training cells (exact, on up to
-        10,000 of them), and the nonlinear layers start at zero, so training begins at PCA's
+        5,000 of them), and the nonlinear layers start at zero, so training begins at PCA's
         solution and learns what it misses. A plain MLP autoencoder learns the weak, cell-type
         directions slowly and its validation loss stops it early: on simulated data with twelve
         types (1,000 genes, 3,000 cells) its 15-NN accuracy was 0.49 against 0.71 with this start,

@@ -105,35 +105,37 @@ def hellinger(out: torch.Tensor, x: torch.Tensor, **_) -> torch.Tensor:
     return (h2 + _EPS).sqrt()
 
 
-def _log_factorial(x: torch.Tensor) -> torch.Tensor:
-    """Per-cell ``Σ log x!`` over genes, ``lgamma`` evaluated at the non-zeros only on the CPU
-    (``log 0! = 0``; single-cell counts are mostly zeros)."""
-    if x.is_cuda or x.is_mps:
-        return torch.lgamma(x + 1).sum(dim=1)
-    rows, cols = x.nonzero(as_tuple=True)
-    return x.new_zeros(x.shape[0]).index_add_(0, rows, torch.lgamma(x[rows, cols] + 1))
-
-
 def poisson(out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, **_) -> torch.Tensor:
-    log_mu = F.log_softmax(out, dim=1) + library.clamp_min(1.0).log().unsqueeze(1)
-    return ((log_mu.exp() - x * log_mu).sum(dim=1) + _log_factorial(x)) / x.shape[1]
+    log_q = F.log_softmax(out, dim=1)
+    # Σ μ = ℓ Σ q = ℓ: the μ term needs no pass over the genes; x log μ − log x! only at non-zeros
+    log_lib = library.clamp_min(1.0).log()
+    if x.is_cuda or x.is_mps:
+        xlog = (x * log_q).sum(dim=1) - torch.lgamma(x + 1).sum(dim=1)
+    else:
+        rows, cols = x.nonzero(as_tuple=True)
+        xv = x[rows, cols]
+        xlog = log_q.new_zeros(x.shape[0]).index_add_(0, rows, xv * log_q[rows, cols] - torch.lgamma(xv + 1))
+    total = x.sum(dim=1)
+    return (library.clamp_min(1.0) - total * log_lib - xlog) / x.shape[1]
 
 
 def nb(
     out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, log_theta: torch.Tensor, **_
 ) -> torch.Tensor:
-    log_mu = F.log_softmax(out, dim=1) + library.clamp_min(1.0).log().unsqueeze(1)
+    # with d = log μ − log θ:  θ log(θ/(θ+μ)) = −θ·softplus(d)  and  x log(μ/(θ+μ)) = x·(d − softplus(d))
+    d = F.log_softmax(out, dim=1) + library.clamp_min(1.0).log().unsqueeze(1) - log_theta.unsqueeze(0)
+    s = F.softplus(d)
     theta = log_theta.exp()
-    log_theta_mu = torch.logaddexp(log_theta.unsqueeze(0), log_mu)
-    ll = (theta.unsqueeze(0) * (log_theta.unsqueeze(0) - log_theta_mu) + x * (log_mu - log_theta_mu)).sum(dim=1)
-    # lgamma(x + θ) − lgamma(θ) − lgamma(x + 1) is 0 where x = 0: on the CPU, evaluate it at the
-    # non-zeros only (most entries; lgamma dominated the cost)
+    ll = -(s @ theta)
+    # the x terms and lgamma(x + θ) − lgamma(θ) − lgamma(x + 1) are 0 where x = 0: on the CPU,
+    # evaluate them at the non-zeros only (most entries are zeros; lgamma dominated the cost)
     if x.is_cuda or x.is_mps:
-        ll = ll + (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(dim=1)
+        ll = ll + (x * (d - s) + torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(dim=1)
     else:
         rows, cols = x.nonzero(as_tuple=True)
         xv, th = x[rows, cols], theta[cols]
-        ll = ll.index_add(0, rows, torch.lgamma(xv + th) - torch.lgamma(th) - torch.lgamma(xv + 1))
+        at = xv * (d[rows, cols] - s[rows, cols]) + torch.lgamma(xv + th) - torch.lgamma(th) - torch.lgamma(xv + 1)
+        ll = ll.index_add(0, rows, at)
     return -ll / x.shape[1]
 
 

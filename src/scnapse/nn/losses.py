@@ -106,6 +106,7 @@ def hellinger(out: torch.Tensor, x: torch.Tensor, **_) -> torch.Tensor:
 
 
 def poisson(out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, **_) -> torch.Tensor:
+    out, x = out.float(), x.float()  # a likelihood in float32, also under bf16/fp16 autocast
     log_q = F.log_softmax(out, dim=1)
     # Σ μ = ℓ Σ q = ℓ: the μ term needs no pass over the genes; x log μ − log x! only at non-zeros
     log_lib = library.clamp_min(1.0).log()
@@ -122,11 +123,13 @@ def poisson(out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, **_) -
 def nb(
     out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, log_theta: torch.Tensor, **_
 ) -> torch.Tensor:
+    out, x, log_theta = out.float(), x.float(), log_theta.float()  # float32 under autocast too
     # with d = log μ − log θ:  θ log(θ/(θ+μ)) = −θ·softplus(d)  and  x log(μ/(θ+μ)) = x·(d − softplus(d))
     d = F.log_softmax(out, dim=1) + library.clamp_min(1.0).log().unsqueeze(1) - log_theta.unsqueeze(0)
     s = F.softplus(d)
     theta = log_theta.exp()
-    ll = -(s @ theta)
+    with torch.autocast(device_type=out.device.type, enabled=False):  # autocast would run it in bf16
+        ll = -(s @ theta)
     # the x terms and lgamma(x + θ) − lgamma(θ) − lgamma(x + 1) are 0 where x = 0: on the CPU,
     # evaluate them at the non-zeros only (most entries are zeros; lgamma dominated the cost)
     if x.is_cuda or x.is_mps:

@@ -211,3 +211,35 @@ def test_kl_and_hellinger_are_zero_for_a_perfect_profile():
 def test_divergence_gives_a_clear_error():
     with pytest.raises(FloatingPointError, match="Lower the learning rate"):
         _train(optimizer="sgd", lr=1e6, epochs=5)
+
+
+@pytest.mark.parametrize("cost", ["nb", "poisson"])
+def test_count_likelihoods_at_nonzeros_equal_the_dense_formula(cost):
+    """The CPU form (x-terms at the non-zeros only) and the GPU form (every entry) are one formula,
+    and both equal the textbook negative log-likelihood, values and gradients."""
+    import torch.nn.functional as F
+
+    from scnapse.nn.losses import reconstruction_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.poisson(torch.rand(32, 40, generator=gen) * 3, generator=gen) * (torch.rand(32, 40, generator=gen) > 0.5)
+    lib = x.sum(1)
+    out = torch.randn(32, 40, generator=gen, requires_grad=True)
+    log_theta = torch.randn(40, generator=gen, requires_grad=True)
+    log_mu = F.log_softmax(out, dim=1) + lib.clamp_min(1).log().unsqueeze(1)
+    if cost == "nb":
+        th = log_theta.exp()
+        ll = (torch.lgamma(x + th) - torch.lgamma(th) - torch.lgamma(x + 1)
+              + th * (log_theta - torch.logaddexp(log_theta, log_mu)) + x * (log_mu - torch.logaddexp(log_theta, log_mu)))
+    else:
+        ll = x * log_mu - log_mu.exp() - torch.lgamma(x + 1)
+    textbook = -ll.mean(1)
+    grads = [torch.autograd.grad(textbook.sum(), [out, log_theta], allow_unused=True)]
+    for at_nonzeros in (True, False):
+        got = reconstruction_loss(cost, out, x, library=lib, log_theta=log_theta, at_nonzeros=at_nonzeros)
+        torch.testing.assert_close(got, textbook, rtol=1e-5, atol=1e-5)
+        grads.append(torch.autograd.grad(got.sum(), [out, log_theta], allow_unused=True))
+    for g in grads[1:]:
+        for a, b in zip(g, grads[0]):
+            if b is not None:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -233,6 +233,9 @@ def test_classic_then_autoencoder_pipeline_reproduces_gui(h5ad_path, tmp_path, m
     ae.hidden.value = "16"
     assert ae.pca_init.value is True  # the step's default
     ae.pca_init.value = False
+    assert ae.variational.value == "auto" and ae.beta.visible
+    ae.variational.value = "autoencoder"
+    assert not ae.beta.visible  # β is a VAE's option only
     ae.train_options.set_values(**FAST, optimizer="momentum", lr=1e-2, l2=1e-4, activation="tanh", seed=3)
     ae.run()
     wait_done(qtbot, ae)
@@ -245,7 +248,7 @@ def test_classic_then_autoencoder_pipeline_reproduces_gui(h5ad_path, tmp_path, m
                                             "scnapse.tl.autoencoder"]
     assert pipe.input == str(h5ad_path)
     assert pipe.steps[-1].params["optimizer"] == "momentum" and pipe.steps[-1].params["lr"] == 1e-2
-    assert pipe.steps[-1].params["pca_init"] is False
+    assert pipe.steps[-1].params["pca_init"] is False and pipe.steps[-1].params["variational"] is False
     again = pipe.run(write=False)
     for key in ("X_pca", "X_autoencoder"):
         np.testing.assert_allclose(again.obsm[key], adata.obsm[key], rtol=1e-5, atol=1e-5, err_msg=key)

@@ -105,12 +105,19 @@ def hellinger(out: torch.Tensor, x: torch.Tensor, **_) -> torch.Tensor:
     return (h2 + _EPS).sqrt()
 
 
-def poisson(out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, **_) -> torch.Tensor:
+def _at_nonzeros(x: torch.Tensor, at_nonzeros: bool | None) -> bool:
+    """Evaluate a count likelihood's x-terms at the non-zeros only? ``None``: on the CPU (on a GPU,
+    finding the non-zeros would wait for the device; the dense form is fast there)."""
+    return not (x.is_cuda or x.is_mps) if at_nonzeros is None else at_nonzeros
+
+
+def poisson(out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, at_nonzeros: bool | None = None,
+            **_) -> torch.Tensor:
     out, x = out.float(), x.float()  # a likelihood in float32, also under bf16/fp16 autocast
     log_q = F.log_softmax(out, dim=1)
     # Σ μ = ℓ Σ q = ℓ: the μ term needs no pass over the genes; x log μ − log x! only at non-zeros
     log_lib = library.clamp_min(1.0).log()
-    if x.is_cuda or x.is_mps:
+    if not _at_nonzeros(x, at_nonzeros):
         xlog = (x * log_q).sum(dim=1) - torch.lgamma(x + 1).sum(dim=1)
     else:
         rows, cols = x.nonzero(as_tuple=True)
@@ -121,7 +128,8 @@ def poisson(out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, **_) -
 
 
 def nb(
-    out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, log_theta: torch.Tensor, **_
+    out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, log_theta: torch.Tensor,
+    at_nonzeros: bool | None = None, **_
 ) -> torch.Tensor:
     out, x, log_theta = out.float(), x.float(), log_theta.float()  # float32 under autocast too
     # with d = log μ − log θ:  θ log(θ/(θ+μ)) = −θ·softplus(d)  and  x log(μ/(θ+μ)) = x·(d − softplus(d))
@@ -132,7 +140,7 @@ def nb(
         ll = -(s @ theta)
     # the x terms and lgamma(x + θ) − lgamma(θ) − lgamma(x + 1) are 0 where x = 0: on the CPU,
     # evaluate them at the non-zeros only (most entries are zeros; lgamma dominated the cost)
-    if x.is_cuda or x.is_mps:
+    if not _at_nonzeros(x, at_nonzeros):
         ll = ll + (x * (d - s) + torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(dim=1)
     else:
         rows, cols = x.nonzero(as_tuple=True)

@@ -79,3 +79,13 @@ def pbmc68k() -> AnnData:
 def tiny() -> dict:
     """Options for a fast tiny model: few epochs, no progress bar."""
     return {"max_epochs": 5, "progress": False, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small CNNs and recurrent nets gain nothing from a second thread and lose much on a busy
+    (shared) machine: modules that train them use this (``pytestmark``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,13 +16,7 @@ from scnapse.nn.cnn import CNNClassifierModule, ContrastiveModule, ConvAutoencod
 FAST = {"channels": (8, 16, 32), "progress": False, "seed": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny CNNs here gain nothing from a second thread, and lose much on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -17,15 +17,7 @@ FAST = dict(progress=False, seed=0, validation_fraction=0, early_stopping=0)
 OPTS = dict(seed=0, validation_fraction=0, early_stopping=0)  # for SequenceModel(...) (no progress)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small recurrent nets are fastest on one thread (and the CI machine is shared)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tracks_table() -> pd.DataFrame:

@@ -152,6 +152,24 @@ def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event,
         relay.done.emit((done, results))
 
 
+def adata_points_layers(viewer) -> list[tuple[str, object]]:
+    """``(name, layer)`` of every Points layer of ``viewer`` that carries an AnnData."""
+    return [(layer.name, layer) for layer in viewer.layers if is_adata_layer(layer) and _is_points(layer)]
+
+
+def refresh_cells_choice(combo, viewer) -> None:
+    """Re-read ``combo``'s layer choices; keep its value if still there, else take the active
+    layer when it is one of them, else the newest."""
+    current = combo.value
+    combo.reset_choices()
+    layers = [choice for choice in combo.choices if choice is not None]
+    if current in layers:
+        combo.value = current
+    elif layers:
+        selected = viewer.layers.selection.active
+        combo.value = selected if selected in layers else layers[-1]
+
+
 class StepPanel(QWidget):
     """Base of the dock widgets. Subclasses set ``title`` and implement :meth:`make_options`,
     :meth:`calls` (widgets → steps) and :meth:`show_results` (results → layers)."""
@@ -226,19 +244,12 @@ class StepPanel(QWidget):
 
     # -- cells ---------------------------------------------------------------------------------------
     def _adata_layers(self, *_):
-        return [(layer.name, layer) for layer in self.viewer.layers if is_adata_layer(layer) and _is_points(layer)]
+        return adata_points_layers(self.viewer)
 
     def _refresh_choices(self, *_):
         if self._worker is not None:
             return
-        current = self.cells.value
-        self.cells.reset_choices()
-        layers = [v for _, v in self._adata_layers()]
-        if current in layers:
-            self.cells.value = current
-        elif layers:
-            selected = self.viewer.layers.selection.active
-            self.cells.value = selected if selected in layers else layers[-1]
+        refresh_cells_choice(self.cells, self.viewer)
         try:
             self.on_cells_changed(get_adata(self.cells.value) if self.cells.value is not None else None)
         except ValueError:

@@ -9,8 +9,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ._layers import VIEW, _is_points, embedding_keys, get_adata, is_adata_layer, recolor, show_embedding
-from ._panel import Call, StepPanel, _connect_layer_events
+from ._layers import VIEW, embedding_keys, get_adata, is_adata_layer, recolor, show_embedding
+from ._panel import Call, StepPanel, _connect_layer_events, adata_points_layers, refresh_cells_choice
 from ._train_options import TrainOptions
 
 X_CHOICE = "X (adata.X)"
@@ -72,16 +72,10 @@ class CellsWidget(QWidget):
         self._refresh()
 
     def _adata_layers(self, *_):
-        return [(layer.name, layer) for layer in self.viewer.layers if is_adata_layer(layer) and _is_points(layer)]
+        return adata_points_layers(self.viewer)
 
     def _refresh(self, *_):
-        current = self.cells.value
-        self.cells.reset_choices()
-        layers = [v for _, v in self._adata_layers()]
-        if current in layers:
-            self.cells.value = current
-        elif layers:
-            self.cells.value = layers[-1]
+        refresh_cells_choice(self.cells, self.viewer)
         self._on_cells()
 
     def _on_cells(self, *_):

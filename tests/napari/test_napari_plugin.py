@@ -132,6 +132,20 @@ def test_cells_widget_switches_embedding_and_colour(h5ad_path, make_napari_viewe
     np.testing.assert_allclose(shown.face_color, cell_colors(adata, "depth")[0])
 
 
+def test_cells_pickers_follow_a_renamed_layer(h5ad_path, make_napari_viewer):
+    """A panel's result may turn a layer into an embedding's and rename it: the other panels'
+    pickers show the new name and the new embedding (they listen to renames, not only to
+    layers added or removed)."""
+    viewer = make_napari_viewer()
+    layer = open_cells(viewer, h5ad_path)
+    cells, ae = CellsWidget(viewer), AutoencoderWidget(viewer)
+    get_adata(layer).obsm["X_new"] = np.zeros((120, 2))
+    layer.name = "cells (X_new)"
+    assert cells.cells.native.currentText() == "cells (X_new)"
+    assert ae.cells.native.currentText() == "cells (X_new)" and ae.cells.value is layer
+    assert "X_new" in cells.embedding.choices
+
+
 # -- the generated training panel -------------------------------------------------------------------
 def test_train_options_generated_from_trainconfig(qtbot):
     opts = TrainOptions()

@@ -106,15 +106,36 @@ class LossPlot(QWidget):
 
 
 def _connect_layer_events(widget: QWidget, callback) -> None:
-    """Call ``callback`` when layers are added or removed, until ``widget`` is destroyed (a closed
-    dock widget must not be called again)."""
-    events = (widget.viewer.layers.events.inserted, widget.viewer.layers.events.removed)
-    for event in events:
-        event.connect(callback)
+    """Call ``callback`` when layers are added, removed or renamed (a panel's result may turn a
+    placeholder layer into an embedding's, renaming it), until ``widget`` is destroyed (a closed
+    dock widget must not be called again). Calls made while ``callback`` runs are dropped."""
+    layers = widget.viewer.layers
+    running = False
+
+    def call(*args):
+        nonlocal running
+        if running:
+            return
+        running = True
+        try:
+            callback(*args)
+        finally:
+            running = False
+
+    def inserted(event):
+        event.value.events.name.connect(call)
+        call(event)
+
+    for layer in layers:
+        layer.events.name.connect(call)
+    layers.events.inserted.connect(inserted)
+    layers.events.removed.connect(call)
 
     def disconnect(*_):
-        for event in events:
-            event.disconnect(callback)
+        layers.events.inserted.disconnect(inserted)
+        layers.events.removed.disconnect(call)
+        for layer in layers:
+            layer.events.name.disconnect(call)
 
     widget.destroyed.connect(disconnect)
 

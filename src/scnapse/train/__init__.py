@@ -7,9 +7,10 @@ from .distributed import init_distributed, is_main_process
 from .loop import PRECISIONS, EpochReport, History, StopTraining, fit, iter_fit
 from .optim import build_optimizer
 from .repro import environment, seed_everything
+from .run import RUN_OPTIONS, RunOptions
 
 __all__ = [
-    "Checkpoint", "EpochReport", "History", "Loader", "Matrix", "PRECISIONS", "StopTraining", "TrainConfig",
+    "Checkpoint", "EpochReport", "History", "Loader", "Matrix", "PRECISIONS", "RUN_OPTIONS", "RunOptions", "StopTraining", "TrainConfig",
     "build_optimizer", "environment", "fit", "init_distributed", "is_main_process", "iter_fit",
     "seed_everything", "split_indices",
 ]

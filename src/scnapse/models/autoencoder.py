@@ -14,8 +14,7 @@ from .._anndata import check_adata, gene_index, gene_mask, get_matrix, reindex_b
 from .._settings import logger, resolve_device
 from ..nn.autoencoder import AutoencoderModule
 from ..nn.losses import COUNT_COSTS, check_data_for_cost, gaussian_kl, reconstruction_loss
-from ..train import Loader, Matrix, TrainConfig, environment, fit, seed_everything, split_indices
-from ..train.checkpoint import Checkpoint
+from ..train import Loader, RunOptions, Matrix, TrainConfig, environment, fit, seed_everything, split_indices
 from ..train.distributed import world_size
 from ..train.data import is_backed, iter_row_chunks, summarize
 from ._base import BaseModel
@@ -163,14 +162,8 @@ class Autoencoder(BaseModel):
         *,
         layer: str | None = None,
         use_highly_variable: bool | None = None,
-        progress: bool = True,
-        callback: Callable | None = None,
-        cancel: threading.Event | None = None,
-        precision: str | None = None,
-        checkpoint_dir: str | None = None,
-        checkpoint_every: int = 1,
-        resume: bool = False,
-        chunk_size: int | None = None,
+        run: RunOptions | None = None,
+        **run_options,
     ) -> Autoencoder:
         """Train on ``adata`` (``adata.X`` or ``layer``; in memory or backed).
 
@@ -181,6 +174,7 @@ class Autoencoder(BaseModel):
         is read in chunks of 16,384 rows by default).
         Under ``torchrun`` with several processes, training is distributed data parallel.
         """
+        run = RunOptions.resolve(run, run_options)
         check_adata(adata)
         X = get_matrix(adata, layer)
         mask = gene_mask(adata, use_highly_variable)
@@ -229,20 +223,14 @@ class Autoencoder(BaseModel):
         library = torch.from_numpy(summary.row_sums.astype(np.float32)).to(device)
         fields = {"x": matrix, "library": library}
         train = Loader(fields, train_idx, cfg.batch_size, shuffle=True, generator=gen,
-                       drop_single=True, device=device, chunk_size=chunk_size)
+                       drop_single=True, device=device, chunk_size=run.chunk_size)
         val = Loader(fields, val_idx, max(cfg.batch_size, 1024), device=device) if len(val_idx) else None
         max_epochs = cfg.max_epochs or default_max_epochs(n_obs)
 
-        checkpoint = None
-        if checkpoint_dir is not None:
-            checkpoint = Checkpoint(checkpoint_dir, every=checkpoint_every, resume=resume)
-        elif resume:
-            raise ValueError("resume=True needs checkpoint_dir= (the folder the interrupted run saved to).")
-        self.history = fit(
-            self.module, self._step(cost), train, val, cfg, max_epochs=max_epochs, progress=progress,
-            callback=callback, cancel=cancel, description="autoencoder", precision=precision,
-            checkpoint=checkpoint,
-        )
+        fit_kwargs = run.fit_kwargs()
+        checkpoint = fit_kwargs["checkpoint"]
+        self.history = fit(self.module, self._step(cost), train, val, cfg, max_epochs=max_epochs,
+                           description="autoencoder", **fit_kwargs)
         self.cost = cost
         self.params = {
             "n_latent": self.n_latent, "hidden": list(self.hidden), "variational": self.variational,
@@ -252,7 +240,7 @@ class Autoencoder(BaseModel):
             "layer": layer, "use_highly_variable": mask is not None, "n_vars": n_vars, "n_obs": n_obs,
             **cfg.to_dict(), "cost": cost, "seed": seed, "max_epochs": max_epochs,
             "device": str(device), "n_train": len(train_idx), "n_validation": len(val_idx),
-            "matrix": matrix.kind, "precision": precision or "fp32",
+            "matrix": matrix.kind, "precision": run.precision or "fp32",
             "chunk_rows": train.chunk_rows, "world_size": world_size(),
             "resumed_from_epoch": checkpoint.restored_epoch if checkpoint is not None else 0,
             "environment": environment(device),

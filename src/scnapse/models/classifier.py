@@ -23,7 +23,7 @@ from scipy import sparse
 from .._anndata import check_adata, gene_index, gene_mask, get_matrix
 from .._settings import logger, resolve_device
 from ..nn.classifier import ClassifierModule, cross_entropy, expected_calibration_error, fit_temperature
-from ..train import Loader, Matrix, TrainConfig, environment, fit, seed_everything, split_indices
+from ..train import Loader, Matrix, RunOptions, TrainConfig, environment, fit, seed_everything, split_indices
 from ..train.config import COSTS
 from ..train.data import iter_row_chunks, summarize
 from ._base import BaseModel
@@ -232,12 +232,12 @@ class CellClassifier(BaseModel):
         labels_key: str,
         layer: str | None = None,
         use_highly_variable: bool | None = None,
-        progress: bool = True,
-        callback: Callable | None = None,
-        cancel: threading.Event | None = None,
+        run: RunOptions | None = None,
+        **run_options,
     ) -> CellClassifier:
         """Train on the labelled cells of ``adata`` (``obs[labels_key]``; cells with a missing
         label are left out with a warning). ``adata`` is not modified."""
+        run = RunOptions.resolve(run, run_options)
         check_adata(adata, what="the reference")
         codes, classes, labelled = _check_labels(adata, labels_key)
         X = get_matrix(adata, layer)
@@ -307,8 +307,7 @@ class CellClassifier(BaseModel):
         max_epochs = cfg.max_epochs or default_max_epochs(len(labelled))
 
         self.history = fit(
-            self.module, self._step(weight), train, val, cfg, max_epochs=max_epochs, progress=progress,
-            callback=callback, cancel=cancel, description="classifier",
+            self.module, self._step(weight), train, val, cfg, max_epochs=max_epochs, **run.fit_kwargs(), description="classifier",
         )
         self._calibrate(val, k)
         self._fit_typicality(matrix, train_idx, val_idx, codes, gen)

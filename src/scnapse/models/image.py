@@ -22,7 +22,7 @@ from anndata import AnnData
 from .._settings import logger, resolve_device
 from ..nn.cnn import CNNClassifierModule, ContrastiveModule, ConvAutoencoderModule, augment_batch, nt_xent
 from ..nn.losses import check_data_for_cost, reconstruction_loss
-from ..train import Loader, TrainConfig, environment, fit, seed_everything, split_indices
+from ..train import Loader, RunOptions, TrainConfig, environment, fit, seed_everything, split_indices
 from ._base import BaseModel
 
 TASKS = ("embed", "classify")
@@ -197,9 +197,8 @@ class ImageModel(BaseModel):
         labels_key: str | None = None,
         crops_key: str = "crops",
         pretrained: ImageModel | None = None,
-        progress: bool = True,
-        callback: Callable | None = None,
-        cancel: threading.Event | None = None,
+        run: RunOptions | None = None,
+        **run_options,
     ) -> ImageModel:
         """Train on the crops of ``cells`` (``obsm[crops_key]``).
 
@@ -207,6 +206,7 @@ class ImageModel(BaseModel):
         labelled cells, ``NaN`` (missing) for the rest. ``pretrained``: an image model whose
         convolution weights start the classifier (same ``channels`` and crop channels).
         """
+        run = RunOptions.resolve(run, run_options)
         crops = get_crops(cells, crops_key)
         n_obs, n_ch, size = crops.shape[0], crops.shape[1], crops.shape[-1]
         cfg = self.config
@@ -263,8 +263,7 @@ class ImageModel(BaseModel):
         val = Loader(fields, val_idx, max(cfg.batch_size, 256), device=device) if len(val_idx) else None
         max_epochs = cfg.max_epochs or default_max_epochs(len(train_idx) * repeats, cfg.batch_size)
         self.history = fit(
-            self.module, self._step(), train, val, cfg, max_epochs=max_epochs, progress=progress,
-            callback=callback, cancel=cancel, description=f"image {self.task}",
+            self.module, self._step(), train, val, cfg, max_epochs=max_epochs, **run.fit_kwargs(), description=f"image {self.task}",
         )
         self.params = {
             "task": self.task, "method": self.method, "n_latent": self.n_latent if self.task == "embed" else "None",

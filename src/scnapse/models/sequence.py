@@ -27,7 +27,7 @@ from ..nn.rnn import (
     check_cell,
     step_mask,
 )
-from ..train import Loader, TrainConfig, environment, fit, seed_everything, split_indices
+from ..train import Loader, RunOptions, TrainConfig, environment, fit, seed_everything, split_indices
 from ..ts._sequences import Sequences, get_sequences, is_irregular, time_steps
 from ._base import BaseModel
 
@@ -158,11 +158,11 @@ class SequenceModel(BaseModel):
         labels_key: str | None = None,
         sequence_key: str = "sequence",
         length_key: str = "length",
-        progress: bool = True,
-        callback: Callable | None = None,
-        cancel: threading.Event | None = None,
+        run: RunOptions | None = None,
+        **run_options,
     ) -> SequenceModel:
         """Train on the sequences of ``adata`` (``obsm[sequence_key]``, ``obs[length_key]``)."""
+        run = RunOptions.resolve(run, run_options)
         seqs = get_sequences(adata, key=sequence_key, length_key=length_key)
         cfg = self.config
         seed = cfg.resolved_seed
@@ -207,7 +207,7 @@ class SequenceModel(BaseModel):
                if val_fields is not None and len(val_fields["row"]) else None)
         max_epochs = cfg.max_epochs or default_max_epochs(n_samples, cfg.batch_size)
         self.history = fit(self.module, self._step(base, lengths), train, val, cfg, max_epochs=max_epochs,
-                           progress=progress, callback=callback, cancel=cancel, description=f"rnn-{self.task}")
+                           **run.fit_kwargs(), description=f"rnn-{self.task}")
         self.module.eval()
         self.params = {
             "task": self.task, "cell": self.cell, "hidden": self.hidden, "n_layers": self.n_layers,

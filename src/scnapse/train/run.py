@@ -78,6 +78,23 @@ class RunOptions:
         base = run if run is not None else cls()
         return dataclasses.replace(base, **given) if given else base
 
+    @classmethod
+    def resolve(cls, run: RunOptions | None, kwargs: dict) -> RunOptions:
+        """Like :meth:`from_kwargs`, refusing any keyword that is not a run option."""
+        kwargs = dict(kwargs)
+        out = cls.from_kwargs(run, kwargs)
+        if kwargs:
+            raise OptionError(
+                f"Unknown option(s) {sorted(kwargs)}; the run options are {list(cls.field_names())} "
+                "(training choices belong to the model: pass them when creating it)."
+            )
+        return out
+
+    def fit_kwargs(self) -> dict:
+        """Keyword arguments of :func:`scnapse.train.fit` for these options."""
+        return {"progress": self.progress, "callback": self.callback, "cancel": self.cancel,
+                "precision": self.precision, "checkpoint": self.checkpoint(), "distributed": self.distributed}
+
     def checkpoint(self):
         """The :class:`~scnapse.train.Checkpoint` these options ask for, or ``None``."""
         from .checkpoint import Checkpoint

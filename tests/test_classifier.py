@@ -287,12 +287,16 @@ def test_bad_labels(counts_adata):
     with pytest.raises(KeyError, match="labels_key='nope'.*cell_type"):
         sn.tl.train_classifier(counts_adata, labels_key="nope", **FAST)
     a = counts_adata.copy()
-    a.obs["n"] = np.arange(a.n_obs)
-    with pytest.raises(ValueError, match="holds numbers.*astype\\(str\\)"):
+    a.obs["n"] = np.linspace(0, 1, a.n_obs)  # measurements, not classes
+    with pytest.raises(ValueError, match="non-integer numbers.*not classes"):
         sn.tl.train_classifier(a, labels_key="n", **FAST)
+    # integer cluster ids are classes, in every family, named and ordered by value
+    a.obs["cluster"] = a.obs["cell_type"].cat.codes.astype(int) * 10
+    model = sn.tl.train_classifier(a, labels_key="cluster", hidden=(8,), **{**FAST, "max_epochs": 2})
+    assert model.classes == [str(10 * i) for i in range(a.obs["cell_type"].cat.categories.size)]
     a.obs["lonely"] = a.obs["cell_type"].astype(str)
     a.obs.iloc[0, a.obs.columns.get_loc("lonely")] = "singleton"
-    with pytest.raises(ValueError, match="singleton.*single cell"):
+    with pytest.raises(ValueError, match="singleton.*single labelled cell"):
         sn.tl.train_classifier(a, labels_key="lonely", **FAST)
     a.obs["one"] = "x"
     with pytest.raises(ValueError, match="at least 2"):

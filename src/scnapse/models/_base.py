@@ -1,4 +1,20 @@
-"""Saving and loading models as weights (safetensors) plus a JSON config. Nothing is unpickled."""
+"""The model template every family follows, and saving / loading (safetensors + JSON, no pickle).
+
+:meth:`BaseModel._fit` is the one training procedure::
+
+    seed, device → _prepare(adata, ...) → split (stratified by class where there are labels)
+    → class weights → _build(data, train_rows) → _loaders(...) → train.fit(...) → _after_fit(...)
+    → params (every resolved choice, seed, device, run options, versions) and history
+
+A family supplies the hooks: ``_prepare`` (check its input, encode labels with
+:func:`~scnapse.models._labels.encode_labels`, fit its preprocessing; returns a :class:`Prepared`),
+``_build`` (the ``nn.Module``), ``_step`` (one training step: per-sample losses),
+``_default_max_epochs`` and, if needed, ``_loaders`` and ``_after_fit``. Checkpoints and resume,
+mixed precision, shuffled chunks, DDP under ``torchrun``, progress, callbacks and cancel come from
+:class:`~scnapse.train.RunOptions` through the same code for every family. Training defaults that
+differ from :class:`~scnapse.train.TrainConfig`'s are declared once per family, in
+``train_defaults``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +22,15 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from ._labels import BalancedLoader, Labels, balanced_weights
 
 FORMAT = "scnapse-model"
 FORMAT_VERSION = 1
@@ -33,19 +52,139 @@ def _jsonable(obj):
     return obj
 
 
-class BaseModel:
-    """Common save/load for every scnapse model.
+def check_widths(value, name: str = "hidden", *, allow_empty: bool = True) -> list[int]:
+    """Layer widths as a list of positive ints; a string, a float or a bare number is refused
+    (``hidden="128"`` would otherwise read as widths 1, 2, 8)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name}={value!r} must be a sequence of layer widths, e.g. {name}=(128,) or (256, 128).")
+    widths = list(value)
+    if any(isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1 for w in widths):
+        raise ValueError(f"{name}={value!r}: layer widths must be positive integers, e.g. (256, 128).")
+    if not widths and not allow_empty:
+        raise ValueError(f"{name}={value!r} must hold at least one width, e.g. (16, 32, 64).")
+    return [int(w) for w in widths]
 
-    Subclasses implement ``_get_state() -> (config: dict, tensors: dict[str, Tensor])`` and
-    ``_set_state(config, tensors)``. A saved model is a folder with ``config.json`` (what the
-    model expects: genes, classes, shapes, preprocessing, how it was trained) and
-    ``model.safetensors`` (its weights and any arrays).
+
+@dataclass
+class Prepared:
+    """What a family's ``_prepare`` hands the template.
+
+    ``fields`` are the loader's tensors (or :class:`~scnapse.train.Matrix`), indexed by ``rows``
+    (the rows that may train: all cells, the labelled ones, the forecastable sequences);
+    ``labels`` the encoded labels of a classifier (the split is then stratified by class);
+    ``params`` what the family records in ``params``; ``extra`` anything its other hooks need."""
+
+    fields: dict
+    rows: np.ndarray
+    n_in: int
+    labels: Labels | None = None
+    params: dict = field(default_factory=dict)
+    val_batch: int = 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+    class_weight: torch.Tensor | None = None  # set by the template from ``class_weight``
+
+
+class BaseModel:
+    """The training template and save/load of every scnapse model (see the module docstring).
+
+    Subclasses implement the training hooks and ``_get_state() -> (config: dict, tensors:
+    dict[str, Tensor])`` / ``_set_state(config, tensors)``. A saved model is a folder with
+    ``config.json`` (what the model expects: genes, classes, shapes, preprocessing, how it was
+    trained) and ``model.safetensors`` (its weights and any arrays).
     """
 
     kind: ClassVar[str] = "BaseModel"
     #: how to train one, for the "not trained yet" message
     fit_hint: ClassVar[str] = ".fit(adata)"
+    #: the family's training defaults that differ from TrainConfig's (declared once, here)
+    train_defaults: ClassVar[dict] = {}
     module: torch.nn.Module | None = None
+    class_weight: str | None = None
+
+    # -- the training template ------------------------------------------------------------------
+    def _fit(self, adata, run, run_options: dict, **data_options):
+        """Train on ``adata``: the steps of the module docstring. Returns ``self``."""
+        from .._settings import logger, resolve_device
+        from ..train import RunOptions, environment, fit, seed_everything, split_indices
+        from ..train.distributed import world_size
+
+        run = RunOptions.resolve(run, run_options)
+        cfg = self.config
+        seed, device = cfg.resolved_seed, resolve_device(cfg.device)
+        gen = seed_everything(seed, deterministic=cfg.deterministic)
+        data = self._prepare(adata, device=device, **data_options)
+        stratify = data.labels.codes[data.rows] if data.labels is not None else None
+        tr, va = split_indices(len(data.rows), cfg.validation_fraction, gen, stratify=stratify)
+        train_rows, val_rows = data.rows[tr], data.rows[va]
+        if len(train_rows) < 2:
+            raise ValueError(f"Training needs at least 2 {self._unit}; {len(train_rows)} are left for training.")
+        if data.labels is not None and self.class_weight == "balanced":
+            data.class_weight = balanced_weights(data.labels.codes[train_rows], len(data.labels.classes), device)
+        self.module = self._build(data, train_rows, seed).to(device)
+        train, val, n_samples = self._loaders(data, train_rows, val_rows, gen, device, run)
+        max_epochs = cfg.max_epochs or self._default_max_epochs(n_samples, data)
+        fit_kwargs = run.fit_kwargs()
+        self.history = fit(self.module, self._step(data), train, val, cfg, max_epochs=max_epochs,
+                           description=self._description, **fit_kwargs)
+        self._after_fit(data, train_rows, val_rows, val, gen)
+        checkpoint = fit_kwargs["checkpoint"]
+        self.params = {
+            **cfg.to_dict(), **data.params, "seed": seed,
+            "max_epochs": max_epochs, "device": str(device), "n_train": int(len(train_rows)),
+            "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples), **run.to_dict(),
+            "world_size": world_size(), "resumed_from_epoch": checkpoint.restored_epoch if checkpoint else 0,
+            "environment": environment(device),
+        }
+        h = self.history
+        logger.info(f"{self._description}: {h.epoch[-1] if h.epoch else 0} epochs ({h.stopped}), "
+                    f"best epoch {h.best_epoch}, on {device}{self._summary()}")
+        return self
+
+    @property
+    def _unit(self) -> str:
+        return "cells"
+
+    @property
+    def _description(self) -> str:
+        return self.kind
+
+    def _summary(self) -> str:
+        return ""
+
+    def _prepare(self, adata, *, device, **data_options) -> Prepared:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _build(self, data: Prepared, train_rows: np.ndarray, seed: int) -> torch.nn.Module:  # pragma: no cover
+        raise NotImplementedError
+
+    def _step(self, data: Prepared):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _default_max_epochs(self, n_samples: int, data: Prepared) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _loaders(self, data: Prepared, train_rows, val_rows, gen, device, run):
+        """``(train, validation, samples per epoch)``; class-balanced batches for ``"sampling"``."""
+        from ..train import Loader
+
+        bs = self.config.batch_size
+        if data.labels is not None and self.class_weight == "sampling":
+            train = BalancedLoader(data.fields, train_rows, bs, class_of=data.labels.codes[train_rows],
+                                   generator=gen, device=device)
+        else:
+            train = Loader(data.fields, train_rows, bs, shuffle=True, generator=gen, drop_single=True,
+                           device=device, chunk_size=run.chunk_size)
+        val = Loader(data.fields, val_rows, max(bs, data.val_batch), device=device) if len(val_rows) else None
+        return train, val, len(train_rows)
+
+    def _after_fit(self, data: Prepared, train_rows, val_rows, val, gen) -> None:
+        """Work after training (calibration, ...); nothing by default."""
+
+    @classmethod
+    def _config_from(cls, defaults: dict | None, train_options: dict):
+        from ..train import TrainConfig
+
+        return TrainConfig.from_kwargs({**cls.train_defaults, **(defaults or {})}, **train_options)
 
     def _require_fitted(self) -> None:
         if self.module is None:

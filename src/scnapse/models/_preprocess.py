@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from ..train.data import MatrixSummary
 
@@ -131,3 +132,40 @@ def chunks_as_tensors(X, columns: np.ndarray | None = None, chunk_rows: int = 81
             block = block[:, columns]
         dense = block.toarray() if sparse.issparse(block) else np.asarray(block)
         yield torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
+
+
+def select_columns(block, pos_present: np.ndarray, cols_present: np.ndarray, n_model: int):
+    """The model's genes of a row block (model order; zeros for missing genes), staying sparse."""
+    if sparse.issparse(block):
+        sub = sparse.csr_matrix(block[:, pos_present])
+        sub.sort_indices()
+        out = sparse.csr_matrix((sub.data, cols_present[sub.indices], sub.indptr), shape=(block.shape[0], n_model))
+        out.sort_indices()
+        return out
+    out = np.zeros((block.shape[0], n_model), dtype=np.float32)
+    out[:, cols_present] = np.asarray(block)[:, pos_present]
+    return out
+
+
+def sparse_log_matmul(block, prep: Preprocessing, weight: torch.Tensor, device) -> torch.Tensor:
+    """``prep(block) @ weight`` for a CSR block and an unscaled transform, without densifying."""
+    csr = sparse.csr_matrix(block, dtype=np.float32)
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    data = csr.data
+    if not np.all(np.isfinite(data)):
+        raise ValueError("The query holds NaN or infinite values; remove or impute them first.")
+    if prep.log_normalize:
+        lib = np.maximum(np.asarray(csr.sum(axis=1), dtype=np.float32).ravel(), np.float32(1e-8))
+        data = np.log1p(data / np.repeat(lib, np.diff(csr.indptr)) * np.float32(prep.target_sum))
+    idx_type = np.int32 if csr.nnz < 2**31 - 1 else np.int64
+    with warnings.catch_warnings():  # torch: "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.sparse_csr_tensor(
+            # int32 indices: no copy for scipy's usual CSR, and MKL's sparse product is faster
+            torch.from_numpy(csr.indptr.astype(idx_type, copy=False)),
+            torch.from_numpy(csr.indices.astype(idx_type, copy=False)),
+            torch.from_numpy(np.asarray(data, dtype=np.float32)), size=csr.shape,
+        ).to(device)
+    return x @ weight

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,13 +10,11 @@ import torch
 from anndata import AnnData
 
 from .._anndata import check_adata, gene_index, gene_mask, get_matrix, reindex_block
-from .._settings import logger, resolve_device
 from ..nn.autoencoder import AutoencoderModule
 from ..nn.losses import COUNT_COSTS, check_data_for_cost, gaussian_kl, reconstruction_loss
-from ..train import Loader, RunOptions, Matrix, TrainConfig, environment, fit, seed_everything, split_indices
-from ..train.distributed import world_size
+from ..train import Matrix, RunOptions, TrainConfig
 from ..train.data import is_backed, iter_row_chunks, summarize
-from ._base import BaseModel
+from ._base import BaseModel, Prepared
 from ._preprocess import Preprocessing, chunks_as_tensors, looks_like_counts
 
 AE_COSTS = ("mse", "bce", "kl", "hellinger", "poisson", "nb")
@@ -167,14 +164,16 @@ class Autoencoder(BaseModel):
     ) -> Autoencoder:
         """Train on ``adata`` (``adata.X`` or ``layer``; in memory or backed).
 
-        ``precision``: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (GPU) mixed precision.
-        ``checkpoint_dir``: save the training state there every ``checkpoint_every`` epochs;
-        ``resume=True`` continues from it (see :class:`scnapse.train.Checkpoint`).
-        ``chunk_size``: rows per shuffled chunk (see :class:`scnapse.train.Loader`; backed data
-        is read in chunks of 16,384 rows by default).
-        Under ``torchrun`` with several processes, training is distributed data parallel.
+        ``run`` (or its fields as keywords: ``progress``, ``callback``, ``cancel``, ``precision``,
+        ``checkpoint_dir``, ``checkpoint_every``, ``resume``, ``chunk_size``, ``distributed``):
+        see :class:`scnapse.train.RunOptions`. Under ``torchrun`` with several processes,
+        training is distributed data parallel.
         """
-        run = RunOptions.resolve(run, run_options)
+        return self._fit(adata, run, run_options, layer=layer, use_highly_variable=use_highly_variable)
+
+    _description = "autoencoder"
+
+    def _prepare(self, adata: AnnData, *, device, layer=None, use_highly_variable=None) -> Prepared:
         check_adata(adata)
         X = get_matrix(adata, layer)
         mask = gene_mask(adata, use_highly_variable)
@@ -182,78 +181,55 @@ class Autoencoder(BaseModel):
         what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         summary = summarize(X, columns=columns)
         check_matrix_values(summary, what=what)
-
-        cfg = self.config
         counts = looks_like_counts(summary)
         # the natural cost: a count likelihood for raw counts, mse for anything else
-        cost = cfg.cost or ("nb" if counts else "mse")
+        cost = self.config.cost or ("nb" if counts else "mse")
         check_data_for_cost(cost, summary.min, summary.max, summary.all_integer, what=what)
+        self.cost = cost
         self.variational = cost in COUNT_COSTS if self._variational is None else self._variational
-        log_normalize = self.log_normalize
-        if cost in COUNT_COSTS:
-            log_normalize = True
-        elif log_normalize is None:
-            log_normalize = counts
+        log_normalize = True if cost in COUNT_COSTS else (counts if self.log_normalize is None else self.log_normalize)
         scale = False if self.scale is None else bool(self.scale)
-        seed = cfg.resolved_seed
-        device = resolve_device(cfg.device)
-        gen = seed_everything(seed, deterministic=cfg.deterministic)
-
-        n_obs, n_vars = summary.n_obs, summary.n_vars
         self.var_names = adata.var_names[columns] if columns is not None else adata.var_names.copy()
-        train_idx, val_idx = split_indices(n_obs, cfg.validation_fraction, gen)
-        if len(train_idx) < 2:
-            raise ValueError(f"Training needs at least 2 cells; {len(train_idx)} are left for training.")
-
         self.prep = Preprocessing(log_normalize=log_normalize, scale=scale)
         self.prep.fit(chunks_as_tensors(X, columns))
         self.prep.mean = None if self.prep.mean is None else self.prep.mean.to(device)
         self.prep.std = None if self.prep.std is None else self.prep.std.to(device)
-
-        self.module = AutoencoderModule(
-            n_vars, self.n_latent, self.hidden, activation=cfg.activation, dropout=cfg.dropout,
-            batch_norm=cfg.batch_norm, cost=cost, variational=self.variational, linear_skip=self.pca_init,
-        ).to(device)
         matrix = Matrix(X, device, columns=columns)
-        pca_cells = 0
-        if self.pca_init:
-            mean, comps, pca_cells = principal_components(matrix, train_idx, self.prep, self.n_latent, seed)
-            # the decoder's linear path reconstructs only where the output is the data (mse)
-            self.module.init_pca(mean, comps, decoder=cost == "mse")
         library = torch.from_numpy(summary.row_sums.astype(np.float32)).to(device)
-        fields = {"x": matrix, "library": library}
-        train = Loader(fields, train_idx, cfg.batch_size, shuffle=True, generator=gen,
-                       drop_single=True, device=device, chunk_size=run.chunk_size)
-        val = Loader(fields, val_idx, max(cfg.batch_size, 1024), device=device) if len(val_idx) else None
-        max_epochs = cfg.max_epochs or default_max_epochs(n_obs)
-
-        fit_kwargs = run.fit_kwargs()
-        checkpoint = fit_kwargs["checkpoint"]
-        self.history = fit(self.module, self._step(cost), train, val, cfg, max_epochs=max_epochs,
-                           description="autoencoder", **fit_kwargs)
-        self.cost = cost
-        self.params = {
+        params = {
             "n_latent": self.n_latent, "hidden": list(self.hidden), "variational": self.variational,
             "beta": self.beta, "log_normalize": log_normalize, "scale": scale, "pca_init": self.pca_init,
-            "pca_cells": pca_cells,
-            "input_looked_like_counts": counts, "preprocessing": self.prep.describe(),
-            "layer": layer, "use_highly_variable": mask is not None, "n_vars": n_vars, "n_obs": n_obs,
-            **cfg.to_dict(), "cost": cost, "seed": seed, "max_epochs": max_epochs,
-            "device": str(device), "n_train": len(train_idx), "n_validation": len(val_idx),
-            "matrix": matrix.kind, "precision": run.precision or "fp32",
-            "chunk_rows": train.chunk_rows, "world_size": world_size(),
-            "resumed_from_epoch": checkpoint.restored_epoch if checkpoint is not None else 0,
-            "environment": environment(device),
+            "input_looked_like_counts": counts, "preprocessing": self.prep.describe(), "layer": layer,
+            "use_highly_variable": mask is not None, "n_vars": summary.n_vars, "n_obs": summary.n_obs,
+            "cost": cost, "matrix": matrix.kind,
         }
-        best = self.history.best_epoch
-        logger.info(
-            f"autoencoder: {self.history.epoch[-1] if self.history.epoch else 0} epochs "
-            f"({self.history.stopped}), best epoch {best}, on {device}"
-        )
-        return self
+        return Prepared({"x": matrix, "library": library}, np.arange(summary.n_obs), summary.n_vars, params=params)
 
-    def _step(self, cost: str):
+    def _build(self, data: Prepared, train_rows: np.ndarray, seed: int) -> AutoencoderModule:
+        cfg = self.config
+        module = AutoencoderModule(
+            data.n_in, self.n_latent, self.hidden, activation=cfg.activation, dropout=cfg.dropout,
+            batch_norm=cfg.batch_norm, cost=self.cost, variational=self.variational, linear_skip=self.pca_init,
+        ).to(data.fields["x"].device)
+        pca_cells = 0
+        if self.pca_init:
+            mean, comps, pca_cells = principal_components(data.fields["x"], train_rows, self.prep, self.n_latent, seed)
+            # the decoder's linear path reconstructs only where the output is the data (mse)
+            module.init_pca(mean, comps, decoder=self.cost == "mse")
+        data.params["pca_cells"] = pca_cells
+        return module
+
+    def _loaders(self, data, train_rows, val_rows, gen, device, run):
+        train, val, n = super()._loaders(data, train_rows, val_rows, gen, device, run)
+        data.params["chunk_rows"] = train.chunk_rows
+        return train, val, n
+
+    def _default_max_epochs(self, n_samples: int, data: Prepared) -> int:
+        return default_max_epochs(len(data.rows))
+
+    def _step(self, data: Prepared):
         prep, noise, variational, beta = self.prep, self.config.input_noise, self.variational, self.beta
+        cost = self.cost
 
         def step(module: AutoencoderModule, batch: dict, training: bool) -> torch.Tensor:
             x = batch["x"]

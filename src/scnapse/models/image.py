@@ -10,8 +10,7 @@ learnt from all cells, the classes from the few labelled ones.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -9,9 +9,7 @@ recorded in the model and applied unchanged later.
 
 from __future__ import annotations
 
-import threading
 import warnings
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np

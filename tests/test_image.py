@@ -363,7 +363,7 @@ def test_classifier_bad_input(texture_cells):
         sn.tl.train_image_classifier(cells, labels_key="nope", **FAST)
     one = cells.obs["annotation"].astype(object).where(cells.obs["annotation"] == "striped")
     cells.obs["one"] = one
-    with pytest.raises(ValueError, match="at least two"):
+    with pytest.raises(ValueError, match="at least 2"):
         sn.tl.train_image_classifier(cells, labels_key="one", **FAST)
     with pytest.raises(ValueError, match="blur"):
         sn.tl.train_image_classifier(cells, labels_key="annotation", augment=("blur",), **FAST)

@@ -109,8 +109,12 @@ def _class_names(col: pd.Series, known: np.ndarray, where: str) -> tuple[np.ndar
     return names, sorted(kinds)
 
 
-def encode_labels(obs: pd.DataFrame, labels_key, *, what: str = "cells", stacklevel: int = 3) -> Labels:
-    """Class codes for ``obs[labels_key]`` under the module's rules (see the module docstring)."""
+def encode_labels(obs: pd.DataFrame, labels_key, *, what: str = "cells", stacklevel: int = 3,
+                  warn_missing: bool = True) -> Labels:
+    """Class codes for ``obs[labels_key]`` under the module's rules (see the module docstring).
+
+    ``warn_missing=False`` logs the count of unlabelled rows instead of warning (for families
+    where most rows are unlabelled on purpose, as cells not annotated in an image)."""
     if labels_key is None:
         raise ValueError("A classifier needs labels_key=, the name of the obs column with the classes.")
     if not isinstance(labels_key, str):
@@ -123,14 +127,20 @@ def encode_labels(obs: pd.DataFrame, labels_key, *, what: str = "cells", stackle
     if missing.all():
         raise ValueError(f"{where} has no label at all: every value is missing (NaN or empty).")
     if missing.any():
-        warnings.warn(
-            f"{int(missing.sum())} of {len(col)} {what} have no label in {where}; they are left out of training.",
-            UserWarning, stacklevel=stacklevel,
-        )
+        message = f"{int(missing.sum())} of {len(col)} {what} have no label in {where}; they are left out of training."
+        if warn_missing:
+            warnings.warn(message, UserWarning, stacklevel=stacklevel)
+        else:
+            from .._settings import logger
+
+            logger.info(message)
     known = ~missing
     names, classes = _class_names(col, known, where)
     if len(classes) < 2:
-        raise ValueError(f"{where} has {len(classes)} class ({classes}); a classifier needs at least 2.")
+        raise ValueError(
+            f"{where} has {len(classes)} class ({classes}); a classifier needs at least 2: label some {what} "
+            "of another class."
+        )
     if UNASSIGNED in classes:
         raise ValueError(
             f"{where} has a class named {UNASSIGNED!r}, the name scnapse gives to low-confidence {what}; "

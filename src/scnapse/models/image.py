@@ -18,22 +18,19 @@ import torch
 import torch.nn.functional as F
 from anndata import AnnData
 
-from .._settings import logger, resolve_device
 from ..nn.cnn import CNNClassifierModule, ContrastiveModule, ConvAutoencoderModule, augment_batch, nt_xent
 from ..nn.losses import check_data_for_cost, reconstruction_loss
-from ..train import Loader, RunOptions, TrainConfig, environment, fit, seed_everything, split_indices
-from ._base import BaseModel
+from ..train import RunOptions, TrainConfig
+from ._base import BaseModel, Prepared, check_widths
+from ._labels import as_categorical, check_class_weight, encode_labels, labels_from_proba
 
 TASKS = ("embed", "classify")
 EMBED_METHODS = ("autoencoder", "contrastive")
 EMBED_COSTS = ("mse", "bce")
 #: temperature of the contrastive cost (SimCLR's NT-Xent)
 TEMPERATURE = 0.2
-#: defaults of image training that differ from ``TrainConfig``'s (which suit expression data)
-IMAGE_DEFAULTS = {"batch_norm": True, "batch_size": 64, "lr": 2e-3}
-CONTRASTIVE_DEFAULTS = {**IMAGE_DEFAULTS, "augment": ("flip", "rot90", "intensity", "noise")}
-CLASSIFIER_DEFAULTS = {**IMAGE_DEFAULTS, "augment": ("flip", "rot90", "intensity"), "validation_fraction": 0.2,
-                       "early_stopping": 15}
+#: feature maps of the convolution blocks unless ``channels=`` says otherwise
+DEFAULT_CHANNELS = (16, 32, 64)
 #: the fewest crops one training epoch passes (small sets are repeated, see ``ImageModel.fit``)
 EPOCH_CROPS = 256
 #: crop settings a model must see again at prediction time
@@ -136,6 +133,20 @@ class ImageModel(BaseModel):
 
     kind = "ImageModel"
     fit_hint = ".fit(cells)"
+    #: image training defaults that differ from TrainConfig's (which suit expression data)
+    train_defaults = {"batch_norm": True, "batch_size": 64, "lr": 2e-3}
+    #: further defaults per task / embedding method
+    task_train_defaults = {
+        "classify": {"augment": ("flip", "rot90", "intensity"), "validation_fraction": 0.2, "early_stopping": 15},
+        "autoencoder": {},
+        "contrastive": {"augment": ("flip", "rot90", "intensity", "noise")},
+    }
+
+    @classmethod
+    def defaults_for(cls, task: str = "classify", method: str = "autoencoder") -> dict:
+        """The training defaults of ``task`` (and embedding ``method``): :attr:`train_defaults`
+        updated by :attr:`task_train_defaults`."""
+        return {**cls.train_defaults, **cls.task_train_defaults["classify" if task == "classify" else method]}
 
     def __init__(
         self,
@@ -143,7 +154,7 @@ class ImageModel(BaseModel):
         *,
         method: str = "autoencoder",
         n_latent: int = 16,
-        channels: Sequence[int] = (16, 32, 64),
+        channels: Sequence[int] = DEFAULT_CHANNELS,
         class_weight: str | None = "balanced",
         **train_options,
     ):
@@ -152,8 +163,8 @@ class ImageModel(BaseModel):
         if method not in EMBED_METHODS:
             raise ValueError(f"method={method!r} is not valid; choose one of {list(EMBED_METHODS)}.")
         contrastive = task == "embed" and method == "contrastive"
-        defaults = CLASSIFIER_DEFAULTS if task == "classify" else (CONTRASTIVE_DEFAULTS if contrastive else IMAGE_DEFAULTS)
-        self.config = TrainConfig.from_kwargs(defaults, **train_options)
+        self.config = self._config_from(self.task_train_defaults["classify" if task == "classify" else method],
+                                        train_options)
         cost = self.config.cost
         if contrastive and cost is not None:
             raise ValueError(
@@ -171,11 +182,8 @@ class ImageModel(BaseModel):
             raise ValueError(f"cost={cost!r} does not fit a classifier; use cost='cross_entropy' (the default).")
         if isinstance(n_latent, bool) or int(n_latent) < 1:
             raise ValueError(f"n_latent={n_latent!r} must be a positive integer.")
-        channels = [int(c) for c in (channels or ())]
-        if not channels or any(c < 1 for c in channels):
-            raise ValueError(f"channels={channels!r} must be a non-empty list of positive widths, e.g. (16, 32, 64).")
-        if class_weight not in ("balanced", None):
-            raise ValueError(f"class_weight={class_weight!r} is not valid; choose 'balanced' or None.")
+        channels = check_widths(channels, "channels", allow_empty=False)
+        class_weight = check_class_weight(class_weight)
         self.task = task
         self.method = method if task == "embed" else "None"
         self.n_latent = int(n_latent)
@@ -191,7 +199,7 @@ class ImageModel(BaseModel):
     # -- training -------------------------------------------------------------------------------
     def fit(
         self,
-        cells: AnnData,
+        adata: AnnData,
         *,
         labels_key: str | None = None,
         crops_key: str = "crops",
@@ -199,109 +207,81 @@ class ImageModel(BaseModel):
         run: RunOptions | None = None,
         **run_options,
     ) -> ImageModel:
-        """Train on the crops of ``cells`` (``obsm[crops_key]``).
+        """Train on the crops of the cells ``adata`` (``obsm[crops_key]``).
 
         For ``task="classify"``, ``obs[labels_key]`` holds the annotation: a class for the
         labelled cells, ``NaN`` (missing) for the rest. ``pretrained``: an image model whose
         convolution weights start the classifier (same ``channels`` and crop channels).
+        ``run`` (or its fields as keywords): see :class:`scnapse.train.RunOptions`.
         """
-        run = RunOptions.resolve(run, run_options)
+        if "cells" in run_options:  # the old name of the first argument
+            raise TypeError("ImageModel.fit takes the cells as its first argument, adata.")
+        return self._fit(adata, run, run_options, labels_key=labels_key, crops_key=crops_key, pretrained=pretrained)
+
+    @property
+    def _description(self) -> str:
+        return f"image {self.task}"
+
+    def _prepare(self, cells: AnnData, *, device, labels_key=None, crops_key="crops", pretrained=None) -> Prepared:
         crops = get_crops(cells, crops_key)
         n_obs, n_ch, size = crops.shape[0], crops.shape[1], crops.shape[-1]
-        cfg = self.config
         lo, hi, bad = _crop_range(crops)
         if bad:
             raise ValueError(f"obsm[{crops_key!r}] holds {bad} NaN or infinite value(s); remake the crops.")
-        seed = cfg.resolved_seed
-        device = resolve_device(cfg.device)
-        gen = seed_everything(seed, deterministic=cfg.deterministic)
         fields = {"x": _CropRows(crops, device)}
-
+        labels = None
         if self.task == "classify":
-            y, labelled = self._labels(cells, labels_key)
-            fields["y"] = torch.from_numpy(y).to(device)
-            split = split_indices(len(labelled), cfg.validation_fraction, gen, stratify=y[labelled])
-            train_idx, val_idx = labelled[split[0]], labelled[split[1]]
-            module = CNNClassifierModule(
-                n_ch, len(self.classes), self.channels, activation=cfg.activation, dropout=cfg.dropout,
-                batch_norm=cfg.batch_norm,
-            )
-            counts = np.bincount(y[train_idx], minlength=len(self.classes)).astype(np.float32)
-            if self.class_weight == "balanced":
-                weights = counts.sum() / (len(self.classes) * np.maximum(counts, 1))
-            else:
-                weights = np.ones(len(self.classes), dtype=np.float32)
-            self._weights = torch.from_numpy(weights.astype(np.float32)).to(device)
+            if labels_key is None:
+                raise ValueError("A classifier needs labels_key=, the obs column with the annotated classes "
+                                 "(the unannotated cells stay NaN).")
+            labels = encode_labels(cells.obs, labels_key, warn_missing=False)
+            self.classes = labels.classes
+            fields["y"] = torch.from_numpy(labels.codes).to(device)
+            rows = labels.labelled
         else:
             if self.method != "contrastive":
                 check_data_for_cost(self.cost, lo, hi, True, what=f"obsm[{crops_key!r}]")
-            train_idx, val_idx = split_indices(n_obs, cfg.validation_fraction, gen)
-            if self.method == "contrastive":
-                module = ContrastiveModule(n_ch, self.n_latent, self.channels, activation=cfg.activation,
-                                           dropout=cfg.dropout, batch_norm=cfg.batch_norm)
-            else:
-                module = ConvAutoencoderModule(
-                    n_ch, size, self.n_latent, self.channels, activation=cfg.activation, dropout=cfg.dropout,
-                    batch_norm=cfg.batch_norm,
-                )
-            labelled = np.arange(n_obs)
-        if len(train_idx) < 2:
-            raise ValueError(f"Training needs at least 2 cells; {len(train_idx)} are left for training.")
-        if pretrained is not None:
-            self._load_pretrained(module, pretrained, n_ch)
-        self.module = module.to(device)
+            rows = np.arange(n_obs)
+        if pretrained is not None and (not isinstance(pretrained, ImageModel) or pretrained.module is None):
+            raise ValueError("pretrained= must be a trained sn.models.ImageModel (e.g. task='embed').")
         self.crop_params = {k: v for k, v in dict(cells.uns.get("crops", {})).items() if k in CROP_KEYS}
         self.crop_params.update({"size": int(size), "n_channels": int(n_ch)})
-
-        # an epoch is at least EPOCH_CROPS crops: a few annotated cells are passed several times per
-        # epoch (augmented differently each time), so epochs, early stopping and batch-norm
-        # statistics mean the same whether 10 or 10,000 cells are annotated
-        repeats = max(1, -(-EPOCH_CROPS // len(train_idx)))
-        train = Loader(fields, np.tile(train_idx, repeats), cfg.batch_size, shuffle=True, generator=gen,
-                       drop_single=True, device=device)
-        val = Loader(fields, val_idx, max(cfg.batch_size, 256), device=device) if len(val_idx) else None
-        max_epochs = cfg.max_epochs or default_max_epochs(len(train_idx) * repeats, cfg.batch_size)
-        self.history = fit(
-            self.module, self._step(), train, val, cfg, max_epochs=max_epochs, **run.fit_kwargs(), description=f"image {self.task}",
-        )
-        self.params = {
+        params = {
             "task": self.task, "method": self.method, "n_latent": self.n_latent if self.task == "embed" else "None",
             "channels": list(self.channels), "class_weight": str(self.class_weight),
             "classes": list(self.classes), "labels_key": str(labels_key), "crops_key": crops_key,
-            "crop": dict(self.crop_params), "pretrained": pretrained is not None,
-            **cfg.to_dict(), "cost": self.cost, "seed": seed, "max_epochs": max_epochs,
-            "device": str(device), "n_obs": n_obs, "n_labelled": len(labelled),
-            "n_train": len(train_idx), "n_validation": len(val_idx), "passes_per_epoch": repeats,
-            "n_parameters": sum(p.numel() for p in self.module.parameters()),
-            "environment": environment(device),
+            "crop": dict(self.crop_params), "pretrained": pretrained is not None, "cost": self.cost,
+            "n_obs": n_obs, "n_labelled": len(rows),
         }
-        logger.info(
-            f"image {self.task}: {self.history.epoch[-1] if self.history.epoch else 0} epochs "
-            f"({self.history.stopped}), best epoch {self.history.best_epoch}, on {device}"
-        )
-        return self
+        return Prepared(fields, rows, n_ch, labels=labels, params=params, val_batch=256,
+                        extra={"size": size, "pretrained": pretrained})
 
-    def _labels(self, cells: AnnData, labels_key: str | None) -> tuple[np.ndarray, np.ndarray]:
-        if labels_key is None:
-            raise ValueError("A classifier needs labels_key=, the obs column with the annotated classes.")
-        if labels_key not in cells.obs:
-            raise KeyError(f"labels_key={labels_key!r} is not a column of cells.obs; columns: {list(cells.obs.columns)}.")
-        values = cells.obs[labels_key]
-        labelled_mask = values.notna().to_numpy()
-        classes = sorted(pd.unique(values[labelled_mask].astype(str)))
-        if len(classes) < 2:
-            raise ValueError(
-                f"obs[{labels_key!r}] has {len(classes)} annotated class(es) ({classes}); a classifier needs "
-                "at least two. Annotate some cells of another class (the unannotated cells stay NaN)."
-            )
-        self.classes = classes
-        y = np.full(cells.n_obs, -1, dtype=np.int64)
-        y[labelled_mask] = pd.Categorical(values[labelled_mask].astype(str), categories=classes).codes
-        return y, np.flatnonzero(labelled_mask)
+    def _build(self, data: Prepared, train_rows, seed: int):
+        cfg, n_ch = self.config, data.n_in
+        common = {"activation": cfg.activation, "dropout": cfg.dropout, "batch_norm": cfg.batch_norm}
+        if self.task == "classify":
+            module = CNNClassifierModule(n_ch, len(self.classes), self.channels, **common)
+        elif self.method == "contrastive":
+            module = ContrastiveModule(n_ch, self.n_latent, self.channels, **common)
+        else:
+            module = ConvAutoencoderModule(n_ch, data.extra["size"], self.n_latent, self.channels, **common)
+        if data.extra["pretrained"] is not None:
+            self._load_pretrained(module, data.extra["pretrained"], n_ch)
+        data.params["n_parameters"] = sum(p.numel() for p in module.parameters())
+        return module
+
+    def _loaders(self, data, train_rows, val_rows, gen, device, run):
+        # an epoch is at least EPOCH_CROPS crops: a few annotated cells are passed several times per
+        # epoch (augmented differently each time), so epochs, early stopping and batch-norm
+        # statistics mean the same whether 10 or 10,000 cells are annotated
+        repeats = max(1, -(-EPOCH_CROPS // len(train_rows)))
+        data.params["passes_per_epoch"] = repeats
+        return super()._loaders(data, np.tile(train_rows, repeats), val_rows, gen, device, run)
+
+    def _default_max_epochs(self, n_samples: int, data: Prepared) -> int:
+        return default_max_epochs(n_samples, self.config.batch_size)
 
     def _load_pretrained(self, module, pretrained, n_ch):
-        if not isinstance(pretrained, ImageModel) or pretrained.module is None:
-            raise ValueError("pretrained= must be a trained sn.models.ImageModel (e.g. task='embed').")
         src = pretrained.module.encoder
         if src.channels != module.encoder.channels or src.in_channels != n_ch:
             raise ValueError(
@@ -310,10 +290,10 @@ class ImageModel(BaseModel):
             )
         module.encoder.load_state_dict({k: v.detach().cpu() for k, v in src.state_dict().items()})
 
-    def _step(self):
+    def _step(self, data: Prepared):
         cfg, task, cost, method = self.config, self.task, self.cost, self.method
         augment, noise = tuple(cfg.augment), cfg.input_noise
-        weights = getattr(self, "_weights", None)
+        weights = data.class_weight
 
         def step(module, batch: dict, training: bool) -> torch.Tensor:
             x = batch["x"]
@@ -325,7 +305,8 @@ class ImageModel(BaseModel):
             if task == "classify":
                 logits = module(x)
                 y = batch["y"]
-                return F.cross_entropy(logits, y, weight=None, reduction="none") * weights[y]
+                losses = F.cross_entropy(logits, y, reduction="none")
+                return losses if weights is None else losses * weights[y]
             inp = x + noise * torch.randn_like(x) if (training and noise > 0) else x
             out = module(inp)["out"]
             return reconstruction_loss(cost, out.flatten(1), x.flatten(1))
@@ -386,10 +367,11 @@ class ImageModel(BaseModel):
                 out[s : s + x.shape[0]] = torch.softmax(self.module(x), dim=1).cpu().numpy()
         return out
 
-    def predict(self, cells: AnnData, *, crops_key: str = "crops") -> pd.Categorical:
-        """The most probable class of every cell."""
-        proba = self.predict_proba(cells, crops_key=crops_key)
-        return pd.Categorical.from_codes(proba.argmax(axis=1), categories=self.classes)
+    def predict(self, adata: AnnData, *, crops_key: str = "crops", min_confidence: float = 0.0) -> pd.Categorical:
+        """The most probable class of every cell (a ``pandas.Categorical`` over :attr:`classes`);
+        ``"Unassigned"`` where its probability is below ``min_confidence``."""
+        proba = self.predict_proba(adata, crops_key=crops_key)
+        return as_categorical(labels_from_proba(proba, self.classes, min_confidence)[0], self.classes)
 
     # -- save / load ----------------------------------------------------------------------------
     def _get_state(self):
@@ -439,3 +421,9 @@ class ImageModel(BaseModel):
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
         self.module.load_state_dict(state)
         self.module.eval()
+
+
+#: older names of the image training defaults
+IMAGE_DEFAULTS = ImageModel.train_defaults
+CONTRASTIVE_DEFAULTS = ImageModel.defaults_for("embed", "contrastive")
+CLASSIFIER_DEFAULTS = ImageModel.defaults_for("classify")

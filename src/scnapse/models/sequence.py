@@ -10,6 +10,7 @@ recorded in the model and applied unchanged later.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -17,7 +18,6 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._settings import logger, resolve_device
 from ..nn.rnn import (
     ForecasterModule,
     SequenceAutoencoderModule,
@@ -25,14 +25,17 @@ from ..nn.rnn import (
     check_cell,
     step_mask,
 )
-from ..train import Loader, RunOptions, TrainConfig, environment, fit, seed_everything, split_indices
+from ..train import Loader, RunOptions, TrainConfig
 from ..ts._sequences import Sequences, get_sequences, is_irregular, time_steps
-from ._base import BaseModel
+from ._base import BaseModel, Prepared, check_widths
+from ._labels import BalancedLoader, as_categorical, check_class_weight, encode_labels, labels_from_proba
 
 Task = Literal["classify", "embed", "forecast"]
 TASKS = ("classify", "embed", "forecast")
 TASK_COST = {"classify": "cross_entropy", "embed": "mse", "forecast": "mse"}
 TIME_FEATURE = "_dt"
+#: one recurrent layer of 64 units unless ``hidden=`` says otherwise
+DEFAULT_HIDDEN = (64,)
 
 
 def default_max_epochs(n_samples: int, batch_size: int) -> int:
@@ -41,6 +44,24 @@ def default_max_epochs(n_samples: int, batch_size: int) -> int:
     only a handful of mini-batches per epoch."""
     steps_per_epoch = max(1, -(-n_samples // max(batch_size, 1)))
     return int(np.clip(round(3_000 / steps_per_epoch), 20, 300))
+
+
+def _recurrent_widths(hidden, n_layers) -> list[int]:
+    """``hidden`` as widths; the old ``hidden=int, n_layers=int`` form with a warning."""
+    if isinstance(hidden, (int, np.integer)) and not isinstance(hidden, bool):
+        warnings.warn(f"hidden={hidden} as one number is deprecated; give the widths of the layers, e.g. "
+                      f"hidden={(int(hidden),) * int(n_layers or 1)}.", FutureWarning, stacklevel=4)
+        if n_layers is not None and (isinstance(n_layers, bool) or int(n_layers) < 1):
+            raise ValueError(f"n_layers={n_layers!r} must be an integer >= 1.")
+        hidden = (int(hidden),) * int(n_layers or 1)
+    elif n_layers is not None and int(n_layers) != len(list(hidden)):
+        raise ValueError(f"n_layers={n_layers} disagrees with hidden={hidden!r} (one width per layer); "
+                         "leave n_layers out.")
+    widths = check_widths(hidden, allow_empty=False)
+    if len(set(widths)) > 1:
+        raise ValueError(f"hidden={hidden!r}: the stacked recurrent layers share one width here, e.g. "
+                         f"{(widths[0],) * len(widths)}.")
+    return widths
 
 
 class SequenceModel(BaseModel):
@@ -53,9 +74,9 @@ class SequenceModel(BaseModel):
     cell
         ``"gru"`` or ``"lstm"``.
     hidden
-        Hidden units per recurrent layer.
-    n_layers
-        Stacked recurrent layers (``dropout`` applies between them and before the head).
+        Widths of the stacked recurrent layers, one number per layer (``dropout`` applies
+        between them and before the head); the layers share one width, e.g. ``(64,)`` or
+        ``(64, 64)``. An int (with ``n_layers``, the old form) is still accepted.
     bidirectional
         Read sequences both ways (classify / embed). A forecaster is always unidirectional: it
         must not read the future. ``None``: True for classify and embed.
@@ -83,8 +104,8 @@ class SequenceModel(BaseModel):
         task: Task = "classify",
         *,
         cell: str = "gru",
-        hidden: int = 64,
-        n_layers: int = 1,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        n_layers: int | None = None,
         bidirectional: bool | None = None,
         n_latent: int = 8,
         horizon: int = 3,
@@ -95,25 +116,24 @@ class SequenceModel(BaseModel):
     ):
         if task not in TASKS:
             raise ValueError(f"task={task!r} is not valid; choose one of {list(TASKS)}.")
-        self.config = TrainConfig.from_kwargs(**train_options)
+        self.config = self._config_from(None, train_options)
         if self.config.cost is not None and self.config.cost != TASK_COST[task]:
             raise ValueError(f"cost={self.config.cost!r} does not fit task={task!r}; its cost is "
                              f"{TASK_COST[task]!r} (leave cost unset).")
         self.config = self.config.replace(cost=TASK_COST[task])
         check_cell(cell)
-        for name, value, lo in (("hidden", hidden, 1), ("n_layers", n_layers, 1), ("n_latent", n_latent, 1),
-                                ("horizon", horizon, 1)):
+        widths = _recurrent_widths(hidden, n_layers)
+        for name, value, lo in (("n_latent", n_latent, 1), ("horizon", horizon, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
                 raise ValueError(f"{name}={value!r} must be an integer >= {lo}.")
         if not 0 <= float(teacher_forcing) <= 1:
             raise ValueError(f"teacher_forcing={teacher_forcing!r} must be between 0 and 1.")
-        if class_weight not in (None, "balanced"):
-            raise ValueError(f"class_weight={class_weight!r}; choose None or 'balanced'.")
+        class_weight = check_class_weight(class_weight)
         if task == "forecast" and bidirectional:
             raise ValueError("A forecaster cannot be bidirectional: it would read the future it must predict.")
         self.task = task
         self.cell = cell
-        self.hidden, self.n_layers = int(hidden), int(n_layers)
+        self.hidden = widths
         self.bidirectional = (task != "forecast") if bidirectional is None else bool(bidirectional)
         self.n_latent, self.horizon = int(n_latent), int(horizon)
         self.teacher_forcing = float(teacher_forcing)
@@ -159,95 +179,70 @@ class SequenceModel(BaseModel):
         run: RunOptions | None = None,
         **run_options,
     ) -> SequenceModel:
-        """Train on the sequences of ``adata`` (``obsm[sequence_key]``, ``obs[length_key]``)."""
-        run = RunOptions.resolve(run, run_options)
+        """Train on the sequences of ``adata`` (``obsm[sequence_key]``, ``obs[length_key]``).
+        ``run`` (or its fields as keywords): see :class:`scnapse.train.RunOptions`."""
+        return self._fit(adata, run, run_options, labels_key=labels_key, sequence_key=sequence_key,
+                         length_key=length_key)
+
+    _unit = "sequences"
+
+    @property
+    def _description(self) -> str:
+        return f"rnn-{self.task}"
+
+    def _prepare(self, adata: AnnData, *, device, labels_key=None, sequence_key="sequence",
+                 length_key="length") -> Prepared:
         seqs = get_sequences(adata, key=sequence_key, length_key=length_key)
-        cfg = self.config
-        seed = cfg.resolved_seed
-        device = resolve_device(cfg.device)
-        gen = seed_everything(seed, deterministic=cfg.deterministic)
         self.features = list(seqs.features)
         self.n_features = len(self.features)
         self.use_time_ = bool(is_irregular(seqs.time, seqs.lengths)) if self.use_time is None else bool(self.use_time)
         self.sequence_key, self.length_key = sequence_key, length_key
-
-        rows = np.arange(seqs.n)
-        y = None
+        rows, labels = np.arange(seqs.n), None
         if self.task == "classify":
-            rows, y = self._labels(adata, labels_key)
+            labels = encode_labels(adata.obs, labels_key, what="sequences", warn_missing=False)
+            self.classes, self.labels_key, rows = labels.classes, labels_key, labels.labelled
         elif self.task == "forecast":
             rows = self._forecastable(seqs)
         raw = self._inputs(seqs, self.features)
-        lengths_all = seqs.lengths
         # standardisation from the real steps of the sequences used for training
-        real = step_mask(torch.from_numpy(lengths_all[rows]), raw.shape[1]).numpy()
+        real = step_mask(torch.from_numpy(seqs.lengths[rows]), raw.shape[1]).numpy()
         vals = raw[rows][real].astype(np.float64)
         mean, std = vals.mean(axis=0), vals.std(axis=0)
         std[std < 1e-8] = 1.0
         self.mean, self.std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-
-        n_in = raw.shape[2]
-        self._build(n_in)
-        self.module.to(device)
-        base = torch.from_numpy(raw).to(device)
-        lengths = torch.from_numpy(lengths_all).to(device)
-        base = self._standardise(base, lengths)
-
-        stratify = y if self.task == "classify" else None
-        tr, va = split_indices(len(rows), cfg.validation_fraction, gen, stratify=stratify)
-        train_rows, val_rows = rows[tr], rows[va]
-        if len(train_rows) < 2:
-            raise ValueError(f"Training needs at least 2 sequences; {len(train_rows)} are left for training.")
-        fields, val_fields, n_samples = self._fields(train_rows, val_rows, y, tr, va, lengths_all, device)
-        train = Loader(fields, np.arange(len(fields["row"])), cfg.batch_size, shuffle=True, generator=gen,
-                       drop_single=True, device=device)
-        val = (Loader(val_fields, np.arange(len(val_fields["row"])), max(cfg.batch_size, 512), device=device)
-               if val_fields is not None and len(val_fields["row"]) else None)
-        max_epochs = cfg.max_epochs or default_max_epochs(n_samples, cfg.batch_size)
-        self.history = fit(self.module, self._step(base, lengths), train, val, cfg, max_epochs=max_epochs,
-                           **run.fit_kwargs(), description=f"rnn-{self.task}")
-        self.module.eval()
-        self.params = {
-            "task": self.task, "cell": self.cell, "hidden": self.hidden, "n_layers": self.n_layers,
+        lengths = torch.from_numpy(seqs.lengths).to(device)
+        base = self._standardise(torch.from_numpy(raw).to(device), lengths)
+        params = {
+            "task": self.task, "cell": self.cell, "hidden": list(self.hidden), "n_layers": len(self.hidden),
             "bidirectional": self.bidirectional, "n_latent": self.n_latent if self.task == "embed" else None,
             "horizon": self.horizon if self.task == "forecast" else None,
             "teacher_forcing": self.teacher_forcing if self.task == "forecast" else None,
             "use_time": self.use_time_, "class_weight": self.class_weight, "labels_key": labels_key,
             "classes": self.classes, "features": self.features, "sequence_key": sequence_key,
-            "length_key": length_key, "n_sequences": int(len(rows)), "n_train_sequences": int(len(train_rows)),
-            "n_validation_sequences": int(len(val_rows)), "n_training_samples": int(n_samples),
-            "padded_length": int(raw.shape[1]), **cfg.to_dict(), "seed": seed, "max_epochs": max_epochs,
-            "device": str(device), "environment": environment(device),
+            "length_key": length_key, "n_sequences": int(len(rows)), "padded_length": int(raw.shape[1]),
         }
-        logger.info(f"sequence {self.task}: {self.history.epoch[-1] if self.history.epoch else 0} epochs "
-                    f"({self.history.stopped}), best epoch {self.history.best_epoch}, on {device}")
-        return self
+        return Prepared({}, rows, raw.shape[2], labels=labels, params=params, val_batch=512,
+                        extra={"base": base, "lengths": lengths, "lengths_np": seqs.lengths})
 
-    def _labels(self, adata: AnnData, labels_key: str | None):
-        if labels_key is None:
-            raise ValueError("A sequence classifier needs labels_key= naming the obs column with each sequence's label.")
-        if labels_key not in adata.obs.columns:
-            raise KeyError(f"labels_key={labels_key!r} is not a column of adata.obs; columns: {list(adata.obs.columns)}.")
-        lab = adata.obs[labels_key]
-        known = lab.notna().to_numpy()
-        if not known.any():
-            raise ValueError(f"adata.obs[{labels_key!r}] holds no label (all missing).")
-        values = lab[known].astype(str).to_numpy()
-        classes = sorted(pd.unique(values))
-        if len(classes) < 2:
-            raise ValueError(f"adata.obs[{labels_key!r}] has one class only ({classes}); a classifier needs two or more.")
-        counts = pd.Series(values).value_counts()
-        if counts.min() < 2:
-            raise ValueError(f"Class(es) {list(counts[counts < 2].index)} of {labels_key!r} have one sequence; "
-                             "each class needs at least 2 (drop or merge rare classes).")
-        self.classes, self.labels_key = classes, labels_key
-        codes = pd.Index(classes).get_indexer(values)
-        if not known.all():
-            logger.info(f"{int((~known).sum())} sequence(s) without a label are left out of training.")
-        freq = np.bincount(codes, minlength=len(classes)).astype(np.float64)
-        w = (len(codes) / (len(classes) * freq)) if self.class_weight == "balanced" else np.ones(len(classes))
-        self.class_weights = torch.tensor(w, dtype=torch.float32)
-        return np.flatnonzero(known), codes
+    def _build(self, data: Prepared, train_rows, seed: int):
+        return self._make_module(data.n_in)
+
+    def _loaders(self, data, train_rows, val_rows, gen, device, run):
+        fields, val_fields = (self._fields(rows, data, device) for rows in (train_rows, val_rows))
+        data.params.update(n_train_sequences=int(len(train_rows)), n_validation_sequences=int(len(val_rows)))
+        bs = self.config.batch_size
+        if data.labels is not None and self.class_weight == "sampling":
+            train = BalancedLoader(fields, np.arange(len(fields["row"])), bs, class_of=fields["y"].cpu().numpy(),
+                                   generator=gen, device=device)
+        else:
+            train = Loader(fields, np.arange(len(fields["row"])), bs, shuffle=True, generator=gen,
+                           drop_single=True, device=device)
+        n_val = len(val_fields["row"])
+        val = Loader(val_fields, np.arange(n_val), max(bs, data.val_batch), device=device) if n_val else None
+        return train, val, len(fields["row"])
+
+    def _default_max_epochs(self, n_samples: int, data: Prepared) -> int:
+        return default_max_epochs(n_samples, self.config.batch_size)
 
     def _forecastable(self, seqs: Sequences) -> np.ndarray:
         h = self.horizon
@@ -267,48 +262,39 @@ class SequenceModel(BaseModel):
             raise ValueError(f"Only {len(rows)} sequence(s) have at least horizon + 1 = {h + 1} steps; need 2 or more.")
         return rows
 
-    def _fields(self, train_rows, val_rows, y, tr, va, lengths, device):
-        """Per-sample fields for the loader. Forecasting: every cut of every sequence (history =
-        steps before the cut, target = the ``horizon`` steps after), split by sequence."""
+    def _fields(self, rows: np.ndarray, data: Prepared, device) -> dict:
+        """Per-sample loader fields of ``rows``. Forecasting: every cut of every sequence
+        (history = steps before the cut, target = the ``horizon`` steps after), split by sequence."""
         def t(a):
             return torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
 
         if self.task == "forecast":
-            def windows(rows):
-                r, c = [], []
-                for i in rows:
-                    cuts = np.arange(1, lengths[i] - self.horizon + 1)
-                    r.append(np.full(len(cuts), i))
-                    c.append(cuts)
-                return (np.concatenate(r), np.concatenate(c)) if len(r) else (np.zeros(0), np.zeros(0))
-            r_tr, c_tr = windows(train_rows)
-            r_va, c_va = windows(val_rows)
-            return ({"row": t(r_tr), "cut": t(c_tr)}, {"row": t(r_va), "cut": t(c_va)}, len(r_tr))
-        fields = {"row": t(train_rows)}
-        val = {"row": t(val_rows)}
+            lengths = data.extra["lengths_np"]
+            cuts = [np.arange(1, lengths[i] - self.horizon + 1) for i in rows]
+            r = np.concatenate([np.full(len(c), i) for i, c in zip(rows, cuts)]) if len(cuts) else np.zeros(0)
+            c = np.concatenate(cuts) if len(cuts) else np.zeros(0)
+            return {"row": t(r), "cut": t(c)}
+        fields = {"row": t(rows)}
         if self.task == "classify":
-            fields["y"], val["y"] = t(y[tr]), t(y[va])
-        return fields, val, len(train_rows)
+            fields["y"] = t(data.labels.codes[rows])
+        return fields
 
-    def _build(self, n_in: int) -> None:
-        cfg = self.config
-        if self.task == "classify":
-            self.module = SequenceClassifierModule(
-                n_in, len(self.classes), self.hidden, self.n_layers, cell=self.cell,
-                bidirectional=self.bidirectional, dropout=cfg.dropout, activation=cfg.activation)
-        elif self.task == "embed":
-            self.module = SequenceAutoencoderModule(
-                n_in, self.n_latent, self.hidden, self.n_layers, cell=self.cell,
-                bidirectional=self.bidirectional, dropout=cfg.dropout)
-        else:
-            self.module = ForecasterModule(n_in, self.n_features, self.horizon, self.hidden, self.n_layers,
-                                           cell=self.cell, dropout=cfg.dropout)
+    def _make_module(self, n_in: int):
+        cfg, width, depth = self.config, self.hidden[0], len(self.hidden)
         self.n_in = n_in
+        if self.task == "classify":
+            return SequenceClassifierModule(n_in, len(self.classes), width, depth, cell=self.cell,
+                                            bidirectional=self.bidirectional, dropout=cfg.dropout,
+                                            activation=cfg.activation)
+        if self.task == "embed":
+            return SequenceAutoencoderModule(n_in, self.n_latent, width, depth, cell=self.cell,
+                                             bidirectional=self.bidirectional, dropout=cfg.dropout)
+        return ForecasterModule(n_in, self.n_features, self.horizon, width, depth, cell=self.cell, dropout=cfg.dropout)
 
-    def _step(self, base: torch.Tensor, lengths: torch.Tensor):
+    def _step(self, data: Prepared):
         task, noise, F, h = self.task, self.config.input_noise, self.n_features, self.horizon
-        tf = self.teacher_forcing
-        weights = getattr(self, "class_weights", None)
+        base, lengths, tf = data.extra["base"], data.extra["lengths"], self.teacher_forcing
+        weights = data.class_weight
 
         def step(module, batch: dict, training: bool) -> torch.Tensor:
             row = batch["row"]
@@ -367,10 +353,11 @@ class SequenceModel(BaseModel):
                 out.append(torch.softmax(self.module(x, L), dim=1).cpu().numpy())
         return np.concatenate(out)
 
-    def predict(self, adata: AnnData, **kwargs) -> np.ndarray:
-        """The most probable class of each sequence."""
+    def predict(self, adata: AnnData, *, min_confidence: float = 0.0, **kwargs) -> pd.Categorical:
+        """The most probable class of each sequence (a ``pandas.Categorical`` over ``classes``);
+        ``"Unassigned"`` where its probability is below ``min_confidence``."""
         proba = self.predict_proba(adata, **kwargs)
-        return np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        return as_categorical(labels_from_proba(proba, self.classes, min_confidence)[0], self.classes)
 
     def transform(self, adata: AnnData, *, sequence_key: str | None = None, length_key: str | None = None,
                   batch_size: int = 1024) -> np.ndarray:
@@ -413,7 +400,7 @@ class SequenceModel(BaseModel):
     def _get_state(self):
         self._require_fitted()
         config = {
-            "architecture": {"task": self.task, "cell": self.cell, "hidden": self.hidden, "n_layers": self.n_layers,
+            "architecture": {"task": self.task, "cell": self.cell, "hidden": list(self.hidden),
                              "bidirectional": self.bidirectional, "n_latent": self.n_latent,
                              "horizon": self.horizon, "n_in": self.n_in, "n_features": self.n_features,
                              "dropout": self.config.dropout, "activation": self.config.activation},
@@ -426,15 +413,15 @@ class SequenceModel(BaseModel):
         }
         tensors = {f"module.{k}": v for k, v in self.module.state_dict().items()}
         tensors["standardise.mean"], tensors["standardise.std"] = self.mean, self.std
-        if getattr(self, "class_weights", None) is not None:
-            tensors["class_weights"] = self.class_weights
         return config, tensors
 
     def _set_state(self, config, tensors):
         from ..train.loop import History
 
         a = config["architecture"]
-        self.task, self.cell, self.hidden, self.n_layers = a["task"], a["cell"], a["hidden"], a["n_layers"]
+        self.task, self.cell = a["task"], a["cell"]
+        # older models stored one width and a number of layers
+        self.hidden = [int(a["hidden"])] * int(a["n_layers"]) if "n_layers" in a else [int(h) for h in a["hidden"]]
         self.bidirectional, self.n_latent, self.horizon = a["bidirectional"], a["n_latent"], a["horizon"]
         self.n_features = a["n_features"]
         tc = dict(config["train_config"])
@@ -447,7 +434,6 @@ class SequenceModel(BaseModel):
         h = config.get("history")
         self.history = History(**h) if h else None
         self.mean, self.std = tensors["standardise.mean"], tensors["standardise.std"]
-        self.class_weights = tensors.get("class_weights")
-        self._build(a["n_in"])
+        self.module = self._make_module(a["n_in"])
         self.module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
         self.module.eval()

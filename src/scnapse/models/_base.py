@@ -52,6 +52,13 @@ def _jsonable(obj):
     return obj
 
 
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """A whole number ``>= minimum`` (``2.7``, ``"10"`` or ``True`` are refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}.")
+    return int(value)
+
+
 def check_widths(value, name: str = "hidden", *, allow_empty: bool = True) -> list[int]:
     """Layer widths as a list of positive ints; a string, a float or a bare number is refused
     (``hidden="128"`` would otherwise read as widths 1, 2, 8)."""

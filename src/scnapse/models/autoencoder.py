@@ -14,10 +14,12 @@ from ..nn.autoencoder import AutoencoderModule
 from ..nn.losses import COUNT_COSTS, check_data_for_cost, gaussian_kl, reconstruction_loss
 from ..train import Matrix, RunOptions, TrainConfig
 from ..train.data import is_backed, iter_row_chunks, summarize
-from ._base import BaseModel, Prepared
+from ._base import BaseModel, Prepared, check_count, check_widths
 from ._preprocess import Preprocessing, chunks_as_tensors, looks_like_counts
 
 AE_COSTS = ("mse", "bce", "kl", "hellinger", "poisson", "nb")
+#: widths of the encoder's hidden layers (the decoder mirrors them) unless ``hidden=`` says otherwise
+DEFAULT_HIDDEN = (128,)
 
 
 def default_max_epochs(n_obs: int) -> int:
@@ -123,7 +125,7 @@ class Autoencoder(BaseModel):
         self,
         n_latent: int = 16,
         *,
-        hidden: Sequence[int] = (128,),
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
         variational: bool | None = None,
         beta: float = 1.0,
         log_normalize: bool | None = None,
@@ -131,15 +133,11 @@ class Autoencoder(BaseModel):
         pca_init: bool = True,
         **train_options,
     ):
-        self.config = TrainConfig.from_kwargs(**train_options)
+        self.config = self._config_from(None, train_options)
         if self.config.cost is not None and self.config.cost not in AE_COSTS:
             raise ValueError(f"cost={self.config.cost!r} does not fit an autoencoder; choose one of {list(AE_COSTS)}.")
-        if int(n_latent) < 1:
-            raise ValueError(f"n_latent={n_latent!r} must be a positive integer.")
-        hidden = [int(h) for h in (hidden or ())]
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden={hidden!r}: layer widths must be positive integers.")
-        self.n_latent = int(n_latent)
+        self.n_latent = check_count(n_latent, "n_latent")
+        hidden = check_widths(hidden)
         self.hidden = hidden
         self._variational = None if variational is None else bool(variational)  # the option
         self.variational = self._variational  # resolved by fit

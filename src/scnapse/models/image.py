@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from anndata import AnnData
 
-from ..nn.cnn import CNNClassifierModule, ContrastiveModule, ConvAutoencoderModule, augment_batch, nt_xent
+from ..nn.cnn import DEFAULT_CHANNELS, CNNClassifierModule, ContrastiveModule, ConvAutoencoderModule, augment_batch, nt_xent
 from ..nn.losses import check_data_for_cost, reconstruction_loss
 from ..train import RunOptions, TrainConfig
-from ._base import BaseModel, Prepared, check_widths
+from ._base import BaseModel, Prepared, check_count, check_widths
 from ._labels import as_categorical, check_class_weight, encode_labels, labels_from_proba
 
 TASKS = ("embed", "classify")
@@ -29,8 +29,6 @@ EMBED_METHODS = ("autoencoder", "contrastive")
 EMBED_COSTS = ("mse", "bce")
 #: temperature of the contrastive cost (SimCLR's NT-Xent)
 TEMPERATURE = 0.2
-#: feature maps of the convolution blocks unless ``channels=`` says otherwise
-DEFAULT_CHANNELS = (16, 32, 64)
 #: the fewest crops one training epoch passes (small sets are repeated, see ``ImageModel.fit``)
 EPOCH_CROPS = 256
 #: crop settings a model must see again at prediction time
@@ -180,8 +178,7 @@ class ImageModel(BaseModel):
             raise ValueError(f"cost={cost!r} does not fit an image autoencoder; choose one of {list(EMBED_COSTS)}.")
         if task == "classify" and cost not in (None, "cross_entropy"):
             raise ValueError(f"cost={cost!r} does not fit a classifier; use cost='cross_entropy' (the default).")
-        if isinstance(n_latent, bool) or int(n_latent) < 1:
-            raise ValueError(f"n_latent={n_latent!r} must be a positive integer.")
+        n_latent = check_count(n_latent, "n_latent")
         channels = check_widths(channels, "channels", allow_empty=False)
         class_weight = check_class_weight(class_weight)
         self.task = task

@@ -27,7 +27,7 @@ from ..nn.rnn import (
 )
 from ..train import Loader, RunOptions, TrainConfig
 from ..ts._sequences import Sequences, get_sequences, is_irregular, time_steps
-from ._base import BaseModel, Prepared, check_widths
+from ._base import BaseModel, Prepared, check_count, check_widths
 from ._labels import BalancedLoader, as_categorical, check_class_weight, encode_labels, labels_from_proba
 
 Task = Literal["classify", "embed", "forecast"]
@@ -123,9 +123,7 @@ class SequenceModel(BaseModel):
         self.config = self.config.replace(cost=TASK_COST[task])
         check_cell(cell)
         widths = _recurrent_widths(hidden, n_layers)
-        for name, value, lo in (("n_latent", n_latent, 1), ("horizon", horizon, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-                raise ValueError(f"{name}={value!r} must be an integer >= {lo}.")
+        n_latent, horizon = check_count(n_latent, "n_latent"), check_count(horizon, "horizon")
         if not 0 <= float(teacher_forcing) <= 1:
             raise ValueError(f"teacher_forcing={teacher_forcing!r} must be between 0 and 1.")
         class_weight = check_class_weight(class_weight)

@@ -30,7 +30,7 @@ class AutoencoderModule(nn.Module):
         self,
         n_in: int,
         n_latent: int,
-        hidden: Sequence[int] = (256, 128),
+        hidden: Sequence[int],
         *,
         activation: str = "relu",
         dropout: float = 0.0,

@@ -28,7 +28,7 @@ class ClassifierModule(nn.Module):
         self,
         n_in: int,
         n_classes: int,
-        hidden: Sequence[int] = (256, 128),
+        hidden: Sequence[int],
         *,
         activation: str = "relu",
         dropout: float = 0.0,

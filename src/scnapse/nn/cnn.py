@@ -32,6 +32,9 @@ AUGMENTATIONS = ("flip", "rot90", "intensity", "noise")
 #: held-out accuracy stayed at chance; with 0.5 it reached 0.83–0.98.
 BN_MOMENTUM = 0.5
 
+#: feature maps of the convolution blocks (each block halves the crop) unless given
+DEFAULT_CHANNELS = (16, 32, 64)
+
 
 def _block(c_in: int, c_out: int, activation: str, batch_norm: bool) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=not batch_norm)]
@@ -48,7 +51,7 @@ class ConvEncoder(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        channels: Sequence[int] = (16, 32, 64),
+        channels: Sequence[int] = DEFAULT_CHANNELS,
         *,
         activation: str = "relu",
         batch_norm: bool = True,
@@ -93,7 +96,7 @@ class CNNClassifierModule(nn.Module):
         self,
         in_channels: int,
         n_classes: int,
-        channels: Sequence[int] = (16, 32, 64),
+        channels: Sequence[int] = DEFAULT_CHANNELS,
         *,
         activation: str = "relu",
         dropout: float = 0.0,
@@ -122,7 +125,7 @@ class ConvAutoencoderModule(nn.Module):
         in_channels: int,
         size: int,
         n_latent: int = 16,
-        channels: Sequence[int] = (16, 32, 64),
+        channels: Sequence[int] = DEFAULT_CHANNELS,
         *,
         activation: str = "relu",
         dropout: float = 0.0,
@@ -175,7 +178,7 @@ class ContrastiveModule(nn.Module):
         self,
         in_channels: int,
         n_latent: int = 16,
-        channels: Sequence[int] = (16, 32, 64),
+        channels: Sequence[int] = DEFAULT_CHANNELS,
         *,
         activation: str = "relu",
         dropout: float = 0.0,

@@ -114,6 +114,50 @@ class Checkpoint:
         return state
 
     @staticmethod
+    def fingerprint(module, train, val, config, precision: str, world: int) -> dict:
+        """What must be the same for a checkpoint to belong to this run (``max_epochs`` and the
+        device may change)."""
+        cfg = {k: v for k, v in config.to_dict().items() if k not in ("max_epochs", "device")}
+        return {
+            "parameters": [list(p.shape) for p in module.parameters()],
+            "n_train": len(train), "n_validation": len(val) if val is not None else 0,
+            "config": cfg, "precision": precision, "world_size": world,
+        }
+
+    def restore(self, fingerprint: dict, objects: dict, *, generator, rank: int, device) -> dict | None:
+        """Load the saved state into ``objects`` (``module``, ``optimizer``, ``scheduler``,
+        ``scaler``: ``None`` where absent) and the random number generators; return the loop's
+        progress (``epoch``, ``best_loss``, ``best_epoch``, ``waited``, ``best_state``,
+        ``history``), or ``None`` when there is nothing to resume."""
+        state = self.load(map_location=device) if self.resume else None
+        if state is None:
+            return None
+        try:
+            self.check_same_run(state["fingerprint"], fingerprint, self.path)
+            for name, obj in objects.items():
+                if obj is not None and state.get(name) is not None:
+                    obj.load_state_dict(state[name])
+            if generator is not None and state.get("shuffle_rng") is not None:
+                generator.set_state(state["shuffle_rng"].cpu())
+            set_rng_state(state["rng"][rank])
+            progress = {k: state[k] for k in ("epoch", "best_loss", "best_epoch", "waited", "best_state", "history")}
+        except (KeyError, TypeError, IndexError) as err:
+            raise ValueError(
+                f"{str(self.path)!r} is an incomplete scnapse checkpoint (missing {err}); delete it to start over."
+            ) from None
+        self.restored_epoch = int(progress["epoch"])
+        self.restored_reports = [dict(r) for r in progress["history"]]
+        return progress
+
+    def save_state(self, objects: dict, progress: dict, *, fingerprint: dict, generator, rngs: list) -> Path:
+        """Write ``objects``' states, the loop's ``progress`` and every process's RNGs."""
+        return self.save({
+            **{name: (obj.state_dict() if obj is not None else None) for name, obj in objects.items()},
+            **progress, "fingerprint": fingerprint, "rng": rngs,
+            "shuffle_rng": generator.get_state() if generator is not None else None,
+        })
+
+    @staticmethod
     def check_same_run(saved: dict, current: dict, path: Path) -> None:
         """Refuse to resume a different run: compare the fingerprints key by key."""
         diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in current.items() if saved.get(k) != v]

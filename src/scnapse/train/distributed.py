@@ -22,9 +22,11 @@ In your own script, call :func:`init_distributed` first (it also picks the GPU o
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def env_world_size() -> int:
@@ -123,3 +125,67 @@ def destroy() -> None:
     """Leave the process group (end of a ``torchrun`` process)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class _StepModule(nn.Module):
+    """What DistributedDataParallel wraps: a forward pass that is the whole step, so that every
+    model's ``step`` (which may call any method of its module) runs unchanged under DDP."""
+
+    def __init__(self, module: nn.Module, step, extra: list[nn.Parameter] | None):
+        super().__init__()
+        self.module = module
+        self.extra = nn.ParameterList(extra or [])
+        self.step = step
+
+    def forward(self, batch: dict, training: bool) -> torch.Tensor:
+        return self.step(self.module, batch, training)
+
+
+@dataclass
+class Parallel:
+    """The training loop's view of data parallelism: one process (``ddp=None``, world 1), or a
+    DistributedDataParallel wrapper with this process's rank in a world of several."""
+
+    ddp: nn.Module | None = None
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def setup(cls, module, step, extra, train, val, device: torch.device, distributed: bool | None):
+        """``(parallel, train, val)``: under ``torchrun`` the loaders are sharded and the module
+        wrapped; otherwise everything is returned as it is."""
+        if distributed is False or not ensure_process_group(device):
+            return cls(), train, val
+        from torch.nn.parallel import DistributedDataParallel
+
+        r, w = rank(), world_size()
+        if r:  # different dropout / noise on every rank, reproducibly
+            torch.manual_seed(torch.initial_seed() + 7919 * r)
+        ddp = DistributedDataParallel(_StepModule(module, step, extra),
+                                      device_ids=[device] if device.type == "cuda" else None,
+                                      find_unused_parameters=True)
+        return cls(ddp, r, w), train.shard(r, w), (val.shard(r, w) if val is not None else None)
+
+    def losses(self, module, step, batch) -> torch.Tensor:
+        """Per-sample training losses of ``batch``."""
+        return step(module, batch, True) if self.ddp is None else self.ddp(batch, True)
+
+    def batch_loss(self, losses: torch.Tensor, loader) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(loss to minimise, this rank's loss sum, its number of rows)``. Under DDP the rows of
+        a global batch are weighted so that the averaged gradient is the gradient of the global
+        batch's mean loss (padding rows weigh 0)."""
+        w = loader.last_weight if self.ddp is not None else None
+        if w is None or w.shape[0] != losses.shape[0]:  # one process, or losses not one per row
+            return losses.mean(), losses.sum(), float(losses.shape[0])
+        local = (losses * w.to(losses.device)).sum()
+        return local * self.world / max(loader.last_global_rows, 1), local, float(w.sum())
+
+    def epoch_means(self, train_sums, val_sums, cancelled: bool, device) -> tuple[float, float | None, bool]:
+        """``(train loss, validation loss or None, stop everywhere)``: sums over every process,
+        so that every process takes the same early-stopping decision."""
+        (t, tn), val = train_sums, val_sums
+        vt, vn = val if val is not None else (0.0, 0.0)
+        if self.ddp is not None:
+            t, tn, vt, vn, flag = all_reduce_sum([t, tn, vt, vn, float(cancelled)], device)
+            cancelled = flag > 0
+        return t / max(tn, 1), (vt / max(vn, 1) if val is not None else None), cancelled and self.ddp is not None

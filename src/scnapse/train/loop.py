@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import distributed as dist_utils
-from .checkpoint import Checkpoint, rng_state, set_rng_state
+from .checkpoint import Checkpoint, rng_state
 from .config import TrainConfig
 from .data import Loader
 from .optim import build_optimizer
@@ -110,20 +110,6 @@ def autocast(device: torch.device, precision: str | None):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-class _StepModule(nn.Module):
-    """What DistributedDataParallel wraps: a forward pass that is the whole step, so that every
-    model's ``step`` (which may call any method of its module) runs unchanged under DDP."""
-
-    def __init__(self, module: nn.Module, step: StepFn, extra: list[nn.Parameter] | None):
-        super().__init__()
-        self.module = module
-        self.extra = nn.ParameterList(extra or [])
-        self.step = step
-
-    def forward(self, batch: dict, training: bool) -> torch.Tensor:
-        return self.step(self.module, batch, training)
-
-
 def _loss_sums(module: nn.Module, step: StepFn, loader: Loader, precision: str | None = None) -> tuple[float, float]:
     """Sum of the per-sample losses over ``loader`` and the number of samples (this rank's share)."""
     module.eval()
@@ -144,21 +130,46 @@ def _loss_sums(module: nn.Module, step: StepFn, loader: Loader, precision: str |
     return total, n
 
 
-def _mean_loss(module: nn.Module, step: StepFn, loader: Loader) -> float | None:
-    if loader is None or len(loader) == 0:
+@dataclass
+class _Progress:
+    """The loop's bookkeeping: best validation loss so far and its weights, patience used."""
+
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict | None = None
+    waited: int = 0
+    history: list = field(default_factory=list)
+
+    def update(self, monitored: float, epoch: int, module: nn.Module) -> bool:
+        improved = monitored < self.best_loss - 1e-4 * abs(self.best_loss) if math.isfinite(self.best_loss) else True
+        if improved:
+            self.best_loss, self.best_epoch, self.waited = monitored, epoch, 0
+            self.best_state = copy.deepcopy(module.state_dict())
+        else:
+            self.waited += 1
+        return improved
+
+    def patience_spent(self, config: TrainConfig) -> bool:
+        return bool(config.early_stopping and self.waited >= config.early_stopping)
+
+    def to_dict(self, epoch: int, max_epochs: int) -> dict:
+        return {"epoch": epoch, "max_epochs": max_epochs, "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "waited": self.waited, "best_state": self.best_state, "history": self.history}
+
+
+def _check_finite(monitored: float, epoch: int, config: TrainConfig) -> None:
+    if not math.isfinite(monitored):
+        raise FloatingPointError(
+            f"The loss became {monitored} at epoch {epoch}: training diverged. Lower the "
+            f"learning rate (lr={config.lr:g}), or check the data's scale for cost={config.cost!r}."
+        )
+
+
+def _scheduler(optimizer, config: TrainConfig):
+    if config.lr_schedule != "plateau":
         return None
-    total, n = _loss_sums(module, step, loader)
-    return total / max(n, 1)
-
-
-def _fingerprint(module: nn.Module, train: Loader, val: Loader | None, config: TrainConfig, precision: str,
-                 world: int) -> dict:
-    cfg = {k: v for k, v in config.to_dict().items() if k not in ("max_epochs", "device")}
-    return {
-        "parameters": [list(p.shape) for p in module.parameters()],
-        "n_train": len(train), "n_validation": len(val) if val is not None else 0,
-        "config": cfg, "precision": precision, "world_size": world,
-    }
+    patience = max(2, config.early_stopping // 3 if config.early_stopping else 5)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=patience)
 
 
 def iter_fit(
@@ -193,137 +204,58 @@ def iter_fit(
     params = [p for p in module.parameters() if p.requires_grad] + list(extra_parameters or [])
     device = next(iter(params)).device if params else torch.device("cpu")
     precision = check_precision(precision, device)
-    ddp, rank, world = None, 0, 1
-    if distributed is not False and dist_utils.ensure_process_group(device):
-        from torch.nn.parallel import DistributedDataParallel
-
-        rank, world = dist_utils.rank(), dist_utils.world_size()
-        train = train.shard(rank, world)
-        val = val.shard(rank, world) if val is not None else None
-        if rank:  # different dropout / noise on every rank, reproducibly
-            torch.manual_seed(torch.initial_seed() + 7919 * rank)
-        ddp = DistributedDataParallel(
-            _StepModule(module, step, extra_parameters),
-            device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
-    optimizer = build_optimizer(
-        config.optimizer, params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = None
-    if config.lr_schedule == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=0.5, patience=max(2, config.early_stopping // 3 if config.early_stopping else 5)
-        )
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    best_loss, best_epoch, best_state, waited = math.inf, 0, None, 0
-    start_epoch, reports = 1, []
-    fingerprint = _fingerprint(module, train, val, config, precision, world) if checkpoint is not None else None
-    if checkpoint is not None and checkpoint.resume:
-        state = checkpoint.load(map_location=device)
-        if state is not None:
-            Checkpoint.check_same_run(state["fingerprint"], fingerprint, checkpoint.path)
-            module.load_state_dict(state["module"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None and state.get("scheduler") is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler") is not None:
-                scaler.load_state_dict(state["scaler"])
-            if train.generator is not None and state.get("shuffle_rng") is not None:
-                train.generator.set_state(state["shuffle_rng"].cpu())
-            set_rng_state(state["rng"][rank])
-            best_loss, best_epoch, waited = float(state["best_loss"]), int(state["best_epoch"]), int(state["waited"])
-            best_state = state["best_state"]
-            start_epoch = int(state["epoch"]) + 1
-            reports = [dict(r) for r in state["history"]]
-            checkpoint.restored_epoch = int(state["epoch"])
-            checkpoint.restored_reports = list(reports)
+    par, train, val = dist_utils.Parallel.setup(module, step, extra_parameters, train, val, device, distributed)
+    optimizer = build_optimizer(config.optimizer, params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scheduler = _scheduler(optimizer, config)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    state = {"module": module, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    prog, start = _Progress(), 1
+    fingerprint = Checkpoint.fingerprint(module, train, val, config, precision, par.world) if checkpoint else None
+    saved = checkpoint.restore(fingerprint, state, generator=train.generator, rank=par.rank,
+                               device=device) if checkpoint else None
+    if saved is not None:
+        start = int(saved.pop("epoch")) + 1
+        prog = _Progress(**{k: saved[k] for k in ("best_loss", "best_epoch", "best_state", "waited")},
+                         history=[dict(r) for r in saved["history"]])
     completed = False
     try:
-        finished = bool(reports) and bool(
-            start_epoch > max_epochs or (config.early_stopping and waited >= config.early_stopping)
-        )
-        for epoch in range(start_epoch, max_epochs + 1):
-            if finished:
-                break
+        finished = bool(prog.history) and (start > max_epochs or prog.patience_spent(config))
+        for epoch in range(start, max_epochs + 1 if not finished else start):
             t0 = time.perf_counter()
             module.train()
-            total = torch.zeros((), device=device)
-            n = 0.0 if ddp is not None else 0
+            total, n = torch.zeros((), device=device), 0.0
             for batch in train:
-                if ddp is None and cancel is not None and cancel.is_set():
+                if par.ddp is None and cancel is not None and cancel.is_set():
                     raise StopTraining("cancelled")
                 with autocast(device, precision):
-                    losses = step(module, batch, True) if ddp is None else ddp(batch, True)
-                losses = losses.float()
-                if ddp is None:
-                    loss = losses.mean() + weight_penalty(module, config.l1, config.l2)
-                    total += losses.detach().sum()
-                    n += losses.shape[0]
-                else:
-                    w = train.last_weight
-                    if w is not None and w.shape[0] == losses.shape[0]:
-                        local = (losses * w.to(losses.device)).sum()
-                        loss = local * world / max(train.last_global_rows, 1)
-                        n += float(w.sum())
-                    else:  # a step whose losses are not one per row: average of the ranks' means
-                        local = losses.sum()
-                        loss = losses.mean()
-                        n += losses.shape[0]
-                    loss = loss + weight_penalty(module, config.l1, config.l2)
-                    total += local.detach()
+                    losses = par.losses(module, step, batch).float()
+                loss, local, rows = par.batch_loss(losses, train)
+                loss = loss + weight_penalty(module, config.l1, config.l2)
+                total += local.detach()
+                n += rows
                 optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-            if ddp is None:
-                train_loss = float(total) / max(n, 1)
-                val_loss = None if val is None or len(val) == 0 else _ratio(_loss_sums(module, step, val, precision))
-                stop_all = False
-            else:
-                vt, vn = _loss_sums(module, step, val, precision) if val is not None and len(val) else (0.0, 0.0)
-                flag = float(cancel is not None and cancel.is_set())
-                t_sum, t_n, vt, vn, flag = dist_utils.all_reduce_sum([float(total), float(n), vt, vn, flag], device)
-                train_loss = t_sum / max(t_n, 1)
-                val_loss = vt / max(vn, 1) if val is not None and len(val) else None
-                stop_all = flag > 0
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            val_sums = _loss_sums(module, step, val, precision) if val is not None and len(val) else None
+            train_loss, val_loss, stop_all = par.epoch_means((float(total), n), val_sums,
+                                                             cancel is not None and cancel.is_set(), device)
             monitored = train_loss if val_loss is None else val_loss
-            if not math.isfinite(monitored):
-                raise FloatingPointError(
-                    f"The loss became {monitored} at epoch {epoch}: training diverged. Lower the "
-                    f"learning rate (lr={config.lr:g}), or check the data's scale for cost={config.cost!r}."
-                )
-            improved = monitored < best_loss - 1e-4 * abs(best_loss) if math.isfinite(best_loss) else True
-            if improved:
-                best_loss, best_epoch, waited = monitored, epoch, 0
-                best_state = copy.deepcopy(module.state_dict())
-            else:
-                waited += 1
+            _check_finite(monitored, epoch, config)
+            improved = prog.update(monitored, epoch, module)
             if scheduler is not None:
                 scheduler.step(monitored)
-            report = EpochReport(
-                epoch=epoch, max_epochs=max_epochs, train_loss=train_loss, val_loss=val_loss,
-                lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
-                best_epoch=best_epoch, improved=improved,
-            )
-            reports.append(asdict(report))
-            stopping = bool(config.early_stopping and waited >= config.early_stopping)
+            report = EpochReport(epoch=epoch, max_epochs=max_epochs, train_loss=train_loss, val_loss=val_loss,
+                                 lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
+                                 best_epoch=prog.best_epoch, improved=improved)
+            prog.history.append(asdict(report))
+            stopping = prog.patience_spent(config)
             if checkpoint is not None and checkpoint.due(epoch, last=stopping or epoch == max_epochs):
                 rngs = dist_utils.all_gather_object(rng_state())
-                if rank == 0:
-                    checkpoint.save({
-                        "epoch": epoch, "max_epochs": max_epochs, "fingerprint": fingerprint,
-                        "module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                        "shuffle_rng": train.generator.get_state() if train.generator is not None else None,
-                        "rng": rngs, "best_loss": best_loss, "best_epoch": best_epoch, "waited": waited,
-                        "best_state": best_state, "history": reports,
-                    })
+                if par.rank == 0:
+                    checkpoint.save_state(state, prog.to_dict(epoch, max_epochs), fingerprint=fingerprint,
+                                          generator=train.generator, rngs=rngs)
                 dist_utils.barrier()
             yield report
             if stop_all:
@@ -333,14 +265,17 @@ def iter_fit(
         completed = True
     finally:
         # early stopping keeps the best weights; so does any interruption (cancel, error, close)
-        if best_state is not None and (config.early_stopping or not completed):
-            module.load_state_dict(best_state)
+        if prog.best_state is not None and (config.early_stopping or not completed):
+            module.load_state_dict(prog.best_state)
         module.eval()
-        del ddp
 
 
-def _ratio(sums: tuple[float, float]) -> float:
-    return sums[0] / max(sums[1], 1)
+def _mean_loss(module: nn.Module, step: StepFn, loader: Loader | None) -> float | None:
+    """Mean per-sample loss over ``loader`` (``None`` for no loader)."""
+    if loader is None or len(loader) == 0:
+        return None
+    total, n = _loss_sums(module, step, loader)
+    return total / max(n, 1)
 
 
 def fit(

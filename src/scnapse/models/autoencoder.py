@@ -11,7 +11,12 @@ from anndata import AnnData
 
 from .._anndata import check_adata, gene_index, gene_mask, get_matrix, reindex_block
 from ..nn.autoencoder import AutoencoderModule
-from ..nn.losses import COUNT_COSTS, check_data_for_cost, gaussian_kl, reconstruction_loss
+from ..nn.losses import (
+    COUNT_COSTS,
+    check_data_for_cost,
+    gaussian_kl,
+    reconstruction_loss,
+)
 from ..train import Matrix, RunOptions, TrainConfig
 from ..train.data import is_backed, iter_row_chunks, summarize
 from ._base import BaseModel, Prepared, check_count, check_widths

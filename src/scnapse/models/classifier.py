@@ -21,12 +21,24 @@ from scipy import sparse
 
 from .._anndata import check_adata, gene_index, gene_mask, get_matrix
 from .._settings import resolve_device
-from ..nn.classifier import ClassifierModule, cross_entropy, expected_calibration_error, fit_temperature
+from ..nn.classifier import (
+    ClassifierModule,
+    cross_entropy,
+    expected_calibration_error,
+    fit_temperature,
+)
 from ..train import Loader, Matrix, RunOptions, TrainConfig
 from ..train.config import COSTS
 from ..train.data import iter_row_chunks, summarize
 from ._base import BaseModel, Prepared, check_widths
-from ._labels import UNASSIGNED, as_categorical, check_class_weight, encode_labels, labels_from_proba
+from ._labels import (
+    UNASSIGNED,
+    as_categorical,
+    check_class_weight,
+    encode_labels,
+    labels_from_proba,
+)
+from ._metrics import classification_metrics
 from ._preprocess import (
     Preprocessing,
     chunks_as_tensors,
@@ -47,23 +59,6 @@ def default_max_epochs(n_obs: int) -> int:
     """About 6,000 mini-batch steps of 32 cells on small data (early stopping usually ends
     training well before), fewer passes on large data: between 10 and 300."""
     return int(np.clip(round(200_000 / max(n_obs, 1)), 10, 300))
-
-
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
-    """Accuracy, macro-F1 (over the classes present in ``y_true``), per-class F1 and the
-    confusion matrix (rows = true class, columns = predicted; in ``classes`` order)."""
-    from sklearn.metrics import confusion_matrix, f1_score
-
-    k = len(classes)
-    present = np.unique(y_true)
-    per_class = f1_score(y_true, y_pred, labels=np.arange(k), average=None, zero_division=0)
-    return {
-        "n_cells": int(len(y_true)),
-        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else float("nan"),
-        "macro_f1": float(np.mean(per_class[present])) if len(y_true) else float("nan"),
-        "per_class_f1": {c: (float(per_class[i]) if i in present else None) for i, c in enumerate(classes)},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=np.arange(k)).tolist(),
-    }
 
 
 class CellClassifier(BaseModel):

@@ -18,11 +18,23 @@ import torch
 import torch.nn.functional as F
 from anndata import AnnData
 
-from ..nn.cnn import DEFAULT_CHANNELS, CNNClassifierModule, ContrastiveModule, ConvAutoencoderModule, augment_batch, nt_xent
+from ..nn.cnn import (
+    DEFAULT_CHANNELS,
+    CNNClassifierModule,
+    ContrastiveModule,
+    ConvAutoencoderModule,
+    augment_batch,
+    nt_xent,
+)
 from ..nn.losses import check_data_for_cost, reconstruction_loss
 from ..train import RunOptions, TrainConfig
 from ._base import BaseModel, Prepared, check_count, check_widths
-from ._labels import as_categorical, check_class_weight, encode_labels, labels_from_proba
+from ._labels import (
+    as_categorical,
+    check_class_weight,
+    encode_labels,
+    labels_from_proba,
+)
 
 TASKS = ("embed", "classify")
 EMBED_METHODS = ("autoencoder", "contrastive")

@@ -28,7 +28,13 @@ from ..nn.rnn import (
 from ..train import Loader, RunOptions, TrainConfig
 from ..ts._sequences import Sequences, get_sequences, is_irregular, time_steps
 from ._base import BaseModel, Prepared, check_count, check_widths
-from ._labels import BalancedLoader, as_categorical, check_class_weight, encode_labels, labels_from_proba
+from ._labels import (
+    BalancedLoader,
+    as_categorical,
+    check_class_weight,
+    encode_labels,
+    labels_from_proba,
+)
 
 Task = Literal["classify", "embed", "forecast"]
 TASKS = ("classify", "embed", "forecast")

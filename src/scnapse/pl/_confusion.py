@@ -5,8 +5,10 @@ import pandas as pd
 from anndata import AnnData
 
 from ._loss import _finish
+from ..pipeline.registry import step
 
 
+@step("scnapse.pl.confusion_matrix")
 def confusion_matrix(
     adata: AnnData,
     true_key: str,

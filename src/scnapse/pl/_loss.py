@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 from anndata import AnnData
+from ..pipeline.registry import step
 
 
 def _finish(fig, save, show):
@@ -18,6 +19,7 @@ def _finish(fig, save, show):
         plt.close(fig)
 
 
+@step("scnapse.pl.loss")
 def loss(adata: AnnData, key: str = "autoencoder", *, ax=None, log: bool = False,
          save: str | None = None, show: bool | None = None):
     """Train and validation loss per epoch of the step recorded in ``adata.uns[key]``.
@@ -52,6 +54,7 @@ def loss(adata: AnnData, key: str = "autoencoder", *, ax=None, log: bool = False
     return ax
 
 
+@step("scnapse.pl.embedding")
 def embedding(adata: AnnData, basis: str = "X_umap", *, color: str | None = None,
               save: str | None = None, show: bool | None = None, title: str | None = None):
     """Scatter of the first two dimensions of ``obsm[basis]`` coloured by ``obs[color]``

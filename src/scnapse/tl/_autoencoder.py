@@ -7,8 +7,10 @@ from anndata import AnnData
 
 from .._anndata import write_embedding
 from ..models.autoencoder import Autoencoder
+from ..pipeline.registry import EMBEDDING_METRICS, step
 
 
+@step("scnapse.tl.autoencoder", trains=True, metrics=EMBEDDING_METRICS)
 def autoencoder(
     adata: AnnData,
     *,

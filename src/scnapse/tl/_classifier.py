@@ -11,8 +11,10 @@ from anndata import AnnData
 from .._anndata import sanitize_for_uns
 from .._settings import logger
 from ..models.classifier import UNASSIGNED, CellClassifier, labels_from_proba
+from ..pipeline.registry import step
 
 
+@step("scnapse.tl.train_classifier", trains=True, returns_model=True, metrics=("macro_f1", "accuracy", "val_loss"))
 def train_classifier(
     ref: AnnData,
     *,
@@ -87,6 +89,7 @@ def train_classifier(
     return model
 
 
+@step("scnapse.tl.annotate", takes_model=True)
 def annotate(
     adata: AnnData,
     model: CellClassifier | str | os.PathLike,

@@ -13,8 +13,10 @@ from anndata import AnnData
 from .._anndata import sanitize_for_uns, write_embedding
 from .._settings import logger
 from ..models.image import ImageModel
+from ..pipeline.registry import EMBEDDING_METRICS, step
 
 
+@step("scnapse.tl.image_embedding", trains=True, metrics=EMBEDDING_METRICS)
 def image_embedding(
     cells: AnnData,
     *,
@@ -77,6 +79,7 @@ def image_embedding(
     return cells if copy else None
 
 
+@step("scnapse.tl.train_image_classifier", trains=True, returns_model=True)
 def train_image_classifier(
     cells: AnnData,
     *,
@@ -133,6 +136,7 @@ def train_image_classifier(
                      progress=progress, callback=callback, cancel=cancel)
 
 
+@step("scnapse.tl.annotate_images", takes_model=True)
 def annotate_images(
     cells: AnnData,
     model: ImageModel,

@@ -15,6 +15,7 @@ from anndata import AnnData
 from .._anndata import sanitize_for_uns, write_embedding
 from .._settings import logger
 from ..models.sequence import SequenceModel
+from ..pipeline.registry import EMBEDDING_METRICS, step
 
 _COMMON = """sequence_key
         ``obsm`` key of the padded sequences (n, T, features).
@@ -41,6 +42,7 @@ def _model(model) -> SequenceModel:
     return model
 
 
+@step("scnapse.tl.sequence_embedding", trains=True, metrics=EMBEDDING_METRICS)
 def sequence_embedding(
     adata: AnnData,
     *,
@@ -100,6 +102,7 @@ def sequence_embedding(
     return adata if copy else None
 
 
+@step("scnapse.tl.train_sequence_classifier", trains=True, returns_model=True)
 def train_sequence_classifier(
     adata: AnnData,
     *,
@@ -144,6 +147,7 @@ def train_sequence_classifier(
                      progress=progress, callback=callback, cancel=cancel)
 
 
+@step("scnapse.tl.annotate_sequences", takes_model=True)
 def annotate_sequences(
     adata: AnnData,
     model: SequenceModel | str | os.PathLike,
@@ -189,6 +193,7 @@ def annotate_sequences(
     return adata if copy else None
 
 
+@step("scnapse.tl.train_forecaster", trains=True, returns_model=True)
 def train_forecaster(
     adata: AnnData,
     *,
@@ -238,6 +243,7 @@ def train_forecaster(
                      callback=callback, cancel=cancel)
 
 
+@step("scnapse.tl.forecast", takes_model=True)
 def forecast(
     adata: AnnData,
     model: SequenceModel | str | os.PathLike,

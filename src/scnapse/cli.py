@@ -40,7 +40,7 @@ def _checkpointing(pipe, directory: str | None, resume: bool) -> None:
 
     found = []
     for step in pipe.steps:
-        if "resume" not in inspect.signature(get_step(step.name).func).parameters:
+        if "run" not in inspect.signature(get_step(step.name).func).parameters:  # trains a model
             continue
         if directory and not step.params.get("checkpoint_dir"):
             step.params["checkpoint_dir"] = str(Path(directory) / step.id)

@@ -35,6 +35,7 @@ import yaml
 
 from ._settings import logger
 from .train.config import TrainConfig
+from .train.run import RunOptions
 
 FORMAT_VERSION = 1
 
@@ -361,6 +362,7 @@ def _check_params(spec: StepSpec, step: Step, where: str) -> None:
     named = [n for n, p in sig.parameters.items()
              if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("adata", "data", "copy")]
     valid = set(named) | (set(TrainConfig.field_names()) if spec.train_options else set())
+    valid |= set(RunOptions.field_names()) if "run" in sig.parameters else set()
     if spec.name in MODEL_STEPS:
         valid.add("save_model")
     for key in step.params:

@@ -21,6 +21,15 @@ from ._annotate import (
 )
 from ._common import ClassWeight, layer_widths, model_default, train_model
 
+_COMMON = """sequence_key, length_key
+        ``obsm`` key of the padded sequences (n, T, features); ``obs`` column of their lengths.
+    run
+        How training runs (progress bar, callback, cancel, precision, checkpoints and resume…): a
+        :class:`scnapse.train.RunOptions`; its fields may also be given as keywords.
+    **options
+        :class:`scnapse.train.TrainConfig` fields (``lr``, ``max_epochs``, ``seed``…; see
+        :class:`scnapse.models.SequenceModel`). The cost follows from the task."""
+
 _MODEL_HIDDEN = model_default(SequenceModel, "hidden")
 #: the recurrent layers' widths by default (the model's), as a sequence of widths
 _HIDDEN = (_MODEL_HIDDEN,) if isinstance(_MODEL_HIDDEN, int) else tuple(_MODEL_HIDDEN)
@@ -78,23 +87,16 @@ def sequence_embedding(
         FutureWarning), depth and direction(s) of the encoder.
     use_time
         Add the time since the previous step as an input; ``None``: when steps are uneven.
-    sequence_key, length_key
-        ``obsm`` key of the padded sequences (n, T, features); ``obs`` column of their lengths.
     key_added
         ``obsm[key_added]`` and ``uns[key_added]``; default ``obsm["X_rnn"]``, ``uns["rnn"]``.
     copy
         Work on a copy and return it.
-    run
-        How training runs (progress bar, callback, cancel, precision, checkpoints and resume…): a
-        :class:`scnapse.train.RunOptions`; its fields may also be given as keywords.
-    **options
-        :class:`scnapse.train.TrainConfig` fields (``lr``, ``max_epochs``, ``seed``…; see
-        :class:`scnapse.models.SequenceModel`). The cost follows from the task.
+    {common}
 
     Returns
     -------
     ``None`` or the copy. Writes ``obsm["X_rnn"]`` (n, n_latent) and ``uns["rnn"]`` =
-    ``{"params", "history"}``.
+    ``{{"params", "history"}}``.
     """
     if copy:
         adata = adata.copy()
@@ -137,14 +139,7 @@ def train_sequence_classifier(
     class_weight
         ``"balanced"`` for rare classes (weights ∝ 1 / class frequency), ``"sampling"``
         (class-balanced mini-batches, where the model supports them) or ``None``: equal weights.
-    sequence_key, length_key
-        ``obsm`` key of the padded sequences (n, T, features); ``obs`` column of their lengths.
-    run
-        How training runs (progress bar, callback, cancel, precision, checkpoints and resume…): a
-        :class:`scnapse.train.RunOptions`; its fields may also be given as keywords.
-    **options
-        :class:`scnapse.train.TrainConfig` fields (``lr``, ``max_epochs``, ``seed``…; see
-        :class:`scnapse.models.SequenceModel`). The cost follows from the task.
+    {common}
 
     Returns
     -------
@@ -241,14 +236,7 @@ def train_forecaster(
         Probability of reading the true previous value at a decoder step during training.
     use_time
         Add the time since the previous step as an input; ``None``: when steps are uneven.
-    sequence_key, length_key
-        ``obsm`` key of the padded sequences (n, T, features); ``obs`` column of their lengths.
-    run
-        How training runs (progress bar, callback, cancel, precision, checkpoints and resume…): a
-        :class:`scnapse.train.RunOptions`; its fields may also be given as keywords.
-    **options
-        :class:`scnapse.train.TrainConfig` fields (``lr``, ``max_epochs``, ``seed``…; see
-        :class:`scnapse.models.SequenceModel`). The cost follows from the task.
+    {common}
 
     Returns
     -------
@@ -299,3 +287,7 @@ def forecast(
                                              "features": list(model.features)})
     logger.info(f"    added 'obsm[{key_added!r}]' ({pred.shape[1]} steps × {pred.shape[2]} features)")
     return adata if copy else None
+
+
+for _f in (sequence_embedding, train_sequence_classifier, train_forecaster):
+    _f.__doc__ = _f.__doc__.format(common=_COMMON)

@@ -203,7 +203,7 @@ class ImageModelWidget(StepPanel):
         return [Call("scnapse.tl.train_image_classifier", {"labels_key": ANNOTATION_KEY, "channels": self._channels(),
                                                            **train},
                      trains=True, func=tl.train_image_classifier, record=False, returns="image_classifier"),
-                Call("scnapse.tl.annotate_images", {"model": ModelRef("image_classifier")},
+                Call("scnapse.tl.annotate_images", {"model": ModelRef("image_classifier"), "key_added": "predicted_class"},
                      func=tl.annotate_images, record=False)]
 
     def show_results(self, layer, calls):

@@ -108,7 +108,7 @@ class TimeCourseWidget(StepPanel):
         from .. import tl
 
         train = self.train_options.values()
-        common = {"cell": self.cell.value, "hidden": int(self.hidden.value)}
+        common = {"cell": self.cell.value, "hidden": [int(self.hidden.value)]}
         if self.task.value == EMBED:
             return [Call("scnapse.tl.sequence_embedding", {"n_latent": int(self.n_latent.value), **common, **train},
                          trains=True)]

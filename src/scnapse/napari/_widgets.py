@@ -260,8 +260,6 @@ class CellClassifierWidget(StepPanel):
     def make_options(self):
         from magicgui.widgets import FileEdit
 
-        from ..models.classifier import CLASS_BALANCES
-
         self.mode = ComboBox(label="model", choices=[TRAIN_NEW, LOAD_SAVED], value=TRAIN_NEW)
         self.labels_key = ComboBox(label="labels (obs)", choices=[], nullable=True,
                                    tooltip="The obs column with the cell types to learn (cells without a label are "
@@ -273,14 +271,14 @@ class CellClassifierWidget(StepPanel):
         defaults = _defaults(train_classifier)
         self.hidden = LineEdit(label="hidden layers", value=", ".join(str(h) for h in defaults["hidden"]),
                                tooltip="Widths; empty = logistic regression.")
-        self.class_balance = ComboBox(label="class balance", choices=list(CLASS_BALANCES),
-                                      value=defaults["class_balance"])
+        self.class_weight = ComboBox(label="class weight", choices=[("balanced", "balanced"), ("sampling", "sampling"),
+                                                                    ("none", None)], value=defaults["class_weight"])
         self.key_added = LineEdit(label="key added", value="predicted")
         self.min_confidence = FloatSpinBox(label="min confidence", value=0.5, min=0.0, max=1.0, step=0.05)
         self.min_typicality = FloatSpinBox(label="min typicality", value=0.01, min=0.0, max=1.0, step=0.01)
         self.mode.changed.connect(self._visibility)
         self._visibility()
-        return Container(widgets=[self.mode, self.labels_key, self.model_path, self.hidden, self.class_balance,
+        return Container(widgets=[self.mode, self.labels_key, self.model_path, self.hidden, self.class_weight,
                                   self.key_added, self.min_confidence, self.min_typicality], labels=True)
 
     def make_train_options(self):
@@ -290,7 +288,7 @@ class CellClassifierWidget(StepPanel):
 
     def _visibility(self, *_):
         training = self.mode.value == TRAIN_NEW
-        for w in (self.labels_key, self.hidden, self.class_balance):
+        for w in (self.labels_key, self.hidden, self.class_weight):
             w.visible = training
         self.model_path.visible = not training
         if getattr(self, "train_options", None) is not None:
@@ -334,7 +332,7 @@ class CellClassifierWidget(StepPanel):
             hidden = [int(t) for t in text]
         except ValueError:
             raise ValueError(f"hidden layers: {self.hidden.value!r} must be whole numbers, e.g. '256, 128'.") from None
-        train = {"labels_key": self.labels_key.value, "hidden": hidden, "class_balance": self.class_balance.value,
+        train = {"labels_key": self.labels_key.value, "hidden": hidden, "class_weight": self.class_weight.value,
                  **self.train_options.values()}
         return [Call("scnapse.tl.train_classifier", train, trains=True, func=tl.train_classifier, record=False,
                      returns="classifier"),

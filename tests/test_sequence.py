@@ -227,7 +227,7 @@ def _with_garbage_padding(adata, value):
 @pytest.mark.parametrize("task", ["classify", "embed", "forecast"])
 def test_padding_never_reaches_losses_or_predictions(task):
     seqs = sn.ts.simulate_oscillations(40, min_length=5, max_length=20, seed=3)
-    opts = dict(hidden=8, max_epochs=2, batch_size=16, **OPTS)
+    opts = dict(hidden=(8,), max_epochs=2, batch_size=16, **OPTS)
     if task == "forecast":
         opts["horizon"] = 2
     garbage = _with_garbage_padding(seqs, 1e6)
@@ -287,10 +287,10 @@ def test_irregular_steps_add_time_as_a_feature():
     df = tracks_table()
     df = pd.concat([df.assign(track_id=df.track_id + 100 * k, volume=df.volume + k) for k in range(4)])
     seqs = sn.ts.from_tracks(df, features=["intensity_mean", "volume"])
-    model = SequenceModel("embed", hidden=4, n_latent=2, max_epochs=1, **OPTS).fit(seqs, progress=False)
+    model = SequenceModel("embed", hidden=(4,), n_latent=2, max_epochs=1, **OPTS).fit(seqs, progress=False)
     assert model.use_time_ and model.n_in == 3 and model.params["use_time"] is True
     regular = sn.ts.simulate_oscillations(20, seed=5)
-    assert not SequenceModel("embed", hidden=4, n_latent=2, max_epochs=1, **OPTS).fit(regular, progress=False).use_time_
+    assert not SequenceModel("embed", hidden=(4,), n_latent=2, max_epochs=1, **OPTS).fit(regular, progress=False).use_time_
 
 
 def test_sequence_steps_run_in_a_pipeline(tmp_path):

@@ -149,7 +149,7 @@ def test_class_weight_vocabulary_is_shared_and_old_names_still_work():
     for cls in (CellClassifier, ImageModel, SequenceModel):
         with pytest.raises(ValueError, match="class_weight='smote'.*balanced"):
             cls(class_weight="smote")
-    with pytest.warns(FutureWarning, match="class_weight='sampling'"):
+    with pytest.warns(FutureWarning, match="class_balance='sampling' is now class_weight='sampling'"):
         old = CellClassifier(hidden=(4,), class_balance="sampling", max_epochs=2, seed=0)
     new = CellClassifier(hidden=(4,), class_weight="sampling", max_epochs=2, seed=0)
     old.fit(adata, labels_key="cell_type", progress=False)

@@ -39,7 +39,7 @@ CASES = {
     "scnapse.tl.image_embedding": ("cells", {}, {"channels": [[4], [4, 8]]}),
     "scnapse.tl.train_image_classifier": ("cells", {"labels_key": "annotation"}, {"channels": [[4], [4, 8]]}),
     "scnapse.tl.sequence_embedding": ("sequences", {}, {"n_latent": {"int": [2, 3]}}),
-    "scnapse.tl.train_sequence_classifier": ("sequences", {"labels_key": "label"}, {"n_layers": [1, 2]}),
+    "scnapse.tl.train_sequence_classifier": ("sequences", {"labels_key": "label"}, {"hidden": [[4], [4, 4]]}),
     "scnapse.tl.train_forecaster": ("sequences", {}, {"horizon": {"int": [1, 2]}}),
 }
 

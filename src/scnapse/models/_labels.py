@@ -55,10 +55,11 @@ def check_class_weight(class_weight, class_balance=None) -> str | None:
     if class_balance is not None:
         if class_balance not in _OLD_CLASS_BALANCE:
             raise ValueError(
-                f"class_balance={class_balance!r} is not valid; use class_weight= with one of {list(CLASS_WEIGHTS)}."
+                f"class_balance={class_balance!r} is not valid; use class_weight= one of {list(CLASS_WEIGHTS)}."
             )
         warnings.warn(
-            f"class_balance={class_balance!r} is deprecated; use class_weight={_OLD_CLASS_BALANCE[class_balance]!r}.",
+            f"class_balance={class_balance!r} is now class_weight={_OLD_CLASS_BALANCE[class_balance]!r}; "
+            "class_balance= will be removed.",
             FutureWarning, stacklevel=3,
         )
         class_weight = _OLD_CLASS_BALANCE[class_balance]

@@ -32,22 +32,26 @@ def train_model(cls, adata, *, run: RunOptions | None, options: dict, fit: dict,
     return model.fit(adata, **fit, run=run)
 
 
-def layer_widths(hidden, *, step: str) -> tuple[int, ...]:
-    """``hidden`` as a tuple of widths. A single integer (the recurrent steps' old form) is still
-    read, as one layer of that width, with a FutureWarning."""
-    if isinstance(hidden, bool):
+def layer_widths(hidden, *, step: str, n_layers: int | None = None) -> tuple[int, ...]:
+    """``hidden`` as a tuple of widths. The recurrent steps' old forms are still read, with a
+    FutureWarning: a single integer (one layer of that width) and ``n_layers`` (that many layers
+    of one width)."""
+    if isinstance(hidden, bool) or isinstance(hidden, str) or not isinstance(hidden, (int, Sequence)):
         raise ValueError(f"hidden={hidden!r} must be a sequence of layer widths, e.g. (64,).")
-    if isinstance(hidden, int):
+    widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    if n_layers is not None and len(widths) == 1:
+        widths = widths * int(n_layers)
+    elif n_layers is not None and int(n_layers) != len(widths):
+        raise ValueError(f"n_layers={n_layers} disagrees with hidden={hidden!r} (one width per layer); "
+                         "leave n_layers out.")
+    if isinstance(hidden, int) or n_layers is not None:
         warnings.warn(
-            f"{step}(hidden={hidden}) is now hidden=({hidden},): a sequence of widths, as in every "
-            "model family. A single integer will not be accepted in a future version.",
+            f"{step}(hidden={hidden!r}{'' if n_layers is None else f', n_layers={n_layers}'}) is now "
+            f"hidden={widths}: one width per layer, as in every model family.",
             FutureWarning,
             stacklevel=4,  # the caller of the step
         )
-        return (hidden,)
-    if not isinstance(hidden, Sequence) or isinstance(hidden, str):
-        raise ValueError(f"hidden={hidden!r} must be a sequence of layer widths, e.g. (64,).")
-    return tuple(hidden)
+    return widths
 
 
 def class_weight_option(class_weight, options: dict, *, default) -> str | None:

@@ -39,7 +39,7 @@ def _train(adata, task: str, *, step: str, hidden, run, options, sequence_key, l
            **model_args):
     """Train a ``SequenceModel`` for ``task`` (the public ``step``); ``hidden`` is a sequence of
     widths (a single integer warns)."""
-    hidden = layer_widths(hidden, step=step)
+    hidden = layer_widths(hidden, step=step, n_layers=model_args.pop("n_layers", None))
     fit = {"sequence_key": sequence_key, "length_key": length_key}
     if labels_key is not None:
         fit["labels_key"] = labels_key
@@ -54,7 +54,7 @@ def sequence_embedding(
     n_latent: int = 8,
     cell: str = "gru",
     hidden: Sequence[int] = _HIDDEN,
-    n_layers: int = 1,
+    n_layers: int | None = None,
     bidirectional: bool = True,
     use_time: bool | None = None,
     sequence_key: str = "sequence",
@@ -79,9 +79,12 @@ def sequence_embedding(
         Size of the embedding.
     cell
         ``"gru"`` or ``"lstm"``.
-    hidden, n_layers, bidirectional
-        Recurrent layer widths (a sequence, e.g. ``(64,)``; a single integer is still read, with a
-        FutureWarning), depth and direction(s) of the encoder.
+    hidden, bidirectional
+        Widths of the stacked recurrent layers (a sequence, e.g. ``(64,)`` or ``(64, 64)``; a
+        single integer is still read, with a FutureWarning) and direction(s) of the encoder.
+    n_layers
+        Old form of the depth (``hidden=(64,), n_layers=2`` is ``hidden=(64, 64)``), with a
+        FutureWarning.
     use_time
         Add the time since the previous step as an input; ``None``: when steps are uneven.
     key_added
@@ -112,7 +115,7 @@ def train_sequence_classifier(
     labels_key: str,
     cell: str = "lstm",
     hidden: Sequence[int] = _HIDDEN,
-    n_layers: int = 1,
+    n_layers: int | None = None,
     bidirectional: bool = True,
     use_time: bool | None = None,
     class_weight: ClassWeight | None = None,
@@ -207,7 +210,7 @@ def train_forecaster(
     horizon: int = 3,
     cell: str = "gru",
     hidden: Sequence[int] = _HIDDEN,
-    n_layers: int = 1,
+    n_layers: int | None = None,
     teacher_forcing: float = 0.5,
     use_time: bool | None = None,
     sequence_key: str = "sequence",

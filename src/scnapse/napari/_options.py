@@ -19,12 +19,12 @@ import inspect
 import typing
 from dataclasses import dataclass
 
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Container, LineEdit, SpinBox, create_widget
 
 from .._settings import logger
 from ..train.config import TrainConfig
 from ..train.run import RUN_OPTIONS
-from ._train_options import AUTO, FLOAT_MAX, INT_MAX, is_auto, param_docs
+from ._train_options import AUTO, FLOAT_MAX, INT_MAX, float_box, is_auto, param_docs
 
 #: parameters no panel shows: how a run is carried out, and in-place vs copy
 SKIP = frozenset({"copy", "run", *RUN_OPTIONS})
@@ -287,8 +287,7 @@ class StepOptions:
             return SpinBox(value=default, min=1 if lo is None else lo, max=INT_MAX if hi is None else hi,
                            step=step or 1, **common)
         if kind == "float":
-            return FloatSpinBox(value=float(default), min=0.0 if lo is None else lo,
-                                max=FLOAT_MAX if hi is None else hi, step=step or 0.1, **common)
+            return float_box(default, 0.0 if lo is None else lo, FLOAT_MAX if hi is None else hi, step, **common)
         if kind in ("bool", "str"):
             return create_widget(value=default, annotation=bool if kind == "bool" else str, name=name, label=label,
                                  options={"tooltip": tooltip})

@@ -150,8 +150,7 @@ class TrainOptions(Container):
         if name in LOG_FIELDS:
             return ScientificEntry(value, bound=bound, **{**common, "tooltip": tooltip + " (e.g. 1e-4)"})
         if hint is float:
-            return FloatSpinBox(value=float(value), min=bound.min, max=FLOAT_MAX if bound.max is None else bound.max,
-                                step=bound.step, **common)
+            return float_box(value, bound.min, FLOAT_MAX if bound.max is None else bound.max, bound.step, **common)
         if int in (hint, *typing.get_args(hint)):
             return self._int_box(name, value, bound, type(None) in typing.get_args(hint), common)
         return LineEdit(value=str(value), **common)
@@ -219,3 +218,18 @@ class TrainOptions(Container):
 def is_auto(widget) -> bool:
     """Whether ``widget`` is a spin box whose minimum means ``None`` (shown as "auto")."""
     return isinstance(widget, SpinBox) and widget.native.specialValueText() == AUTO
+
+
+def float_box(value: float, lo: float, hi: float, step: float | None, **kwargs) -> FloatSpinBox:
+    """A spin box of ``lo`` to ``hi`` with as many decimals as they and ``step`` need (Qt rounds
+    the range to the decimals: 0.9999 would become 1 with two)."""
+
+    def decimals(x) -> int:
+        text = f"{x:.10f}".rstrip("0")
+        return len(text.split(".")[1])
+
+    box = FloatSpinBox(value=lo, step=step or 0.1, **kwargs)
+    box.native.setDecimals(max(2, *(decimals(x) for x in (lo, hi, step or 0.1))))
+    box.min, box.max = lo, hi
+    box.value = float(value)
+    return box

@@ -24,7 +24,7 @@ from magicgui.widgets import ComboBox, Container, LineEdit, SpinBox, create_widg
 from .._settings import logger
 from ..train.config import TrainConfig
 from ..train.run import RUN_OPTIONS
-from ._train_options import AUTO, FLOAT_MAX, INT_MAX, float_box, is_auto, param_docs
+from ._train_options import AUTO, FLOAT_MAX, INT_MAX, AutoSpinBox, float_box, is_auto, param_docs
 
 #: parameters no panel shows: how a run is carried out, and in-place vs copy
 SKIP = frozenset({"copy", "run", *RUN_OPTIONS})
@@ -33,7 +33,7 @@ LABELS = {"n_latent": "latent size", "hidden": "hidden layers", "key_added": "ke
           "pca_init": "start from PCA", "beta": "β (VAE KL weight)", "layer": "data", "class_weight": "class weight",
           "class_balance": "class balance", "n_layers": "recurrent layers", "cell": "recurrent cell",
           "use_time": "use time", "horizon": "forecast steps", "channels": "conv channels", "size": "crop size (px)",
-          "normalize": "normalise", "log_normalize": "log-normalise", "use_highly_variable": "highly variable genes",
+          "normalize": "normalise", "log_normalize": "log-normalise", "use_highly_variable": "HVGs only",
           "min_confidence": "min confidence", "min_typicality": "min typicality", "n_comps": "PCA components",
           "n_neighbors": "neighbours (UMAP)", "perplexity": "perplexity (t-SNE)", "random_state": "seed"}
 #: the GUI's range (min, max, step) of bounded step options; the step checks the value itself
@@ -280,9 +280,9 @@ class StepOptions:
             return LineEdit(value="" if default is None else str(default), **common)
         if kind == "optional_int":
             lo = 0 if lo is None else lo
-            w = SpinBox(value=lo if default is None else default, min=lo, max=INT_MAX if hi is None else hi, **common)
-            w.native.setSpecialValueText(AUTO)  # the minimum shows as "auto" and means None
-            return w
+            common["label"] = f"{label} ({lo} = {AUTO})"
+            return AutoSpinBox(value=lo if default is None else default, min=lo, max=INT_MAX if hi is None else hi,
+                               **common)
         if kind == "int":
             return SpinBox(value=default, min=1 if lo is None else lo, max=INT_MAX if hi is None else hi,
                            step=step or 1, **common)
@@ -410,4 +410,6 @@ def form(*parts) -> Container:
     widgets = []
     for part in parts:
         widgets += list(part.widgets.values()) if isinstance(part, StepOptions) else [part]
-    return Container(widgets=widgets, labels=True)
+    out = Container(labels=True)
+    out.extend(widgets)  # added after construction, so that magicgui lines the labels up
+    return out

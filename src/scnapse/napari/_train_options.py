@@ -25,7 +25,7 @@ LOG_FIELDS = ("lr", "l1", "l2", "weight_decay")
 #: largest value a spin box offers where TrainConfig sets no upper bound (Qt's spin boxes need one)
 INT_MAX, FLOAT_MAX = 2**31 - 1, 1e6
 LABELS = {"lr": "learning rate", "l1": "L1 penalty", "l2": "L2 penalty", "input_noise": "input noise",
-          "max_epochs": "epochs", "early_stopping": "early stopping (patience, 0 = off)",
+          "max_epochs": "epochs (0 = auto)", "early_stopping": "early stopping (0 = off)",
           "validation_fraction": "validation fraction", "lr_schedule": "lr schedule",
           "batch_norm": "batch norm", "weight_decay": "weight decay", "batch_size": "batch size"}
 AUTO = "auto"
@@ -158,17 +158,16 @@ class TrainOptions(Container):
     @staticmethod
     def _int_box(name, value, bound, optional, common):
         """A spin box of an integer field. ``None`` (``max_epochs``: the step picks) shows as the
-        minimum, one below the bound, labelled "auto"; a ``seed`` of ``None`` shows the settings' seed."""
+        minimum, one below the bound ("0 = auto" in the label); a ``seed`` of ``None`` shows the settings'
+        seed."""
         if name == "seed":
             from .._settings import settings
 
             optional, value = False, int(settings.seed) if value is None else value
         lo = bound.min - 1 if optional else bound.min
-        box = SpinBox(value=lo if value is None else int(value), min=lo,
-                      max=INT_MAX if bound.max is None else bound.max, step=bound.step, **common)
-        if optional:
-            box.native.setSpecialValueText(AUTO)
-        return box
+        return (AutoSpinBox if optional else SpinBox)(value=lo if value is None else int(value), min=lo,
+                                                      max=INT_MAX if bound.max is None else bound.max,
+                                                      step=bound.step, **common)
 
     def _update_visibility(self, *_):
         self._fields["momentum"].visible = self._fields["optimizer"].value in MOMENTUM_OPTIMIZERS
@@ -215,9 +214,13 @@ class TrainOptions(Container):
                 w.value = value
 
 
+class AutoSpinBox(SpinBox):
+    """A spin box of an optional whole number: its minimum means ``None`` (the step chooses)."""
+
+
 def is_auto(widget) -> bool:
-    """Whether ``widget`` is a spin box whose minimum means ``None`` (shown as "auto")."""
-    return isinstance(widget, SpinBox) and widget.native.specialValueText() == AUTO
+    """Whether ``widget`` is a spin box whose minimum means ``None``."""
+    return isinstance(widget, AutoSpinBox)
 
 
 def float_box(value: float, lo: float, hi: float, step: float | None, **kwargs) -> FloatSpinBox:

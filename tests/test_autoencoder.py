@@ -274,6 +274,7 @@ def test_principal_components_on_few_cells_many_genes():
     np.testing.assert_allclose(mean.numpy(), X.mean(0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_pca_init_beats_a_plain_autoencoder_on_real_data():
     """Biology on real data (pbmc160, 8 types × 20 cells): starting from PCA keeps the types apart
     far better than a plain MLP autoencoder, whose early stopping ends it before it has learnt them."""
@@ -294,6 +295,7 @@ def test_pca_init_beats_a_plain_autoencoder_on_real_data():
     assert default > plain + 0.02  # plain: 0.80 (seeds 0-5: 0.76-0.83, with PCA 0.86-0.91)
 
 
+@pytest.mark.slow
 def test_natural_model_follows_the_data(counts_adata, lognorm_adata, tiny):
     """Raw counts get the negative-binomial VAE, log data the mse autoencoder; options override."""
     a = sn.tl.autoencoder(counts_adata, copy=True, **tiny)

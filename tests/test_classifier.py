@@ -57,6 +57,7 @@ def test_learns_synthetic(synthetic):
     assert set(model.classes) == set(ref.obs["cell_type"].astype(str))
 
 
+@pytest.mark.slow
 def test_learns_pbmc68k_and_writes_uns(pbmc68k_model):
     ref, query, model = pbmc68k_model
     truth = query.obs["bulk_labels"].astype(str).to_numpy()
@@ -75,6 +76,7 @@ def test_learns_pbmc68k_and_writes_uns(pbmc68k_model):
     assert len(rec["history"]["train_loss"]) >= 1
 
 
+@pytest.mark.slow
 def test_learns_pbmc160():
     adata = sn.datasets.pbmc160()
     ref, query = _split(adata, "cell_type")
@@ -84,6 +86,7 @@ def test_learns_pbmc160():
 
 
 # -- calibration -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_temperature_scaling_lowers_ece(pbmc68k_model):
     _, query, model = pbmc68k_model
     m = model.metrics
@@ -109,6 +112,7 @@ def test_fit_temperature_recovers_overconfidence():
 
 
 # -- annotate ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_annotate_writes_keys_and_copy_leaves_input(pbmc68k_model):
     _, query, model = pbmc68k_model
     before = query.copy()
@@ -131,6 +135,7 @@ def test_annotate_writes_keys_and_copy_leaves_input(pbmc68k_model):
     np.testing.assert_array_equal(lax.obs["l"].astype(str), model.predict(query))
 
 
+@pytest.mark.slow
 def test_unassigned_for_a_cell_type_never_seen():
     adata = sn.datasets.pbmc68k()
     held = "CD19+ B"
@@ -216,6 +221,24 @@ def test_scaled_model_and_class_balance_options(synthetic):
     dense = query.copy()
     dense.X = query.X.toarray()
     np.testing.assert_allclose(m.predict_proba(dense), m.predict_proba(query), rtol=1e-4, atol=1e-5)
+
+
+def test_train_classifier_class_weight_and_its_old_name(synthetic):
+    ref, _, _ = synthetic
+    opts = {"hidden": (16,), **FAST, "max_epochs": 3}
+    for weight, balance in (("balanced", "weights"), ("sampling", "sampling"), (None, "none")):
+        new = sn.tl.train_classifier(ref.copy(), labels_key="cell_type", class_weight=weight, **opts)
+        with pytest.warns(FutureWarning, match=f"class_balance={balance!r} is now class_weight={weight!r}"):
+            old = sn.tl.train_classifier(ref.copy(), labels_key="cell_type", class_balance=balance, **opts)
+        assert new.history.train_loss == old.history.train_loss  # the same training
+    assert sn.tl.train_classifier(ref.copy(), labels_key="cell_type", class_weight=None, **opts).history.train_loss \
+        != sn.tl.train_classifier(ref.copy(), labels_key="cell_type", **opts).history.train_loss
+    with pytest.raises(ValueError, match="class_weight='smote'.*balanced"):
+        sn.tl.train_classifier(ref, labels_key="cell_type", class_weight="smote", **opts)
+    with pytest.raises(ValueError, match="class_balance='smote'"):
+        sn.tl.train_classifier(ref, labels_key="cell_type", class_balance="smote", **opts)
+    with pytest.raises(TypeError, match="class_weight= only"):
+        sn.tl.train_classifier(ref, labels_key="cell_type", class_weight=None, class_balance="none", **opts)
 
 
 def test_same_seed_same_numbers(synthetic):
@@ -338,6 +361,7 @@ def test_bad_data_and_options(counts_adata, synthetic):
 
 
 # -- plot and pipeline -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_confusion_matrix_plot(pbmc68k_model, tmp_path):
     _, query, model = pbmc68k_model
     q = sn.tl.annotate(query, model, copy=True)

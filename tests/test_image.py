@@ -239,7 +239,7 @@ def test_real_images_end_to_end():
     assert model.params["n_labelled"] == 20
     sn.tl.annotate_images(cells, model)
     a9 = cells[cells.obs["plate"] == "bbbc007_a9"]
-    table = sn.im.class_table(a9, "predicted_class")
+    table = sn.im.class_table(a9, "predicted")
     painted = sn.im.paint_classes(sn.im.sample_image("bbbc007_a9")[1], table)
     assert set(np.unique(painted)) <= {0, 1, 2} and (painted > 0).sum() == a9.obs["area"].sum()
 
@@ -278,18 +278,27 @@ def test_augmentation():
 # -- classifier ---------------------------------------------------------------------------------
 def test_classifier_learns_texture_from_20_cells_per_class(texture_cells, texture_model):
     # training read the cells and wrote nothing into them
-    assert "predicted_class" not in texture_cells.obs and set(texture_cells.obsm.keys()) == {"crops", "spatial"}
+    assert "predicted" not in texture_cells.obs and set(texture_cells.obsm.keys()) == {"crops", "spatial"}
     cells = texture_cells.copy()
     sn.tl.annotate_images(cells, texture_model)
     held_out = cells.obs["annotation"].isna().to_numpy()
     assert held_out.sum() == 60
-    pred = cells.obs["predicted_class"].astype(str).to_numpy()
+    pred = cells.obs["predicted"].astype(str).to_numpy()
     accuracy = (pred[held_out] == cells.obs["truth"].to_numpy()[held_out]).mean()
     assert accuracy >= 0.95, accuracy
-    assert list(cells.obs["predicted_class"].cat.categories) == ["speckled", "striped"]
-    proba = cells.obsm["predicted_class_probabilities"]
+    # every annotate* step: the classes and "Unassigned" (min_confidence=0 here: none), a
+    # probability table with one column per class
+    assert list(cells.obs["predicted"].cat.categories) == ["speckled", "striped", "Unassigned"]
+    assert (pred != "Unassigned").all()
+    proba = cells.obsm["predicted_probabilities"]
+    assert list(proba.columns) == ["speckled", "striped"] and (proba.index == cells.obs_names).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
-    np.testing.assert_allclose(cells.obs["predicted_class_confidence"], proba.max(axis=1))
+    np.testing.assert_allclose(cells.obs["predicted_confidence"], proba.max(axis=1), rtol=1e-6)
+    threshold = float(np.median(cells.obs["predicted_confidence"]))
+    strict = sn.tl.annotate_images(cells, texture_model, min_confidence=threshold, key_added="strict", copy=True)
+    unassigned = (strict.obs["strict"] == "Unassigned").to_numpy()
+    np.testing.assert_array_equal(unassigned, strict.obs["strict_confidence"].to_numpy() < threshold)
+    assert unassigned.any() and strict.uns["strict"]["params"]["min_confidence"] == threshold
     p = texture_model.params
     assert p["n_labelled"] == 40 and p["augment"] == ["flip", "rot90", "intensity"]
     assert p["n_train"] + p["n_validation"] == 40 and p["seed"] == 0 and p["crop"]["size"] == 32
@@ -301,7 +310,10 @@ def test_paint_back_table_colours_and_image(texture_cells, texture_model):
     table = sn.im.class_table(cells, "kind")
     assert list(table.index) == list(cells.obs["label"])
     assert set(table.columns) >= {"label", "class", "class_id", "color", "kind_confidence"}
-    assert table.attrs["colors"] == dict(zip(["speckled", "striped"], cells.uns["kind_colors"]))
+    categories = list(cells.obs["kind"].cat.categories)
+    assert categories == ["speckled", "striped", "Unassigned"]
+    assert table.attrs["colors"] == dict(zip(categories, cells.uns["kind_colors"]))
+    assert table.attrs["colors"]["Unassigned"] == "#808080"  # grey, as unclassified objects
     colors = sn.im.label_colors(table)
     assert colors[0][3] == 0 and colors[None][3] == 0
     first = int(table["label"].iloc[0])
@@ -320,7 +332,7 @@ def test_paint_back_table_colours_and_image(texture_cells, texture_model):
     feats = sn.im.label_features(cells, obs_keys=["area", "kind"])
     assert list(feats.columns[:3]) == ["label", "area", "kind"]
     assert list(feats.index) == list(cells.obs["label"])
-    np.testing.assert_array_equal(feats["kind_probabilities_1"], cells.obsm["kind_probabilities"][:, 1])
+    np.testing.assert_array_equal(feats["kind_probabilities_1"], cells.obsm["kind_probabilities"]["striped"])
     assert not any(c.startswith("crops") for c in feats.columns)
 
 
@@ -341,6 +353,13 @@ def test_same_seed_same_model_and_save_load(texture_cells, tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(texture_cells), pa, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.transform(texture_cells), a.transform(texture_cells), rtol=1e-5, atol=1e-6)
     assert loaded.history.epoch == [1, 2] and loaded.params["n_validation"] == 0
+    # annotate_images takes the saved folder as well as the model
+    by_path = sn.tl.annotate_images(texture_cells, str(tmp_path / "m"), copy=True)
+    by_model = sn.tl.annotate_images(texture_cells, a, copy=True)
+    assert (by_path.obs["predicted"] == by_model.obs["predicted"]).all()
+    assert by_path.uns["predicted"]["params"]["model"] == str(tmp_path / "m")
+    with pytest.raises(TypeError, match="ImageModel or the folder"):
+        sn.tl.annotate_images(texture_cells, object())
     with pytest.raises(ValueError, match="Autoencoder"):
         sn.models.Autoencoder.load(tmp_path / "m")
 

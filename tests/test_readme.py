@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_ten_line_example_runs(tmp_path, monkeypatch):
     text = README.read_text()
     section = text[text.index("## In ten lines"):]

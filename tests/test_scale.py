@@ -69,6 +69,7 @@ def test_backed_loader_reads_chunks_and_matches_in_memory(tmp_path):
     backed.file.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["h5ad", "zarr"])
 def test_backed_chunks_give_the_in_memory_embedding(tmp_path, store):
     adata = make_counts(150, 20)
@@ -221,6 +222,7 @@ def test_shard_splits_every_global_batch():
         base.shard(3, 3)
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     """torchrun --nproc_per_node 2 (gloo): the same global batches, so the same training as one
     process within 1e-4 (float summation order); a seeded run repeats exactly; a killed DDP run

@@ -153,8 +153,8 @@ def test_from_timecourse_modes_on_hsmm():
 def test_classifier_tells_oscillation_frequencies_apart(tmp_path):
     train = sn.ts.simulate_oscillations(240, max_length=40, seed=0)
     test = sn.ts.simulate_oscillations(200, max_length=40, seed=1)
-    model = sn.tl.train_sequence_classifier(train, labels_key="label", cell="lstm", bidirectional=True, hidden=16,
-                                            max_epochs=12, lr=1e-2, batch_size=32, **FAST)
+    model = sn.tl.train_sequence_classifier(train, labels_key="label", cell="lstm", bidirectional=True,
+                                            hidden=(16,), max_epochs=12, lr=1e-2, batch_size=32, **FAST)
     sn.tl.annotate_sequences(test, model, key_added="pred")
     acc = (test.obs["pred"].astype(str) == test.obs["label"].astype(str)).mean()
     assert acc >= 0.95, acc
@@ -165,13 +165,20 @@ def test_classifier_tells_oscillation_frequencies_apart(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(test), model.predict_proba(test), atol=1e-6)
     other = test.copy()
     sn.tl.annotate_sequences(other, str(tmp_path / "clf"))  # a saved folder works as the model
-    assert (other.obs["predicted_label"] == test.obs["pred"]).all()
+    assert (other.obs["predicted"] == test.obs["pred"]).all()  # the default key, as every annotate* step
+    assert list(other.obs["predicted"].cat.categories) == [*model.classes, "Unassigned"]
+    assert list(other.obsm["predicted_probabilities"].columns) == list(model.classes)
+    assert other.uns["predicted"]["params"]["model"] == str(tmp_path / "clf")
+    threshold = float(np.median(test.obs["pred_confidence"]))
+    strict = sn.tl.annotate_sequences(test, model, key_added="strict", min_confidence=threshold, copy=True)
+    unassigned = (strict.obs["strict"] == "Unassigned").to_numpy()
+    np.testing.assert_array_equal(unassigned, strict.obs["strict_confidence"].to_numpy() < threshold)
 
 
 def test_forecaster_beats_persistence_on_damped_oscillations(tmp_path):
     train = sn.ts.simulate_damped(120, length=30, seed=0)
     test = sn.ts.simulate_damped(60, length=30, seed=1)
-    fc = sn.tl.train_forecaster(train, horizon=3, hidden=16, max_epochs=8, lr=1e-2, batch_size=128, **FAST)
+    fc = sn.tl.train_forecaster(train, horizon=3, hidden=(16,), max_epochs=8, lr=1e-2, batch_size=128, **FAST)
     cut, truth, last = held_out_last(test, 3)
     sn.tl.forecast(cut, fc)
     assert cut.obsm["forecast"].shape == (60, 3, 1)
@@ -186,7 +193,7 @@ def test_embedding_groups_sequences_by_their_dynamics():
     from sklearn.neighbors import KNeighborsClassifier
 
     seqs = sn.ts.simulate_oscillations(200, min_length=20, max_length=30, seed=2)
-    sn.tl.sequence_embedding(seqs, n_latent=8, hidden=32, max_epochs=30, batch_size=32, lr=1e-2, **FAST)
+    sn.tl.sequence_embedding(seqs, n_latent=8, hidden=(32,), max_epochs=30, batch_size=32, lr=1e-2, **FAST)
     y = seqs.obs["label"].to_numpy()
     knn = cross_val_score(KNeighborsClassifier(5), seqs.obsm["X_rnn"], y, cv=5).mean()
     level = cross_val_score(KNeighborsClassifier(5), seqs.X, y, cv=5).mean()  # per-sequence means
@@ -196,13 +203,13 @@ def test_embedding_groups_sequences_by_their_dynamics():
 def test_embedding_is_reproducible_and_copy_leaves_input():
     seqs = sn.ts.simulate_oscillations(120, max_length=30, seed=2)
     before = seqs.copy()
-    out = sn.tl.sequence_embedding(seqs, n_latent=4, hidden=16, max_epochs=4, batch_size=32, copy=True, **FAST)
+    out = sn.tl.sequence_embedding(seqs, n_latent=4, hidden=(16,), max_epochs=4, batch_size=32, copy=True, **FAST)
     assert out.obsm["X_rnn"].shape == (120, 4) and np.isfinite(out.obsm["X_rnn"]).all()
     assert "X_rnn" not in seqs.obsm and seqs.obs.equals(before.obs)  # copy=True leaves the input alone
     assert out.uns["rnn"]["params"]["seed"] == 0 and len(out.uns["rnn"]["history"]["train_loss"]) == 4
     hist = out.uns["rnn"]["history"]["train_loss"]
     assert hist[-1] < hist[0]
-    sn.tl.sequence_embedding(seqs, n_latent=4, hidden=16, max_epochs=4, batch_size=32, key_added="emb", **FAST)
+    sn.tl.sequence_embedding(seqs, n_latent=4, hidden=(16,), max_epochs=4, batch_size=32, key_added="emb", **FAST)
     np.testing.assert_array_equal(seqs.obsm["emb"], out.obsm["X_rnn"])  # same seed, same numbers
 
 
@@ -267,7 +274,7 @@ def test_bad_input_is_explained():
         one = seqs.copy()
         one.obs["label"] = "slow"
         sn.tl.train_sequence_classifier(one, labels_key="label", **FAST)
-    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=4, max_epochs=1, **FAST)
+    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=(4,), max_epochs=1, **FAST)
     with pytest.raises(ValueError, match="trained to forecast"):
         sn.tl.annotate_sequences(seqs, fc)
     renamed = seqs.copy()
@@ -290,10 +297,10 @@ def test_sequence_steps_run_in_a_pipeline(tmp_path):
     from scnapse.pipeline import Pipeline
 
     seqs = sn.ts.simulate_oscillations(30, min_length=6, max_length=12, seed=6)
-    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=4, max_epochs=1, **FAST)
+    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=(4,), max_epochs=1, **FAST)
     fc.save(tmp_path / "fc")
     pipe = Pipeline.from_dict({"steps": [
-        {"scnapse.tl.sequence_embedding": {"n_latent": 2, "hidden": 4, "max_epochs": 1, "validation_fraction": 0}},
+        {"scnapse.tl.sequence_embedding": {"n_latent": 2, "hidden": [4], "max_epochs": 1, "validation_fraction": 0}},
         {"scnapse.tl.forecast": {"model": str(tmp_path / "fc")}},  # a saved model by its folder
     ]})
     out = pipe.run(seqs, write=False)
@@ -306,18 +313,18 @@ def test_real_data_end_to_end():
     spots = sn.ts.read_mastodon_csv(SAMPLE / "tgmm-mini-spot.csv.gz")
     seqs = sn.ts.from_tracks(spots, features=["Spot intensity mean", "Spot ellipsoid volume"],
                              track_key="Branch spot ID")
-    model = sn.tl.train_sequence_classifier(seqs, labels_key="divides", hidden=8, max_epochs=3,
+    model = sn.tl.train_sequence_classifier(seqs, labels_key="divides", hidden=(8,), max_epochs=3,
                                             class_weight="balanced", **FAST)
-    sn.tl.annotate_sequences(seqs, model)
-    assert set(seqs.obs["predicted_divides"].cat.categories) == {"False", "True"}
+    sn.tl.annotate_sequences(seqs, model, key_added="predicted_divides")
+    assert set(seqs.obs["predicted_divides"].cat.categories) == {"False", "True", "Unassigned"}
     np.testing.assert_allclose(seqs.obsm["predicted_divides_probabilities"].sum(1), 1, rtol=1e-5)
-    fc = sn.tl.train_forecaster(seqs, horizon=3, hidden=8, max_epochs=2, **FAST)
+    fc = sn.tl.train_forecaster(seqs, horizon=3, hidden=(8,), max_epochs=2, **FAST)
     sn.tl.forecast(seqs, fc)  # every branch, even those of one step
     assert seqs.obsm["forecast"].shape == (212, 3, 2) and np.isfinite(seqs.obsm["forecast"]).all()
     hsmm = ad.read_h5ad(SAMPLE / "hsmm_timecourse_2k.h5ad")
     hsmm.obsm["X_top"] = np.log1p(hsmm.X[:, :20].toarray())
     pseudo = sn.ts.from_timecourse(hsmm, time_key="Hours", n_pseudo=30, cells_per_step=5, use_rep="X_top")
-    sn.tl.sequence_embedding(pseudo, n_latent=2, hidden=8, max_epochs=2, **FAST)
+    sn.tl.sequence_embedding(pseudo, n_latent=2, hidden=(8,), max_epochs=2, **FAST)
     assert pseudo.obsm["X_rnn"].shape == (30, 2)
 
 
@@ -345,21 +352,21 @@ def test_measure_tracks_on_real_tracked_labels():
 @pytest.mark.gpu
 def test_sequence_models_train_on_the_gpu():
     seqs = sn.ts.simulate_oscillations(60, min_length=8, max_length=16, seed=7)
-    opts = dict(hidden=8, max_epochs=2, batch_size=16, **FAST)
+    opts = dict(hidden=(8,), max_epochs=2, batch_size=16, **FAST)
     for device in ("cpu", "auto"):
         fc = sn.tl.train_forecaster(seqs, horizon=2, device=device, **opts)
         clf = sn.tl.train_sequence_classifier(seqs, labels_key="label", device=device, **opts)
         out = sn.tl.forecast(seqs, fc, copy=True)
         sn.tl.annotate_sequences(out, clf)
         if device == "cpu":
-            ref_fc, ref_p = out.obsm["forecast"], out.obsm["predicted_label_probabilities"].to_numpy()
+            ref_fc, ref_p = out.obsm["forecast"], out.obsm["predicted_probabilities"].to_numpy()
     np.testing.assert_allclose(out.obsm["forecast"], ref_fc, atol=1e-2)
-    np.testing.assert_allclose(out.obsm["predicted_label_probabilities"].to_numpy(), ref_p, atol=1e-2)
+    np.testing.assert_allclose(out.obsm["predicted_probabilities"].to_numpy(), ref_p, atol=1e-2)
 
 
 def test_plot_sequences_with_forecasts(tmp_path):
     seqs = sn.ts.simulate_damped(20, length=12, seed=8)
-    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=4, max_epochs=1, **FAST)
+    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=(4,), max_epochs=1, **FAST)
     sn.tl.forecast(seqs, fc)
     seqs.obs["fast"] = np.where(seqs.obs["omega"] > 0.4, "fast", "slow")
     ax = sn.pl.sequences(seqs, n=5, color="fast", save=str(tmp_path / "seq.png"))

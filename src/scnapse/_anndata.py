@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
-
-from .train.data import is_backed
 
 
 def check_adata(adata, *, min_obs: int = 2, what: str = "adata") -> None:
@@ -25,6 +24,29 @@ def check_adata(adata, *, min_obs: int = 2, what: str = "adata") -> None:
             f"{what} has {adata.n_obs} cell(s); training needs at least {min_obs}. "
             "Give more cells (check earlier filtering or subsetting)."
         )
+
+
+def renamed_adata(old: str):
+    """Let a function whose first argument is now ``adata`` still take it as ``old=...``
+    (a keyword), with a FutureWarning. ``inspect.signature`` shows the new signature."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            if old in kwargs:
+                if args or "adata" in kwargs:
+                    raise TypeError(f"{func.__name__}() got the data twice: give adata only ({old}= is its old name).")
+                warnings.warn(
+                    f"{func.__name__}({old}=...) is now {func.__name__}(adata=...); {old}= will be removed.",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+                kwargs["adata"] = kwargs.pop(old)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def get_matrix(adata: AnnData, layer: str | None):
@@ -62,6 +84,8 @@ def gene_mask(adata: AnnData, use_highly_variable: bool | None) -> np.ndarray | 
 
 def subset_columns(X, mask: np.ndarray | None):
     """In-memory matrices are subset at once (a copy of the subset only); backed ones stay lazy."""
+    from .train.data import is_backed
+
     if mask is None or is_backed(X):
         return X
     return X[:, np.flatnonzero(mask)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("scnapse")
 if not logger.handlers:
@@ -39,6 +41,8 @@ settings = Settings()
 
 def available_devices() -> list[str]:
     """The devices that exist on this machine, ``"cpu"`` last."""
+    import torch
+
     out = []
     if torch.cuda.is_available():
         out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -50,6 +54,8 @@ def available_devices() -> list[str]:
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """Turn ``"auto"``/``None``/a name into a :class:`torch.device` that exists here."""
+    import torch
+
     if device is None:
         device = settings.device
     if isinstance(device, torch.device):

@@ -40,7 +40,8 @@ def _checkpointing(pipe, directory: str | None, resume: bool) -> None:
 
     found = []
     for step in pipe.steps:
-        if "resume" not in inspect.signature(get_step(step.name).func).parameters:
+        spec = get_step(step.name)
+        if not (spec.run_options or "resume" in inspect.signature(spec.func).parameters):
             continue
         if directory and not step.params.get("checkpoint_dir"):
             step.params["checkpoint_dir"] = str(Path(directory) / step.id)

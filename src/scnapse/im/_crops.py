@@ -10,6 +10,7 @@ the crops, never one full image per object; with ``crops_file=`` the crops thems
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -186,131 +187,188 @@ def cells_from_labels(
     ``clipped``; ``obsm["crops"]`` (objects × channels × size × size, float32) and
     ``obsm["spatial"]`` (``x``, ``y`` of the centroid); ``uns["crops"]`` records every choice.
     """
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise ValueError(f"size={size!r} must be an integer number of pixels.")
-    size = int(size)
+    size = _check_size(size)
     _choice("normalize", normalize, NORMALIZE)
     _choice("mask", mask, MASKS)
     _choice("projection", projection, PROJECTIONS)
     img, lab, spatial, n_ch, channel_axis, time_axis = _check_inputs(image, labels, channel_axis, time_axis)
+    _check_size_fits(size, lab.shape[-2:])
+    channel_names = _channel_names(channel_names, n_ch)
+    spec = _CropSpec(size, normalize, mask, projection, spatial, n_ch, channel_names, time_axis is not None,
+                     int(min_area))
+    per_frame = _find_objects(lab)
+    n_total = sum(len(ids) for ids, _ in per_frame)
+    crops_file = None if crops_file is None else _npy_path(crops_file)
+    if crops_file is not None:
+        crops = np.lib.format.open_memmap(crops_file, mode="w+", dtype=np.float32, shape=(n_total, n_ch, size, size))
+    else:
+        crops = np.zeros((n_total, n_ch, size, size), dtype=np.float32)
+    rows: list[dict] = []
+    for t, (ids, slices) in enumerate(per_frame):
+        if ids:
+            rows += _crop_frame(spec, t, np.asarray(img[t]), np.asarray(lab[t]), ids, slices, crops, len(rows))
+    if not rows:
+        raise ValueError(f"No object has at least min_area={min_area} pixels; lower min_area.")
+    crops = _keep_first(crops, len(rows), n_total, crops_file)
+    record = {
+        "size": size, "n_channels": n_ch, "channel_names": channel_names, "normalize": normalize,
+        "percentiles": list(PERCENTILES.get(normalize, ())), "mask": mask,
+        "projection": projection if spatial == 3 else "None", "spatial_dims": spatial,
+        "channel_axis": "None" if channel_axis is None else channel_axis,
+        "time_axis": "None" if time_axis is None else time_axis,
+        "image_shape": [int(s) for s in np.shape(image)], "image_dtype": str(np.dtype(image.dtype)),
+        "padding": "zeros", "crops_file": "None" if crops_file is None else str(crops_file),
+        "min_area": int(min_area),
+    }
+    return _cells(rows, crops, record, time_lapse=spec.time_lapse)
+
+
+@dataclass(frozen=True)
+class _CropSpec:
+    """The choices of :func:`cells_from_labels` that every object's crop follows."""
+
+    size: int
+    normalize: str
+    mask: str
+    projection: str
+    spatial: int
+    n_ch: int
+    channel_names: list[str]
+    time_lapse: bool
+    min_area: int
+
+
+def _check_size(size) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise ValueError(f"size={size!r} must be an integer number of pixels.")
+    return int(size)
+
+
+def _check_size_fits(size: int, yx: tuple[int, int]) -> None:
     if size < MIN_SIZE:
         raise ValueError(f"size={size} is too small; crops must be at least {MIN_SIZE} pixels wide.")
-    ymax, xmax = lab.shape[-2], lab.shape[-1]
-    if size > min(ymax, xmax):
+    if size > min(yx):
         raise ValueError(
-            f"size={size} is larger than the image ({ymax} × {xmax} pixels); choose size <= {min(ymax, xmax)}."
+            f"size={size} is larger than the image ({yx[0]} × {yx[1]} pixels); choose size <= {min(yx)}."
         )
+
+
+def _channel_names(channel_names, n_ch: int) -> list[str]:
     if channel_names is None:
-        channel_names = [f"c{i}" for i in range(n_ch)]
+        return [f"c{i}" for i in range(n_ch)]
     channel_names = [str(c) for c in channel_names]
     if len(channel_names) != n_ch:
         raise ValueError(f"channel_names has {len(channel_names)} names but the image has {n_ch} channel(s).")
+    return channel_names
 
-    # pass 1: find the objects (one frame in memory at a time)
-    records, per_frame = [], []
+
+def _npy_path(crops_file) -> str:
+    crops_file = os.fspath(crops_file)
+    return crops_file if crops_file.endswith(".npy") else crops_file + ".npy"
+
+
+def _find_objects(lab) -> list[tuple[list[int], list]]:
+    """Per frame: the label ids present and their bounding boxes (one frame in memory at a time)."""
+    per_frame = []
     for t in range(lab.shape[0]):
         frame_labels = np.asarray(lab[t])
         if frame_labels.min(initial=0) < 0:
             raise ValueError("labels holds negative ids; label ids must be >= 0 (0 = background).")
         slices = ndimage.find_objects(frame_labels)
-        ids = [i + 1 for i, s in enumerate(slices) if s is not None]
-        per_frame.append((ids, slices))
-        records.append(len(ids))
-    n_total = sum(records)
-    if n_total == 0:
+        per_frame.append(([i + 1 for i, s in enumerate(slices) if s is not None], slices))
+    if not any(ids for ids, _ in per_frame):
         raise ValueError(
             "labels holds no objects (every pixel is 0 = background). Segment the image first "
             "(cellpose, stardist, or skimage.measure.label on a thresholded image)."
         )
+    return per_frame
 
-    if crops_file is not None:
-        crops_file = os.fspath(crops_file)
-        if not crops_file.endswith(".npy"):
-            crops_file += ".npy"
-        crops = np.lib.format.open_memmap(crops_file, mode="w+", dtype=np.float32, shape=(n_total, n_ch, size, size))
-    else:
-        crops = np.zeros((n_total, n_ch, size, size), dtype=np.float32)
 
-    half = size // 2
-    rows: list[dict] = []
-    n = 0
-    for t in range(lab.shape[0]):
-        ids, slices = per_frame[t]
-        if not ids:
+def _crop_frame(spec: _CropSpec, t: int, frame, frame_labels, ids, slices, crops, n: int) -> list[dict]:
+    """The ``obs`` rows of one frame's objects; their crops are written to ``crops[n:]``."""
+    limits = _frame_limits(frame) if spec.normalize == "image" else None
+    rows = []
+    for lab_id in ids:
+        sl = slices[lab_id - 1]
+        own = frame_labels[sl] == lab_id
+        if int(own.sum()) < spec.min_area:
             continue
-        frame_labels = np.asarray(lab[t])
-        frame = np.asarray(img[t])
-        if normalize == "image":
-            lo, hi = _frame_limits(frame)
-        for lab_id in ids:
-            sl = slices[lab_id - 1]
-            own = frame_labels[sl] == lab_id
-            area = int(own.sum())
-            if area < min_area:
-                continue
-            coords = np.nonzero(own)
-            centroid = [float(c.mean()) + s.start for c, s in zip(coords, sl)]
-            pix = frame[sl][own].astype(np.float64)  # (area, channels)
-            row = {"label": int(lab_id)}
-            if time_axis is not None:
-                row["frame"] = t
-            if spatial == 3:
-                row["centroid_z"] = centroid[0]
-            row["centroid_y"], row["centroid_x"] = centroid[-2], centroid[-1]
-            row["area"] = area
-            for c, name in enumerate(channel_names):
-                row[f"mean_intensity_{name}"] = float(pix[:, c].mean())
-            cy, cx = int(round(centroid[-2])), int(round(centroid[-1]))
-            y0, x0 = cy - half, cx - half
-            y1, x1 = y0 + size, x0 + size
-            vy0, vx0, vy1, vx1 = max(y0, 0), max(x0, 0), min(y1, ymax), min(x1, xmax)
-            box_y, box_x = sl[-2], sl[-1]
-            row["clipped"] = bool(box_y.start < y0 or box_x.start < x0 or box_y.stop > y1 or box_x.stop > x1)
-            if spatial == 3:
-                zs = sl[0]
-                zsel = slice(zs.start, zs.stop) if projection == "max" else slice(
-                    int(round(centroid[0])), int(round(centroid[0])) + 1)
-                win = frame[zsel, vy0:vy1, vx0:vx1].astype(np.float32)
-                win_lab = frame_labels[zsel, vy0:vy1, vx0:vx1]
-            else:
-                win = frame[None, vy0:vy1, vx0:vx1].astype(np.float32)
-                win_lab = frame_labels[None, vy0:vy1, vx0:vx1]
-            if mask == "neighbors":
-                keep = (win_lab == 0) | (win_lab == lab_id)
-            elif mask == "background":
-                keep = win_lab == lab_id
-            else:
-                keep = None
-            if normalize == "image":
-                win = _normalize_window(win, lo, hi)
-            elif normalize == "crop":
-                lo_p, hi_p = PERCENTILES["crop"]
-                clo, chi = np.percentile(win.reshape(-1, n_ch), [lo_p, hi_p], axis=0)
-                win = _normalize_window(win, clo, chi)
-            if keep is not None:
-                win = win * keep[..., None]
-            win = win.max(axis=0)  # the projection over z (one slice in 2-D / for "mid")
-            crops[n, :, vy0 - y0 : vy1 - y0, vx0 - x0 : vx1 - x0] = np.moveaxis(win, -1, 0)
-            rows.append(row)
-            n += 1
-    if n == 0:
-        raise ValueError(f"No object has at least min_area={min_area} pixels; lower min_area.")
-    if n < n_total:
+        row = _object_row(spec, t, lab_id, sl, own, frame)
+        crops[n + len(rows)] = _object_crop(spec, row, lab_id, sl, frame, frame_labels, limits)
+        rows.append(row)
+    return rows
+
+
+def _object_row(spec: _CropSpec, t: int, lab_id: int, sl, own, frame) -> dict:
+    """Position, area and mean intensities of one object."""
+    coords = np.nonzero(own)
+    centroid = [float(c.mean()) + s.start for c, s in zip(coords, sl)]
+    pix = frame[sl][own].astype(np.float64)  # (area, channels)
+    row = {"label": int(lab_id)}
+    if spec.time_lapse:
+        row["frame"] = t
+    if spec.spatial == 3:
+        row["centroid_z"] = centroid[0]
+    row["centroid_y"], row["centroid_x"] = centroid[-2], centroid[-1]
+    row["area"] = int(own.sum())
+    for c, name in enumerate(spec.channel_names):
+        row[f"mean_intensity_{name}"] = float(pix[:, c].mean())
+    return row
+
+
+def _object_crop(spec: _CropSpec, row: dict, lab_id: int, sl, frame, frame_labels, limits) -> np.ndarray:
+    """The (channels, size, size) crop centred on one object, zero-padded outside the image;
+    sets ``row["clipped"]`` when the object reaches past the crop."""
+    size, half = spec.size, spec.size // 2
+    ymax, xmax = frame_labels.shape[-2], frame_labels.shape[-1]
+    y0, x0 = int(round(row["centroid_y"])) - half, int(round(row["centroid_x"])) - half
+    y1, x1 = y0 + size, x0 + size
+    vy0, vx0, vy1, vx1 = max(y0, 0), max(x0, 0), min(y1, ymax), min(x1, xmax)
+    box_y, box_x = sl[-2], sl[-1]
+    row["clipped"] = bool(box_y.start < y0 or box_x.start < x0 or box_y.stop > y1 or box_x.stop > x1)
+    if spec.spatial == 3:
+        zc = int(round(row["centroid_z"]))
+        zsel = slice(sl[0].start, sl[0].stop) if spec.projection == "max" else slice(zc, zc + 1)
+        win = frame[zsel, vy0:vy1, vx0:vx1].astype(np.float32)
+        win_lab = frame_labels[zsel, vy0:vy1, vx0:vx1]
+    else:
+        win = frame[None, vy0:vy1, vx0:vx1].astype(np.float32)
+        win_lab = frame_labels[None, vy0:vy1, vx0:vx1]
+    if spec.normalize == "image":
+        win = _normalize_window(win, *limits)
+    elif spec.normalize == "crop":
+        clo, chi = np.percentile(win.reshape(-1, spec.n_ch), list(PERCENTILES["crop"]), axis=0)
+        win = _normalize_window(win, clo, chi)
+    if spec.mask == "neighbors":
+        win = win * ((win_lab == 0) | (win_lab == lab_id))[..., None]
+    elif spec.mask == "background":
+        win = win * (win_lab == lab_id)[..., None]
+    out = np.zeros((spec.n_ch, size, size), dtype=np.float32)
+    # the projection over z (one slice in 2-D / for "mid")
+    out[:, vy0 - y0 : vy1 - y0, vx0 - x0 : vx1 - x0] = np.moveaxis(win.max(axis=0), -1, 0)
+    return out
+
+
+def _keep_first(crops, n: int, n_total: int, crops_file: str | None):
+    """The first ``n`` crops (objects under ``min_area`` were skipped), on disk when asked."""
+    if n == n_total:
         if crops_file is not None:
             crops.flush()
-            del crops
-            full = np.load(crops_file, mmap_mode="r")
-            kept = np.array(full[:n])
-            del full
-            np.save(crops_file, kept)
-            crops = np.load(crops_file, mmap_mode="r+")
-        else:
-            crops = crops[:n].copy()
-    elif crops_file is not None:
-        crops.flush()
+        return crops
+    if crops_file is None:
+        return crops[:n].copy()
+    crops.flush()
+    del crops
+    full = np.load(crops_file, mmap_mode="r")
+    kept = np.array(full[:n])
+    del full
+    np.save(crops_file, kept)
+    return np.load(crops_file, mmap_mode="r+")
 
+
+def _cells(rows: list[dict], crops, record: dict, *, time_lapse: bool) -> AnnData:
     obs = pd.DataFrame(rows)
-    if time_axis is not None:
+    if time_lapse:
         obs.index = [f"t{f}_{lab_id}" for f, lab_id in zip(obs["frame"], obs["label"])]
     else:
         obs.index = obs["label"].astype(str).to_numpy()
@@ -318,21 +376,5 @@ def cells_from_labels(
     cells = AnnData(obs=obs)
     cells.obsm["crops"] = crops
     cells.obsm["spatial"] = obs[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64)
-    cells.uns["crops"] = {
-        "size": size,
-        "n_channels": n_ch,
-        "channel_names": channel_names,
-        "normalize": normalize,
-        "percentiles": list(PERCENTILES.get(normalize, ())),
-        "mask": mask,
-        "projection": projection if spatial == 3 else "None",
-        "spatial_dims": spatial,
-        "channel_axis": "None" if channel_axis is None else channel_axis,
-        "time_axis": "None" if time_axis is None else time_axis,
-        "image_shape": [int(s) for s in np.shape(image)],
-        "image_dtype": str(np.dtype(image.dtype)),
-        "padding": "zeros",
-        "crops_file": "None" if crops_file is None else str(crops_file),
-        "min_area": int(min_area),
-    }
+    cells.uns["crops"] = record
     return cells

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._anndata import renamed_adata
+
 #: a categorical palette (matplotlib's tab20 order, strong colours first), as hex
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -31,9 +33,10 @@ def hex_to_rgba(color: str, alpha: float = 1.0) -> np.ndarray:
     return np.asarray(vals, dtype=np.float32)
 
 
+@renamed_adata("cells")
 def class_table(
-    cells: AnnData,
-    key: str = "predicted_class",
+    adata: AnnData,
+    key: str = "predicted",
     *,
     frame: int | None = None,
     palette: dict | list | None = None,
@@ -42,11 +45,12 @@ def class_table(
 
     Parameters
     ----------
-    cells
-        The AnnData of :func:`scnapse.im.cells_from_labels`, with ``obs[key]`` (e.g. written by
-        :func:`scnapse.tl.annotate_images`, or a user's annotation column).
+    adata
+        The AnnData of :func:`scnapse.im.cells_from_labels` (formerly ``cells=``), with ``obs[key]``
+        (e.g. written by :func:`scnapse.tl.annotate_images`, or a user's annotation column).
     key
-        The ``obs`` column holding the classes.
+        The ``obs`` column holding the classes (default ``"predicted"``, what
+        :func:`scnapse.tl.annotate_images` writes by default).
     frame
         For a time-lapse: the frame to paint (label ids are per frame). Required when
         ``obs["frame"]`` exists.
@@ -61,8 +65,9 @@ def class_table(
     ``<key>_confidence`` column when present, and ``frame`` for a time-lapse. ``table.attrs``
     holds ``categories`` and ``colors`` (category → hex).
     """
-    if not isinstance(cells, AnnData):
-        raise TypeError(f"cells must be an AnnData, not {type(cells).__name__}.")
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")
+    cells = adata
     if key not in cells.obs:
         raise KeyError(
             f"obs[{key!r}] does not exist; columns: {list(cells.obs.columns)}. Run "
@@ -106,8 +111,9 @@ def class_table(
     return table
 
 
+@renamed_adata("cells")
 def label_features(
-    cells: AnnData,
+    adata: AnnData,
     *,
     obs_keys: list[str] | None = None,
     obsm_keys: list[str] | None = None,
@@ -117,8 +123,8 @@ def label_features(
 
     Parameters
     ----------
-    cells
-        The AnnData of :func:`scnapse.im.cells_from_labels`.
+    adata
+        The AnnData of :func:`scnapse.im.cells_from_labels` (formerly ``cells=``).
     obs_keys
         ``obs`` columns to include (default: all of them).
     obsm_keys
@@ -131,8 +137,9 @@ def label_features(
     -------
     A DataFrame with a ``label`` column first (and indexed by label id), then the chosen columns.
     """
-    if not isinstance(cells, AnnData):
-        raise TypeError(f"cells must be an AnnData, not {type(cells).__name__}.")
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")
+    cells = adata
     if "label" not in cells.obs:
         raise KeyError("obs['label'] is missing: give the AnnData made by sn.im.cells_from_labels.")
     rows = np.ones(cells.n_obs, dtype=bool)

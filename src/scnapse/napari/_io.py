@@ -1,4 +1,7 @@
-"""The plugin's reader (``.h5ad`` → Points layer), writer (Points layer → ``.h5ad``) and sample data."""
+"""The plugin's reader (``.h5ad`` → Points layer), writer (Points layer → ``.h5ad``) and sample data.
+
+No Qt and no torch here: napari opens an ``.h5ad`` file without loading either.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ._layers import ADATA, Session, adata_layer_data
+from ..pipeline.session import Session
+from ..pipeline.writer import write_h5ad_atomic
+from ._layers import ADATA, adata_layer_data
 
 
 def napari_get_reader(path):
@@ -40,12 +45,8 @@ def write_h5ad(path: str, data, attributes: dict) -> list[str]:
     A Points layer that carries no AnnData is written as one: coordinates in ``obsm['X_napari']``,
     features in ``obs``.
     """
-    from ..pipeline import write_h5ad_atomic
-
     adata = (attributes.get("metadata") or {}).get(ADATA)
     if adata is None:
-        import pandas as pd
-
         features = attributes.get("features")
         obs = pd.DataFrame(features).reset_index(drop=True) if features is not None else pd.DataFrame(
             index=range(len(data)))

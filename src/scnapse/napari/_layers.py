@@ -9,83 +9,15 @@ every layer that shows the same AnnData.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ..pipeline.session import ModelRef, Session  # noqa: F401 - where the panels find them
+
 ADATA = "adata"
 SESSION = "scnapse_session"
 VIEW = "scnapse_view"
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A parameter that is a model trained in the GUI (saved beside the pipeline on export)."""
-
-    name: str
-
-
-@dataclass
-class Session:
-    """What was run on one AnnData in the GUI, in order: becomes a pipeline file.
-
-    ``input`` is what a pipeline reads to get the same starting data: ``{"dataset": name}`` for
-    the bundled data, a file path for an opened ``.h5ad``, or ``None`` for data made in memory.
-    """
-
-    input: str | dict | None = None
-    steps: list[dict] = field(default_factory=list)
-    seed: int = 0
-    models: dict = field(default_factory=dict)
-    initial: AnnData | None = None  # in-memory input (e.g. cells made from an image), written on export
-
-    def add_model(self, name: str, model) -> str:
-        """Keep a model trained in the GUI; returns its (unique) name."""
-        unique, k = name, 1
-        while unique in self.models:
-            k += 1
-            unique = f"{name}_{k}"
-        self.models[unique] = model
-        return unique
-
-    def record(self, name: str, params: dict, step_id: str | None = None) -> None:
-        ids = [s["id"] for s in self.steps]
-        base = step_id or name.rsplit(".", 1)[-1]
-        sid, k = base, 1
-        while sid in ids:
-            k += 1
-            sid = f"{base}_{k}"
-        self.steps.append({"step": name, "id": sid, "params": dict(params)})
-
-    def to_pipeline(self, *, output: str | None = None, name: str = "napari session", model_dir=None):
-        """The session as a validated :class:`scnapse.pipeline.Pipeline`.
-
-        Models trained in the GUI are saved under ``model_dir/<name>`` and referred to by path.
-        """
-        from pathlib import Path
-
-        from ..pipeline import Pipeline
-
-        if not self.steps:
-            raise ValueError("Nothing was run on these cells yet: run a step, then save the pipeline.")
-        steps = []
-        for s in self.steps:
-            params = {}
-            for k, v in s["params"].items():
-                if isinstance(v, ModelRef):
-                    if model_dir is None:
-                        raise ValueError("This session trained a model: give model_dir= to save it beside "
-                                         "the pipeline.")
-                    folder = Path(model_dir) / v.name
-                    self.models[v.name].save(folder)
-                    v = str(folder.resolve())
-                params[k] = v
-            steps.append({**s, "params": params})
-        return Pipeline.from_dict({
-            "name": name, "input": self.input, "output": output, "seed": self.seed, "steps": steps,
-        })
 
 
 def embedding_keys(adata: AnnData) -> list[str]:

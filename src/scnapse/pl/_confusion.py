@@ -1,24 +1,31 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from ._loss import _finish
+from ..pipeline.registry import step
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
+@step("scnapse.pl.confusion_matrix")
 def confusion_matrix(
     adata: AnnData,
     true_key: str,
     pred_key: str,
     *,
     normalize: bool = True,
-    ax=None,
+    ax: Axes | None = None,
     cmap: str = "Blues",
     annotate: bool | None = None,
     save: str | None = None,
     show: bool | None = None,
-):
+) -> Axes:
     """Heat map of true labels (rows, ``obs[true_key]``) against predicted ones (columns,
     ``obs[pred_key]``, e.g. written by :func:`scnapse.tl.annotate`, ``"Unassigned"`` included).
 

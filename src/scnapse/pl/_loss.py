@@ -1,9 +1,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 from anndata import AnnData
+from ..pipeline.registry import step
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def _finish(fig, save, show):
@@ -18,8 +23,9 @@ def _finish(fig, save, show):
         plt.close(fig)
 
 
-def loss(adata: AnnData, key: str = "autoencoder", *, ax=None, log: bool = False,
-         save: str | None = None, show: bool | None = None):
+@step("scnapse.pl.loss")
+def loss(adata: AnnData, key: str = "autoencoder", *, ax: Axes | None = None, log: bool = False,
+         save: str | None = None, show: bool | None = None) -> Axes:
     """Train and validation loss per epoch of the step recorded in ``adata.uns[key]``.
 
     Marks the best epoch (the weights that were kept). Returns the matplotlib ``Axes``.
@@ -52,8 +58,9 @@ def loss(adata: AnnData, key: str = "autoencoder", *, ax=None, log: bool = False
     return ax
 
 
+@step("scnapse.pl.embedding")
 def embedding(adata: AnnData, basis: str = "X_umap", *, color: str | None = None,
-              save: str | None = None, show: bool | None = None, title: str | None = None):
+              save: str | None = None, show: bool | None = None, title: str | None = None) -> Axes:
     """Scatter of the first two dimensions of ``obsm[basis]`` coloured by ``obs[color]``
     (scanpy's own ``sc.pl.embedding``, saved to ``save`` when given). Returns the ``Axes``."""
     import matplotlib.pyplot as plt

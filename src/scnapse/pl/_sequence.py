@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from anndata import AnnData
 
 from ._loss import _finish
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def sequences(
@@ -18,10 +23,10 @@ def sequences(
     sequence_key: str = "sequence",
     length_key: str = "length",
     seed: int = 0,
-    ax=None,
+    ax: Axes | None = None,
     save: str | None = None,
     show: bool | None = None,
-):
+) -> Axes:
     """Traces of ``n`` sequences (one feature) against time, with their forecasts dashed.
 
     Parameters

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from anndata import AnnData
 
 from ._loss import _finish
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
-def tune(adata: AnnData, key: str = "tune", *, ax=None, save: str | None = None, show: bool | None = None):
+
+def tune(adata: AnnData, key: str = "tune", *, ax: Axes | None = None, save: str | None = None,
+         show: bool | None = None) -> Axes:
     """Each trial's score and the best so far, from ``sn.tl.tune``'s ``uns[key]``. Returns the ``Axes``."""
     import matplotlib.pyplot as plt
 

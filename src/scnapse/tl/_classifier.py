@@ -1,33 +1,46 @@
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import sanitize_for_uns
+from .._anndata import renamed_adata, sanitize_for_uns
 from .._settings import logger
-from ..models.classifier import UNASSIGNED, CellClassifier, labels_from_proba
+from ..pipeline.registry import step
+from ..models.classifier import CellClassifier
+from ..train import RunOptions
+from ._annotate import (
+    annotation_model,
+    check_adata_arg,
+    check_fraction,
+    write_annotation,
+)
+from ._common import (
+    ClassWeight,
+    class_weight_option,
+    model_default,
+    train_model,
+)
 
 
+@step("scnapse.tl.train_classifier", trains=True, returns_model=True, metrics=("macro_f1", "accuracy", "val_loss"))
+@renamed_adata("ref")
 def train_classifier(
-    ref: AnnData,
+    adata: AnnData,
     *,
     labels_key: str,
-    hidden: Sequence[int] = (256, 128),
-    class_balance: str = "weights",
+    hidden: Sequence[int] = model_default(CellClassifier, "hidden"),
+    class_weight: ClassWeight | None = "balanced",
     log_normalize: bool | None = None,
     scale: bool = False,
     layer: str | None = None,
     use_highly_variable: bool | None = None,
     key_added: str = "classifier",
-    progress: bool = True,
-    callback: Callable | None = None,
-    cancel: threading.Event | None = None,
-    **train_options,
+    run: RunOptions | None = None,
+    **options,
 ) -> CellClassifier:
     """Train a multi-layer perceptron cell-type classifier on labelled reference cells.
 
@@ -40,46 +53,48 @@ def train_classifier(
 
     Parameters
     ----------
-    ref
-        Labelled cells × genes. Dense, sparse or backed. Only ``uns[key_added]`` is written.
+    adata
+        Labelled cells × genes (the reference; formerly ``ref=``). Dense, sparse or backed. Only
+        ``uns[key_added]`` is written.
     labels_key
-        Column of ``ref.obs`` with the cell types (strings or categories). Cells with a missing
+        Column of ``adata.obs`` with the cell types (strings or categories). Cells with a missing
         label (NaN) are left out of training, with a warning that counts them. Every class needs
-        at least 2 cells (one for training, one for validation); numeric columns are refused.
+        at least 2 cells (one for training, one for validation).
     hidden
         Widths of the hidden layers; ``()`` gives multinomial logistic regression.
-    class_balance
-        ``"weights"`` (cost weighted ∝ 1 / class size), ``"sampling"`` (class-balanced
-        mini-batches) or ``"none"``.
+    class_weight
+        ``"balanced"`` (the cost weighs each class the same: weights ∝ 1 / class size),
+        ``"sampling"`` (class-balanced mini-batches) or ``None``. The old ``class_balance=``
+        (``"weights"`` / ``"sampling"`` / ``"none"``) is still read, with a FutureWarning.
     log_normalize, scale
         Input transforms; see :class:`scnapse.models.CellClassifier`.
     layer
-        Use ``ref.layers[layer]`` instead of ``ref.X``.
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_highly_variable
-        Use only ``ref.var['highly_variable']`` genes; ``None``: if that column exists.
+        Use only ``adata.var['highly_variable']`` genes; ``None``: if that column exists.
     key_added
-        ``ref.uns[key_added]`` gets the record (default ``'classifier'``).
-    progress, callback, cancel
-        Progress bar; per-epoch callback (return ``False`` to stop); a ``threading.Event`` that
-        stops training, keeping the best model so far.
-    **train_options
-        :class:`~scnapse.train.TrainConfig` fields: ``activation``, ``dropout`` (default 0.5),
-        ``input_noise``, ``l1``, ``l2``, ``batch_norm``, ``optimizer``, ``lr``, ``momentum``,
-        ``weight_decay``, ``batch_size`` (32), ``max_epochs``, ``early_stopping`` (15),
-        ``validation_fraction`` (0.15, stratified), ``lr_schedule``, ``seed``, ``device``,
-        ``deterministic``. ``cost`` may only be ``"cross_entropy"``.
+        ``adata.uns[key_added]`` gets the record (default ``'classifier'``).
+    run
+        How training runs (progress bar, callback, cancel, precision, checkpoints and resume…): a
+        :class:`scnapse.train.RunOptions`; its fields may also be given as keywords.
+    **options
+        :class:`scnapse.train.TrainConfig` fields (``lr``, ``max_epochs``, ``seed``, ``device``…);
+        the classifier's own defaults are listed in :class:`scnapse.models.CellClassifier`.
+        ``cost`` may only be ``"cross_entropy"``.
 
     Returns
     -------
-    The trained :class:`~scnapse.models.CellClassifier`. ``ref.uns[key_added]`` = ``{"params":
+    The trained :class:`~scnapse.models.CellClassifier`. ``adata.uns[key_added]`` = ``{"params":
     every resolved choice, seed, device and versions, "history": loss per epoch, "metrics":
     held-out accuracy, macro-F1, per-class F1, confusion matrix, temperature, ECE before/after}``.
     """
-    model = CellClassifier(hidden, class_balance=class_balance, log_normalize=log_normalize, scale=scale,
-                           **train_options)
-    model.fit(ref, labels_key=labels_key, layer=layer, use_highly_variable=use_highly_variable,
-              progress=progress, callback=callback, cancel=cancel)
-    ref.uns[key_added] = sanitize_for_uns(
+    class_weight = class_weight_option(class_weight, options, default="balanced")
+    model = train_model(
+        CellClassifier, adata, run=run, options=options,
+        fit={"labels_key": labels_key, "layer": layer, "use_highly_variable": use_highly_variable},
+        hidden=hidden, log_normalize=log_normalize, scale=scale, class_weight=class_weight,
+    )
+    adata.uns[key_added] = sanitize_for_uns(
         {"params": model.params, "history": model.history.to_dict(), "metrics": model.metrics,
          "classes": list(model.classes)}
     )
@@ -87,6 +102,7 @@ def train_classifier(
     return model
 
 
+@step("scnapse.tl.annotate", takes_model=True)
 def annotate(
     adata: AnnData,
     model: CellClassifier | str | os.PathLike,
@@ -113,7 +129,7 @@ def annotate(
     model
         A trained ``CellClassifier``, or the folder it was saved to (as pipeline files give it).
     key_added
-        Base name of the keys written.
+        Base name of the keys written (the same default, ``"predicted"``, in every ``annotate*`` step).
     min_confidence
         Cells whose calibrated top probability is below this get ``"Unassigned"`` (0 = never).
     min_typicality
@@ -140,68 +156,48 @@ def annotate(
     -------
     ``None``, or the annotated copy with ``copy=True``. Writes ``obs[key_added]`` (categorical:
     the classes and ``"Unassigned"``), ``obs[key_added + '_confidence']`` (calibrated probability
-    of the top class), ``obs[key_added + '_typicality']``, ``obsm[key_added + '_probabilities']`` (a DataFrame, one column per class),
-    optionally ``obs[key_added + '_majority_voting']``, and ``uns[key_added]`` = ``{"classes",
-    "params", "n_unassigned", ...}``.
+    of the top class), ``obs[key_added + '_typicality']``, ``obsm[key_added + '_probabilities']``
+    (a DataFrame, one column per class), ``uns[key_added + '_colors']``, optionally
+    ``obs[key_added + '_majority_voting']``, and ``uns[key_added]`` = ``{"classes", "params",
+    "n_unassigned", ...}``.
     """
-    if isinstance(model, (str, os.PathLike)):
-        model_path = os.fspath(model)
-        model = CellClassifier.load(model_path)
-    elif isinstance(model, CellClassifier):
-        model_path = None
-    else:
-        raise TypeError(
-            f"model must be a trained scnapse.models.CellClassifier or the path it was saved to, not "
-            f"{type(model).__name__}."
-        )
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")
-    if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0 <= min_confidence <= 1:
-        raise ValueError(f"min_confidence={min_confidence!r} must be a number between 0 and 1.")
-    if isinstance(min_typicality, bool) or not isinstance(min_typicality, (int, float)) or not 0 <= min_typicality <= 1:
-        raise ValueError(f"min_typicality={min_typicality!r} must be a number between 0 and 1.")
+    model, model_path = annotation_model(model, CellClassifier)
+    check_adata_arg(adata)
+    min_confidence = check_fraction("min_confidence", min_confidence)
+    min_typicality = check_fraction("min_typicality", min_typicality)
     if majority_voting:
-        if over_clustering is None:
-            raise ValueError(
-                "majority_voting=True needs over_clustering= naming an adata.obs column of clusters "
-                "(e.g. run sc.pp.neighbors and sc.tl.leiden(adata, resolution=5, key_added='over') first)."
-            )
-        if over_clustering not in adata.obs.columns:
-            raise KeyError(
-                f"over_clustering={over_clustering!r} is not a column of adata.obs; available columns: "
-                f"{list(adata.obs.columns)}."
-            )
+        _check_over_clustering(adata, over_clustering)
     proba, typicality = model.predict_scores(adata, layer=layer, batch_size=batch_size)
-    labels, confidence = labels_from_proba(proba, model.classes, min_confidence, typicality, min_typicality)
     if copy:
         adata = adata.copy()
-    categories = [*model.classes, UNASSIGNED]
-    adata.obs[key_added] = pd.Categorical(labels, categories=categories)
-    adata.obs[f"{key_added}_confidence"] = confidence.astype(np.float32)
-    adata.obs[f"{key_added}_typicality"] = typicality
-    adata.obsm[f"{key_added}_probabilities"] = pd.DataFrame(proba, index=adata.obs_names,
-                                                            columns=list(model.classes))
-    n_unassigned = int((labels == UNASSIGNED).sum())
-    record = {
-        "classes": list(model.classes),
-        "params": {"min_confidence": float(min_confidence), "min_typicality": float(min_typicality),
-                   "majority_voting": bool(majority_voting),
-                   "over_clustering": over_clustering, "layer": layer, "model": model_path,
-                   "model_genes": len(model.var_names), "query_input": model.query_input,
-                   "model_input": model.input_kind, "temperature": float(model.module.temperature)},
-        "n_cells": int(adata.n_obs),
-        "n_unassigned": n_unassigned,
-        "n_missing_genes": int((~pd.Index(model.var_names).isin(adata.var_names)).sum()),
-    }
-    written = [f"obs[{key_added!r}]", f"obs['{key_added}_confidence']", f"obs['{key_added}_typicality']",
-               f"obsm['{key_added}_probabilities']"]
+    params = {"min_typicality": min_typicality, "majority_voting": bool(majority_voting),
+              "over_clustering": over_clustering, "layer": layer, "model": model_path,
+              "model_genes": len(model.var_names), "query_input": model.query_input,
+              "model_input": model.input_kind, "temperature": float(model.module.temperature)}
+    labels = write_annotation(
+        adata, proba, model.classes, model, key=key_added, min_confidence=min_confidence, params=params,
+        typicality=typicality, min_typicality=min_typicality,
+        n_missing_genes=int((~pd.Index(model.var_names).isin(adata.var_names)).sum()),
+    )
     if majority_voting:
         key = f"{key_added}_majority_voting"
-        adata.obs[key] = pd.Categorical(_majority_vote(labels, adata.obs[over_clustering]), categories=categories)
-        written.append(f"obs[{key!r}]")
-    adata.uns[key_added] = sanitize_for_uns(record)
-    logger.info(f"    {n_unassigned} of {adata.n_obs} cells Unassigned; added {', '.join(written)}, 'uns[{key_added!r}]'")
+        votes = _majority_vote(labels, adata.obs[over_clustering])
+        adata.obs[key] = pd.Categorical(votes, categories=adata.obs[key_added].cat.categories)
+        logger.info(f"    added 'obs[{key!r}]'")
     return adata if copy else None
+
+
+def _check_over_clustering(adata: AnnData, over_clustering: str | None) -> None:
+    if over_clustering is None:
+        raise ValueError(
+            "majority_voting=True needs over_clustering= naming an adata.obs column of clusters "
+            "(e.g. run sc.pp.neighbors and sc.tl.leiden(adata, resolution=5, key_added='over') first)."
+        )
+    if over_clustering not in adata.obs.columns:
+        raise KeyError(
+            f"over_clustering={over_clustering!r} is not a column of adata.obs; available columns: "
+            f"{list(adata.obs.columns)}."
+        )
 
 
 def _majority_vote(labels: np.ndarray, clusters: pd.Series) -> np.ndarray:

@@ -7,6 +7,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._settings import logger
+from ..pipeline.registry import step
 
 
 def knn_accuracy(embedding: np.ndarray, labels, *, n_neighbors: int = 15, n_folds: int = 5, seed: int = 0) -> float:
@@ -42,6 +43,7 @@ def leiden_ari(
     return best
 
 
+@step("scnapse.tl.compare_embeddings")
 def compare_embeddings(
     adata: AnnData,
     *,

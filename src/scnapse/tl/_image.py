@@ -3,48 +3,54 @@ classifier trained from a few annotated cells, and its predictions written back.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
 
-import numpy as np
-import pandas as pd
 from anndata import AnnData
 
-from .._anndata import sanitize_for_uns, write_embedding
-from .._settings import logger
+from .._anndata import renamed_adata, write_embedding
 from ..models.image import ImageModel
+from ..pipeline.registry import EMBEDDING_METRICS, step
+from ..train import RunOptions
+from ._annotate import (
+    annotation_model,
+    check_adata_arg,
+    check_fraction,
+    write_annotation,
+)
+from ._common import ClassWeight, model_default, train_model
 
 
+@step("scnapse.tl.image_embedding", trains=True, metrics=EMBEDDING_METRICS)
+@renamed_adata("cells")
 def image_embedding(
-    cells: AnnData,
+    adata: AnnData,
     *,
     n_latent: int = 16,
     method: str = "autoencoder",
-    channels: Sequence[int] = (16, 32, 64),
+    channels: Sequence[int] = model_default(ImageModel, "channels"),
     crops_key: str = "crops",
     key_added: str | None = None,
-    progress: bool = True,
-    callback: Callable | None = None,
-    cancel: threading.Event | None = None,
     copy: bool = False,
-    **train_options,
+    run: RunOptions | None = None,
+    **options,
 ) -> AnnData | None:
     """Embed cells by a CNN on their crops (a conv autoencoder, or contrastive), next to ``sc.pp.pca``.
 
-    Then ``sc.pp.neighbors(cells, use_rep="X_cnn")``, ``sc.tl.umap``, ``sc.tl.leiden`` as usual.
+    Then ``sc.pp.neighbors(adata, use_rep="X_cnn")``, ``sc.tl.umap``, ``sc.tl.leiden`` as usual.
 
     Parameters
     ----------
-    cells
-        From :func:`scnapse.im.cells_from_labels`: crops in ``obsm[crops_key]`` (cells ×
-        channels × size × size). Not modified except for the keys written.
+    adata
+        From :func:`scnapse.im.cells_from_labels` (formerly ``cells=``): crops in
+        ``obsm[crops_key]`` (cells × channels × size × size). Not modified except for the keys written.
     n_latent
         Size of the embedding.
     method
         ``"autoencoder"`` (a convolutional autoencoder; its code is the embedding) or
         ``"contrastive"`` (SimCLR-style: two augmented views of each crop must embed alike; it
-        picks up texture and pattern that the autoencoder's pixel reconstruction misses —
-        see the README's benchmark — and needs ``augment``, default all four).
+        picks up texture and pattern that the autoencoder's pixel reconstruction misses, and
+        needs ``augment``). See :class:`scnapse.models.ImageModel`.
     channels
         Feature maps of the convolution blocks (each halves the crop).
     crops_key
@@ -52,44 +58,42 @@ def image_embedding(
     key_added
         ``obsm[key_added]`` gets the embedding and ``uns[key_added]`` the record; default
         ``obsm['X_cnn']`` and ``uns['cnn']``.
-    progress, callback, cancel
-        A progress bar; a function called with each epoch's report (return ``False`` to stop); a
-        ``threading.Event`` that stops training (the best model so far is kept).
     copy
-        Work on a copy and return it, leaving ``cells`` untouched.
-    **train_options
-        :class:`~scnapse.train.TrainConfig` fields: ``cost`` (autoencoder: ``mse`` default, or
-        ``bce``: crops in [0, 1]), ``activation``, ``dropout``, ``input_noise`` (denoising), ``augment``,
-        ``l1``, ``l2``, ``batch_norm`` (True), ``optimizer``, ``lr`` (2e-3), ``batch_size`` (64),
-        ``max_epochs``, ``early_stopping``, ``validation_fraction``, ``seed``, ``device``…
+        Work on a copy and return it, leaving ``adata`` untouched.
+    run
+        How training runs (progress bar, callback, cancel, precision, checkpoints and resume…): a
+        :class:`scnapse.train.RunOptions`; its fields may also be given as keywords.
+    **options
+        :class:`scnapse.train.TrainConfig` fields (``cost``, ``augment``, ``lr``, ``max_epochs``,
+        ``seed``…); the image defaults are listed in :class:`scnapse.models.ImageModel`.
 
     Returns
     -------
     ``None``, or the annotated copy with ``copy=True``. Writes ``obsm['X_cnn']`` (cells ×
     n_latent) and ``uns['cnn'] = {"params", "history"}``.
     """
-    model = ImageModel("embed", method=method, n_latent=n_latent, channels=channels, **train_options)
     if copy:
-        cells = cells.copy()
-    model.fit(cells, crops_key=crops_key, progress=progress, callback=callback, cancel=cancel)
-    write_embedding(cells, model, model.transform(cells, crops_key=crops_key), key_added=key_added,
+        adata = adata.copy()
+    model = train_model(ImageModel, adata, run=run, options=options, fit={"crops_key": crops_key},
+                        task="embed", method=method, n_latent=n_latent, channels=channels)
+    write_embedding(adata, model, model.transform(adata, crops_key=crops_key), key_added=key_added,
                     default_obsm="X_cnn", default_uns="cnn")
-    return cells if copy else None
+    return adata if copy else None
 
 
+@step("scnapse.tl.train_image_classifier", trains=True, returns_model=True)
+@renamed_adata("cells")
 def train_image_classifier(
-    cells: AnnData,
+    adata: AnnData,
     *,
     labels_key: str,
     augment: Sequence[str] = ("flip", "rot90", "intensity"),
-    channels: Sequence[int] = (16, 32, 64),
-    class_weight: str | None = "balanced",
+    channels: Sequence[int] = model_default(ImageModel, "channels"),
+    class_weight: ClassWeight | None = "balanced",
     pretrained: ImageModel | None = None,
     crops_key: str = "crops",
-    progress: bool = True,
-    callback: Callable | None = None,
-    cancel: threading.Event | None = None,
-    **train_options,
+    run: RunOptions | None = None,
+    **options,
 ) -> ImageModel:
     """Train a CNN classifier on the annotated cells; return the model.
 
@@ -98,8 +102,8 @@ def train_image_classifier(
 
     Parameters
     ----------
-    cells
-        From :func:`scnapse.im.cells_from_labels`; not modified.
+    adata
+        From :func:`scnapse.im.cells_from_labels` (formerly ``cells=``); not modified.
     labels_key
         The ``obs`` column with the annotation (``NaN`` = not annotated). At least two classes.
     augment
@@ -108,36 +112,39 @@ def train_image_classifier(
     channels
         Feature maps of the convolution blocks.
     class_weight
-        ``"balanced"`` (each class weighs the same) or ``None``.
+        ``"balanced"`` (each class weighs the same), ``"sampling"`` (class-balanced mini-batches,
+        where the model supports them) or ``None``.
     pretrained
         An :class:`~scnapse.models.ImageModel` (e.g. ``ImageModel("embed").fit(cells)``, trained on
         all cells) whose convolutions start the classifier: semi-supervised use.
     crops_key
         The ``obsm`` key of the crops.
-    progress, callback, cancel
-        As for :func:`image_embedding`.
-    **train_options
-        :class:`~scnapse.train.TrainConfig` fields; image defaults: ``batch_norm=True``,
-        ``batch_size=64``, ``lr=2e-3``, ``validation_fraction=0.2`` (of the annotated cells,
-        stratified), ``early_stopping=15``; an epoch passes at least 256 crops (the annotated cells
-        repeated, augmented differently); ``max_epochs`` ``None``: about 300 steps.
+    run
+        How training runs (progress bar, callback, cancel, precision, checkpoints and resume…): a
+        :class:`scnapse.train.RunOptions`; its fields may also be given as keywords.
+    **options
+        :class:`scnapse.train.TrainConfig` fields (``lr``, ``max_epochs``, ``seed``…); the image
+        classifier's defaults are listed in :class:`scnapse.models.ImageModel`.
 
     Returns
     -------
     The trained :class:`~scnapse.models.ImageModel` (``model.history``, ``model.params``,
     ``model.save(path)``).
     """
-    model = ImageModel("classify", channels=channels, class_weight=class_weight, augment=tuple(augment or ()),
-                       **train_options)
-    return model.fit(cells, labels_key=labels_key, crops_key=crops_key, pretrained=pretrained,
-                     progress=progress, callback=callback, cancel=cancel)
+    return train_model(ImageModel, adata, run=run, options=options,
+                       fit={"labels_key": labels_key, "crops_key": crops_key, "pretrained": pretrained},
+                       task="classify", channels=channels, class_weight=class_weight,
+                       augment=tuple(augment or ()))
 
 
+@step("scnapse.tl.annotate_images", takes_model=True)
+@renamed_adata("cells")
 def annotate_images(
-    cells: AnnData,
-    model: ImageModel,
+    adata: AnnData,
+    model: ImageModel | str | os.PathLike,
     *,
-    key_added: str = "predicted_class",
+    key_added: str = "predicted",
+    min_confidence: float = 0.0,
     crops_key: str = "crops",
     copy: bool = False,
 ) -> AnnData | None:
@@ -145,13 +152,18 @@ def annotate_images(
 
     Parameters
     ----------
-    cells
-        From :func:`scnapse.im.cells_from_labels`, with crops made like the training crops (same
-        size, channels, normalisation).
+    adata
+        From :func:`scnapse.im.cells_from_labels` (formerly ``cells=``), with crops made like the
+        training crops (same size, channels, normalisation).
     model
-        From :func:`train_image_classifier` or ``sn.models.ImageModel.load(path)``.
+        From :func:`train_image_classifier`, or the folder it was saved to.
     key_added
-        Name of the written columns.
+        Base name of the keys written: ``"predicted"`` by default, as in every ``annotate*``
+        step (before, this step wrote ``"predicted_class"``: pass ``key_added="predicted_class"``
+        for the old keys).
+    min_confidence
+        Cells whose top probability is below this get ``"Unassigned"`` (0, the default: never;
+        the CNN's probabilities are not calibrated).
     crops_key
         The ``obsm`` key of the crops.
     copy
@@ -159,26 +171,18 @@ def annotate_images(
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Writes ``obs[key_added]`` (categorical),
-    ``obs[f"{key_added}_confidence"]`` (the winning probability), ``obsm[f"{key_added}_probabilities"]``
-    (cells × classes), ``uns[f"{key_added}_colors"]`` (one colour per class, for plots and
-    :func:`scnapse.im.class_table`) and ``uns[key_added]`` (classes, model parameters).
+    ``None``, or the annotated copy with ``copy=True``. Writes ``obs[key_added]`` (categorical: the
+    classes and ``"Unassigned"``), ``obs[key_added + "_confidence"]`` (the winning probability),
+    ``obsm[key_added + "_probabilities"]`` (a DataFrame, one column per class),
+    ``uns[key_added + "_colors"]`` (one colour per category, for plots and
+    :func:`scnapse.im.class_table`) and ``uns[key_added]`` (classes, parameters, the model's parameters).
     """
-    from ..im._paint import PALETTE
-
-    if not isinstance(model, ImageModel):
-        raise TypeError(f"model must be an sn.models.ImageModel, not {type(model).__name__}.")
-    proba = model.predict_proba(cells, crops_key=crops_key)
+    model, model_path = annotation_model(model, ImageModel)
+    check_adata_arg(adata)
+    min_confidence = check_fraction("min_confidence", min_confidence)
+    proba = model.predict_proba(adata, crops_key=crops_key)
     if copy:
-        cells = cells.copy()
-    codes = proba.argmax(axis=1)
-    cells.obs[key_added] = pd.Categorical.from_codes(codes, categories=model.classes)
-    cells.obs[f"{key_added}_confidence"] = proba[np.arange(len(codes)), codes]
-    cells.obsm[f"{key_added}_probabilities"] = proba
-    cells.uns[f"{key_added}_colors"] = [PALETTE[i % len(PALETTE)] for i in range(len(model.classes))]
-    cells.uns[key_added] = sanitize_for_uns({"classes": list(model.classes),
-                                             "model_params": {k: v for k, v in model.params.items()
-                                                              if k != "environment"}})
-    logger.info(f"    added 'obs[{key_added!r}]', 'obs[{key_added + '_confidence'!r}]', "
-                f"'obsm[{key_added + '_probabilities'!r}]'")
-    return cells if copy else None
+        adata = adata.copy()
+    write_annotation(adata, proba, model.classes, model, key=key_added, min_confidence=min_confidence,
+                     params={"crops_key": crops_key, "model": model_path})
+    return adata if copy else None

@@ -5,59 +5,64 @@ padded, ``obs["length"]``."""
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 
-import numpy as np
-import pandas as pd
 from anndata import AnnData
 
 from .._anndata import sanitize_for_uns, write_embedding
 from .._settings import logger
 from ..models.sequence import SequenceModel
+from ..pipeline.registry import EMBEDDING_METRICS, step
+from ..train import RunOptions
+from ._annotate import (
+    annotation_model,
+    check_adata_arg,
+    check_fraction,
+    write_annotation,
+)
+from ._common import ClassWeight, layer_widths, model_default, train_model
 
-_COMMON = """sequence_key
-        ``obsm`` key of the padded sequences (n, T, features).
-    length_key
-        ``obs`` column with each sequence's number of real steps.
-    progress
-        Show a progress bar.
-    callback
-        Called with an :class:`~scnapse.train.EpochReport` after each epoch; return ``False`` to stop.
-    cancel
-        A ``threading.Event``; setting it stops training and keeps the best model so far.
-    **train_options
-        :class:`~scnapse.train.TrainConfig` fields: ``dropout``, ``input_noise``, ``l1``, ``l2``,
-        ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``batch_size``, ``max_epochs``,
-        ``early_stopping``, ``validation_fraction``, ``lr_schedule``, ``seed``, ``device``,
-        ``deterministic``. The cost follows from the task."""
+_COMMON = """sequence_key, length_key
+        ``obsm`` key of the padded sequences (n, T, features); ``obs`` column of their lengths.
+    run
+        How training runs (progress bar, callback, cancel, precision, checkpoints and resume…): a
+        :class:`scnapse.train.RunOptions`; its fields may also be given as keywords.
+    **options
+        :class:`scnapse.train.TrainConfig` fields (``lr``, ``max_epochs``, ``seed``…; see
+        :class:`scnapse.models.SequenceModel`). The cost follows from the task."""
 
-
-def _model(model) -> SequenceModel:
-    if isinstance(model, (str, os.PathLike)):
-        return SequenceModel.load(model)
-    if not isinstance(model, SequenceModel):
-        raise TypeError(f"model must be a SequenceModel (or the folder it was saved to), not {type(model).__name__}.")
-    return model
+#: the recurrent layers' widths by default (the model's)
+_HIDDEN = tuple(model_default(SequenceModel, "hidden"))
 
 
+def _train(adata, task: str, *, step: str, hidden, run, options, sequence_key, length_key, labels_key=None,
+           **model_args):
+    """Train a ``SequenceModel`` for ``task`` (the public ``step``); ``hidden`` is a sequence of
+    widths (a single integer warns)."""
+    hidden = layer_widths(hidden, step=step)
+    fit = {"sequence_key": sequence_key, "length_key": length_key}
+    if labels_key is not None:
+        fit["labels_key"] = labels_key
+    return train_model(SequenceModel, adata, run=run, options=options, fit=fit, task=task, hidden=hidden,
+                       **model_args)
+
+
+@step("scnapse.tl.sequence_embedding", trains=True, metrics=EMBEDDING_METRICS)
 def sequence_embedding(
     adata: AnnData,
     *,
     n_latent: int = 8,
     cell: str = "gru",
-    hidden: int = 64,
+    hidden: Sequence[int] = _HIDDEN,
     n_layers: int = 1,
     bidirectional: bool = True,
     use_time: bool | None = None,
     sequence_key: str = "sequence",
     length_key: str = "length",
     key_added: str | None = None,
-    progress: bool = True,
-    callback: Callable | None = None,
-    cancel: threading.Event | None = None,
     copy: bool = False,
-    **train_options,
+    run: RunOptions | None = None,
+    **options,
 ) -> AnnData | None:
     """Embed each sequence with a recurrent sequence autoencoder.
 
@@ -75,7 +80,8 @@ def sequence_embedding(
     cell
         ``"gru"`` or ``"lstm"``.
     hidden, n_layers, bidirectional
-        Recurrent layer width, depth and direction(s) of the encoder.
+        Recurrent layer widths (a sequence, e.g. ``(64,)``; a single integer is still read, with a
+        FutureWarning), depth and direction(s) of the encoder.
     use_time
         Add the time since the previous step as an input; ``None``: when steps are uneven.
     key_added
@@ -89,33 +95,31 @@ def sequence_embedding(
     ``None`` or the copy. Writes ``obsm["X_rnn"]`` (n, n_latent) and ``uns["rnn"]`` =
     ``{{"params", "history"}}``.
     """
-    model = SequenceModel("embed", cell=cell, hidden=hidden, n_layers=n_layers, bidirectional=bidirectional,
-                          n_latent=n_latent, use_time=use_time, **train_options)
     if copy:
         adata = adata.copy()
-    model.fit(adata, sequence_key=sequence_key, length_key=length_key, progress=progress, callback=callback,
-              cancel=cancel)
+    model = _train(adata, "embed", step="sequence_embedding", hidden=hidden, run=run, options=options,
+                   sequence_key=sequence_key, length_key=length_key, cell=cell, n_layers=n_layers,
+                   bidirectional=bidirectional, n_latent=n_latent, use_time=use_time)
     write_embedding(adata, model, model.transform(adata, sequence_key=sequence_key, length_key=length_key),
                     key_added=key_added, default_obsm="X_rnn", default_uns="rnn")
     return adata if copy else None
 
 
+@step("scnapse.tl.train_sequence_classifier", trains=True, returns_model=True)
 def train_sequence_classifier(
     adata: AnnData,
     *,
     labels_key: str,
     cell: str = "lstm",
-    hidden: int = 64,
+    hidden: Sequence[int] = _HIDDEN,
     n_layers: int = 1,
     bidirectional: bool = True,
     use_time: bool | None = None,
-    class_weight: str | None = None,
+    class_weight: ClassWeight | None = None,
     sequence_key: str = "sequence",
     length_key: str = "length",
-    progress: bool = True,
-    callback: Callable | None = None,
-    cancel: threading.Event | None = None,
-    **train_options,
+    run: RunOptions | None = None,
+    **options,
 ) -> SequenceModel:
     """Train a GRU/LSTM classifier of whole sequences (e.g. "does this cell divide?").
 
@@ -126,11 +130,13 @@ def train_sequence_classifier(
     labels_key
         ``obs`` column with each sequence's class; sequences with a missing label are left out.
     cell, hidden, n_layers, bidirectional
-        The recurrent encoder; its final state (both directions) feeds a linear softmax head.
+        The recurrent encoder (``hidden``: a sequence of widths, e.g. ``(64,)``); its final state
+        (both directions) feeds a linear softmax head.
     use_time
         Add the time since the previous step as an input; ``None``: when steps are uneven.
     class_weight
-        ``"balanced"`` for rare classes (weights ∝ 1 / class frequency); ``None``: equal weights.
+        ``"balanced"`` for rare classes (weights ∝ 1 / class frequency), ``"sampling"``
+        (class-balanced mini-batches, where the model supports them) or ``None``: equal weights.
     {common}
 
     Returns
@@ -138,17 +144,18 @@ def train_sequence_classifier(
     The trained :class:`~scnapse.models.SequenceModel`; apply it with :func:`annotate_sequences`,
     save it with ``model.save(path)``.
     """
-    model = SequenceModel("classify", cell=cell, hidden=hidden, n_layers=n_layers, bidirectional=bidirectional,
-                          use_time=use_time, class_weight=class_weight, **train_options)
-    return model.fit(adata, labels_key=labels_key, sequence_key=sequence_key, length_key=length_key,
-                     progress=progress, callback=callback, cancel=cancel)
+    return _train(adata, "classify", step="train_sequence_classifier", hidden=hidden, run=run, options=options,
+                  sequence_key=sequence_key, length_key=length_key, labels_key=labels_key, cell=cell, n_layers=n_layers,
+                  bidirectional=bidirectional, use_time=use_time, class_weight=class_weight)
 
 
+@step("scnapse.tl.annotate_sequences", takes_model=True)
 def annotate_sequences(
     adata: AnnData,
     model: SequenceModel | str | os.PathLike,
     *,
-    key_added: str | None = None,
+    key_added: str = "predicted",
+    min_confidence: float = 0.0,
     sequence_key: str | None = None,
     length_key: str | None = None,
     copy: bool = False,
@@ -162,7 +169,12 @@ def annotate_sequences(
     model
         A classifier from :func:`train_sequence_classifier`, or the folder it was saved to.
     key_added
-        Default ``"predicted_<labels_key>"``.
+        Base name of the keys written: ``"predicted"`` by default, as in every ``annotate*``
+        step (before, this step wrote ``"predicted_<labels_key>"``: pass that as ``key_added``
+        for the old keys).
+    min_confidence
+        Sequences whose top probability is below this get ``"Unassigned"`` (0, the default: never;
+        the network's probabilities are not calibrated).
     sequence_key, length_key
         Default: those used in training.
     copy
@@ -170,40 +182,38 @@ def annotate_sequences(
 
     Returns
     -------
-    ``None`` or the copy. Writes ``obs[key]`` (categorical), ``obs[key + "_confidence"]`` (the
-    winning probability), ``obsm[key + "_probabilities"]`` (a DataFrame, one column per class)
-    and ``uns[key]["params"]``.
+    ``None`` or the copy. Writes ``obs[key_added]`` (categorical: the classes and
+    ``"Unassigned"``), ``obs[key_added + "_confidence"]`` (the winning probability),
+    ``obsm[key_added + "_probabilities"]`` (a DataFrame, one column per class),
+    ``uns[key_added + "_colors"]`` and ``uns[key_added]`` (classes, parameters, the model's parameters).
     """
-    model = _model(model)
+    model, model_path = annotation_model(model, SequenceModel)
     model._require_fitted("classify")
-    key = key_added or f"predicted_{model.labels_key}"
+    check_adata_arg(adata)
+    min_confidence = check_fraction("min_confidence", min_confidence)
     proba = model.predict_proba(adata, sequence_key=sequence_key, length_key=length_key)
     if copy:
         adata = adata.copy()
-    classes = list(model.classes)
-    adata.obs[key] = pd.Categorical(np.asarray(classes, dtype=object)[proba.argmax(axis=1)], categories=classes)
-    adata.obs[f"{key}_confidence"] = proba.max(axis=1)
-    adata.obsm[f"{key}_probabilities"] = pd.DataFrame(proba, index=adata.obs_names, columns=classes)
-    adata.uns[key] = sanitize_for_uns({"params": {k: v for k, v in model.params.items() if k != "environment"}})
-    logger.info(f"    added 'obs[{key!r}]', 'obs[{key + '_confidence'!r}]', 'obsm[{key + '_probabilities'!r}]'")
+    write_annotation(adata, proba, model.classes, model, key=key_added, min_confidence=min_confidence,
+                     params={"sequence_key": sequence_key or model.sequence_key,
+                             "length_key": length_key or model.length_key, "model": model_path})
     return adata if copy else None
 
 
+@step("scnapse.tl.train_forecaster", trains=True, returns_model=True)
 def train_forecaster(
     adata: AnnData,
     *,
     horizon: int = 3,
     cell: str = "gru",
-    hidden: int = 64,
+    hidden: Sequence[int] = _HIDDEN,
     n_layers: int = 1,
     teacher_forcing: float = 0.5,
     use_time: bool | None = None,
     sequence_key: str = "sequence",
     length_key: str = "length",
-    progress: bool = True,
-    callback: Callable | None = None,
-    cancel: threading.Event | None = None,
-    **train_options,
+    run: RunOptions | None = None,
+    **options,
 ) -> SequenceModel:
     """Train a GRU/LSTM that forecasts the next ``horizon`` steps of every feature.
 
@@ -221,7 +231,7 @@ def train_forecaster(
     horizon
         Steps to forecast.
     cell, hidden, n_layers
-        The recurrent encoder and decoder.
+        The recurrent encoder and decoder (``hidden``: a sequence of widths, e.g. ``(64,)``).
     teacher_forcing
         Probability of reading the true previous value at a decoder step during training.
     use_time
@@ -232,12 +242,12 @@ def train_forecaster(
     -------
     The trained :class:`~scnapse.models.SequenceModel`; apply it with :func:`forecast`.
     """
-    model = SequenceModel("forecast", cell=cell, hidden=hidden, n_layers=n_layers, horizon=horizon,
-                          teacher_forcing=teacher_forcing, use_time=use_time, **train_options)
-    return model.fit(adata, sequence_key=sequence_key, length_key=length_key, progress=progress,
-                     callback=callback, cancel=cancel)
+    return _train(adata, "forecast", step="train_forecaster", hidden=hidden, run=run, options=options,
+                  sequence_key=sequence_key, length_key=length_key, cell=cell, n_layers=n_layers, horizon=horizon,
+                  teacher_forcing=teacher_forcing, use_time=use_time)
 
 
+@step("scnapse.tl.forecast", takes_model=True)
 def forecast(
     adata: AnnData,
     model: SequenceModel | str | os.PathLike,
@@ -268,7 +278,7 @@ def forecast(
     ``None`` or the copy. Writes ``obsm["forecast"]`` (n, horizon, features) in the data's units
     and ``uns["forecast"] = {"params", "features"}``.
     """
-    model = _model(model)
+    model, _ = annotation_model(model, SequenceModel)
     model._require_fitted("forecast")
     pred = model.forecast(adata, sequence_key=sequence_key, length_key=length_key)
     if copy:

@@ -99,6 +99,36 @@ def from_tracks(
     """
     df, track_key, time_key, layer_graph = _tracks_frame(tracks, track_key, time_key)
     graph = layer_graph if graph is None else graph
+    features = _feature_columns(df, features, track_key, time_key)
+    _check_tracks_table(df, track_key, time_key)
+    df = _finite_rows(df, features, track_key, dropna)
+    df = df.assign(_t=pd.to_numeric(df[time_key]).astype(np.float64)).sort_values([track_key, "_t"], kind="stable")
+    groups = df.groupby(track_key, sort=True)
+    obs_keys = _obs_keys(df, groups, obs_keys, [track_key, time_key, "_t", *features])
+    step = _typical_step(df, track_key)
+    seqs, tlist, rows = [], [], []
+    for tid, g in groups:
+        t = g["_t"].to_numpy()
+        seqs.append(g[features].to_numpy(dtype=np.float32))
+        tlist.append(t)
+        n_gaps = int(np.round((np.diff(t) / step) - 1).clip(min=0).sum()) if len(t) > 1 and step > 0 else 0
+        rows.append({track_key: tid, "start": t[0], "end": t[-1], "n_gaps": n_gaps,
+                     **{c: g[c].iloc[-1] for c in obs_keys}})
+    obs = pd.DataFrame(rows)
+    obs.index = pd.Index([str(v) for v in obs[track_key]])
+    if not obs.index.is_unique:
+        obs.index = pd.Index([f"{track_key}_{i}" for i in range(len(obs))])
+    if graph:
+        lineage = _lineage_columns(obs[track_key].tolist(), graph)
+        for c in lineage.columns:
+            if c not in obs.columns:
+                obs[c] = lineage[c].to_numpy()
+    info = {"source": "tracks", "track_key": track_key, "time_key": time_key, "time_step": float(step)}
+    return pack_sequences(seqs, tlist, list(features), obs, key=key, info=info)
+
+
+def _feature_columns(df: pd.DataFrame, features, track_key: str, time_key: str) -> list[str]:
+    """The feature columns asked for (``None``: every numeric column but track and time), checked."""
     for what, col in (("track_key", track_key), ("time_key", time_key)):
         if col not in df.columns:
             raise KeyError(f"{what}={col!r} is not a column of the tracks table; columns: {list(df.columns)}.")
@@ -117,6 +147,11 @@ def from_tracks(
     nonnum = [f for f in features if not pd.api.types.is_numeric_dtype(df[f])]
     if nonnum:
         raise ValueError(f"features {nonnum} are not numeric; sequences need numbers.")
+    return list(features)
+
+
+def _check_tracks_table(df: pd.DataFrame, track_key: str, time_key: str) -> None:
+    """Numeric times, no missing track id, one row per track per time point."""
     times = pd.to_numeric(df[time_key], errors="coerce")
     if times.isna().any():
         raise ValueError(f"The time column {time_key!r} holds {int(times.isna().sum())} missing or non-numeric value(s).")
@@ -131,50 +166,35 @@ def from_tracks(
             "own id (Mastodon: 'Branch spot ID'; napari Tracks: one id per branch with a graph), or "
             "drop duplicate rows (df.drop_duplicates([track_key, time_key]))."
         )
-    values = df[features].astype(np.float64)
-    bad = ~np.isfinite(values.to_numpy()).all(axis=1)
-    if bad.any():
-        if not dropna:
-            raise ValueError(
-                f"{int(bad.sum())} row(s) of the features {features} hold NaN or infinite values (tracks "
-                f"{list(pd.unique(df.loc[bad, track_key])[:3])} …). Pass dropna=True to drop those time "
-                "points (they become gaps), or fill them first."
-            )
-        df = df.loc[~bad]
-        if len(df) == 0:
-            raise ValueError("Every row holds NaN in some feature; nothing is left after dropna=True.")
-    df = df.assign(_t=pd.to_numeric(df[time_key]).astype(np.float64)).sort_values([track_key, "_t"], kind="stable")
-    groups = df.groupby(track_key, sort=True)
-    if obs_keys is None:
-        others = [c for c in df.columns if c not in (track_key, time_key, "_t", *features)]
-        constant = groups[others].nunique(dropna=False).le(1).all() if others else pd.Series(dtype=bool)
-        obs_keys = [c for c in others if bool(constant.get(c, False))]
-    else:
+
+
+def _finite_rows(df: pd.DataFrame, features: list[str], track_key: str, dropna: bool) -> pd.DataFrame:
+    """``df`` without the rows whose features hold NaN or inf (``dropna=True``), or an error."""
+    bad = ~np.isfinite(df[features].astype(np.float64).to_numpy()).all(axis=1)
+    if not bad.any():
+        return df
+    if not dropna:
+        raise ValueError(
+            f"{int(bad.sum())} row(s) of the features {features} hold NaN or infinite values (tracks "
+            f"{list(pd.unique(df.loc[bad, track_key])[:3])} …). Pass dropna=True to drop those time "
+            "points (they become gaps), or fill them first."
+        )
+    df = df.loc[~bad]
+    if len(df) == 0:
+        raise ValueError("Every row holds NaN in some feature; nothing is left after dropna=True.")
+    return df
+
+
+def _obs_keys(df: pd.DataFrame, groups, obs_keys, used: list[str]) -> list[str]:
+    """The columns copied to ``obs``; ``None``: the other columns constant within every track."""
+    if obs_keys is not None:
         missing = [c for c in obs_keys if c not in df.columns]
         if missing:
             raise KeyError(f"obs_keys {missing} are not columns of the tracks table.")
-    seqs, tlist, rows = [], [], []
-    step = _typical_step(df, track_key)
-    for tid, g in groups:
-        t = g["_t"].to_numpy()
-        seqs.append(g[features].to_numpy(dtype=np.float32))
-        tlist.append(t)
-        n_gaps = int(np.round((np.diff(t) / step) - 1).clip(min=0).sum()) if len(t) > 1 and step > 0 else 0
-        row = {track_key: tid, "start": t[0], "end": t[-1], "n_gaps": n_gaps}
-        for c in obs_keys:
-            row[c] = g[c].iloc[-1]
-        rows.append(row)
-    obs = pd.DataFrame(rows)
-    obs.index = pd.Index([str(v) for v in obs[track_key]])
-    if not obs.index.is_unique:
-        obs.index = pd.Index([f"{track_key}_{i}" for i in range(len(obs))])
-    if graph:
-        lineage = _lineage_columns(obs[track_key].tolist(), graph)
-        for c in lineage.columns:
-            if c not in obs.columns:
-                obs[c] = lineage[c].to_numpy()
-    info = {"source": "tracks", "track_key": track_key, "time_key": time_key, "time_step": float(step)}
-    return pack_sequences(seqs, tlist, list(features), obs, key=key, info=info)
+        return list(obs_keys)
+    others = [c for c in df.columns if c not in used]
+    constant = groups[others].nunique(dropna=False).le(1).all() if others else pd.Series(dtype=bool)
+    return [c for c in others if bool(constant.get(c, False))]
 
 
 def _typical_step(df: pd.DataFrame, track_key: str) -> float:

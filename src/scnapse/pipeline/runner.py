@@ -1,0 +1,85 @@
+"""Running a validated pipeline: the steps in order, models passed between them, provenance."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .._settings import logger
+from .readers import file_checksum, load_input
+from .registry import PipelineError, StepSpec, get_step
+from .writer import write_h5ad_atomic
+
+
+def run_pipeline(pipe, adata=None, *, output: str | os.PathLike | None = None, write: bool = True):
+    """Run ``pipe`` on ``adata`` (or its input) and write the output atomically; see
+    :meth:`scnapse.pipeline.Pipeline.run`."""
+    from ..train.distributed import is_main_process
+
+    source_path = None
+    if adata is None:
+        if pipe.input is None:
+            raise PipelineError("This pipeline has no 'input'; give one, or pass an AnnData to run().")
+        adata, source_path = load_input(pipe.input)
+    out_path = output or pipe.output
+    if write and out_path and source_path and Path(out_path).resolve() == Path(source_path).resolve():
+        raise PipelineError(f"The output {str(out_path)!r} is the input file; a run never overwrites its input. "
+                            "Choose another output.")
+    checksum = file_checksum(source_path) if source_path else None
+    main = is_main_process()  # under torchrun only rank 0 writes files
+    timings, resolved = [], []
+    pipe.models = {}
+    for i, step in enumerate(pipe.steps):
+        spec = get_step(step.name)
+        params = pipe.resolved_params(step, spec)
+        if not main and params.get("save"):
+            params = {**params, "save": None}
+        logger.info(f"[{i + 1}/{len(pipe.steps)}] {step.name}")
+        t0 = time.perf_counter()
+        _run_step(spec, step.id, adata, params, pipe.models, save=write and main)
+        timings.append(round(time.perf_counter() - t0, 4))
+        resolved.append({"step": step.name, "id": step.id, "params": params})
+    adata.uns["scnapse"] = provenance(pipe, resolved, timings, source_path, checksum)
+    if write and out_path and main:
+        write_h5ad_atomic(adata, out_path)
+        logger.info(f"wrote {out_path}")
+    return adata
+
+
+def _run_step(spec: StepSpec, step_id: str, adata, params: dict, models: dict, *, save: bool) -> None:
+    """Call one step: a model it takes is looked up (an earlier step's, or loaded from its folder);
+    a model it returns is kept under ``step_id`` (and saved to ``save_model`` when ``save``)."""
+    call = dict(params)
+    save_model = call.pop("save_model", None)
+    if spec.takes_model:
+        ref = call.get("model")
+        if ref in models:
+            call["model"] = models[ref]
+        elif isinstance(ref, str):
+            from ..models import load as load_model
+
+            call["model"] = load_model(ref)
+    result = spec.func(adata, **call)
+    if spec.returns_model:
+        models[step_id] = result
+        if save_model and save:
+            result.save(save_model)
+
+
+def provenance(pipe, resolved: list[dict], timings: list[float], source_path, checksum) -> dict:
+    """What ``uns['scnapse']`` records: the pipeline, resolved parameters, versions, the input."""
+    from .. import __version__
+    from .._anndata import sanitize_for_uns
+    from ..train.repro import package_versions
+
+    return sanitize_for_uns({
+        "pipeline": pipe.to_yaml(),
+        "resolved_steps": resolved,
+        "seed": pipe.seed,
+        "device": pipe.device,
+        "versions": {**package_versions(), "scnapse": __version__},
+        "input": str(source_path) if source_path else "in memory",
+        "input_sha256": checksum,
+        "step_seconds": timings,
+    })

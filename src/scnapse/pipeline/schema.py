@@ -1,0 +1,241 @@
+"""The pipeline file's format and its checks: everything is validated before anything runs."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .registry import PipelineError, StepSpec, get_step
+
+FORMAT_VERSION = 1
+_TOP_KEYS = ("name", "input", "output", "seed", "device", "deterministic", "steps", "format_version")
+_SETTABLE = ("seed", "output", "device", "input", "name", "deterministic")
+
+
+@dataclass
+class Step:
+    """One step of a pipeline: a registered public name, its parameters and a unique id."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+    id: str = ""
+
+    def to_dict(self) -> dict:
+        return {"step": self.name, "id": self.id, "params": copy.deepcopy(self.params)}
+
+
+@dataclass
+class Pipeline:
+    """A validated pipeline: load with :meth:`from_yaml` / :meth:`from_dict`, then :meth:`run`."""
+
+    steps: list[Step]
+    input: str | dict | None = None
+    output: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = False
+    name: str = "pipeline"
+    source: str | None = None  # the file it came from
+
+    # -- reading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> Pipeline:
+        """Read and validate a pipeline file."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Pipeline file {str(path)!r} does not exist.")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise PipelineError(f"{path} is not valid YAML: {err}") from None
+        pipe = cls.from_dict(data, where=str(path))
+        pipe.source = str(path)
+        return pipe
+
+    @classmethod
+    def from_dict(cls, data: dict, *, where: str = "pipeline") -> Pipeline:
+        """Validate a pipeline given as a mapping (the parsed YAML)."""
+        if not isinstance(data, dict):
+            raise PipelineError(f"{where}: a pipeline is a mapping with 'input', 'steps' and 'output'.")
+        unknown = sorted(set(data) - set(_TOP_KEYS))
+        if unknown:
+            raise PipelineError(f"{where}: unknown top-level key(s) {unknown}; valid keys: {sorted(_TOP_KEYS)}.")
+        if int(data.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
+            raise PipelineError(f"{where}: format_version {data['format_version']} is newer than this scnapse reads.")
+        raw_steps = data.get("steps")
+        if not isinstance(raw_steps, list) or not raw_steps:
+            raise PipelineError(f"{where}: 'steps' must be a non-empty list.")
+        seen: dict[str, int] = {}
+        steps = [_parse_step(item, i, where, seen) for i, item in enumerate(raw_steps)]
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise PipelineError(f"{where}: seed={seed!r} must be a non-negative integer.")
+        pipe = cls(steps=steps, input=data.get("input"), output=data.get("output"), seed=seed,
+                   device=str(data.get("device", "auto")), deterministic=bool(data.get("deterministic", False)),
+                   name=str(data.get("name", "pipeline")))
+        pipe.validate(where=where)
+        return pipe
+
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "name": self.name, "input": self.input, "output": self.output,
+                "seed": self.seed, "device": self.device, "deterministic": self.deterministic,
+                "steps": [s.to_dict() for s in self.steps]}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # -- checking ----------------------------------------------------------------------------------
+    def validate(self, *, where: str = "pipeline") -> None:
+        """Check every step's name and parameters, and that every model a step uses exists."""
+        model_ids = []
+        for i, step in enumerate(self.steps):
+            here = f"{where}: step {i + 1} ({step.id})"
+            try:
+                spec = get_step(step.name)
+            except PipelineError as err:
+                raise PipelineError(f"{here}: {err}") from None
+            _check_params(spec, step, here)
+            if spec.takes_model:
+                ref = step.params.get("model")
+                if not isinstance(ref, str) or not (ref in model_ids or "/" in ref or Path(ref).exists()):
+                    raise PipelineError(f"{here}: model={ref!r} must name an earlier training step "
+                                        f"(ids: {model_ids}) or the folder of a saved model.")
+            if spec.returns_model:
+                model_ids.append(step.id)
+
+    def set(self, assignment: str) -> None:
+        """Apply ``steps.<id>.<param>=<value>`` (or ``seed=``, ``output=``, ``device=``); the value is YAML."""
+        if "=" not in assignment:
+            raise PipelineError(f"--set {assignment!r}: write KEY=VALUE, e.g. steps.autoencoder.lr=3e-4.")
+        key, raw = assignment.split("=", 1)
+        value = yaml.safe_load(raw)
+        parts = key.strip().split(".")
+        if parts[0] == "steps" and len(parts) == 3:
+            ids = [s.id for s in self.steps]
+            if parts[1] not in ids:
+                raise PipelineError(f"--set {key}: no step with id {parts[1]!r}; step ids: {ids}.")
+            self.steps[ids.index(parts[1])].params[parts[2]] = _coerce_number(value)
+        elif len(parts) == 1 and parts[0] in _SETTABLE:
+            setattr(self, parts[0], value)
+        else:
+            raise PipelineError(f"--set {key}: use steps.<id>.<parameter>, or one of {', '.join(_SETTABLE)}.")
+        self.validate(where="after --set")
+
+    # -- running -----------------------------------------------------------------------------------
+    def resolved_params(self, step: Step, spec: StepSpec | None = None) -> dict:
+        """The step's parameters with the pipeline's seed, device and determinism filled in."""
+        spec = spec or get_step(step.name)
+        params = dict(step.params)
+        if spec.seed_param and spec.seed_param not in params:
+            params[spec.seed_param] = self.seed
+        if spec.trains:
+            params.setdefault("device", self.device)
+            if self.deterministic:
+                params.setdefault("deterministic", True)
+            params.setdefault("progress", False)
+        return params
+
+    def load_input(self):
+        """``(adata, path)`` of the pipeline's input (see :func:`scnapse.pipeline.load_input`)."""
+        from .readers import load_input
+
+        return load_input(self.input)
+
+    def run(self, adata=None, *, output: str | os.PathLike | None = None, write: bool = True):
+        """Run every step on ``adata`` (or the pipeline's input) and write the output atomically.
+
+        Returns the resulting AnnData, with the provenance in ``uns['scnapse']``; the models the
+        steps trained are in ``self.models`` (by step id).
+        """
+        from .runner import run_pipeline
+
+        return run_pipeline(self, adata, output=output, write=write)
+
+
+def _coerce_number(value):
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _parse_step(item, i: int, where: str, seen: dict) -> Step:
+    """A step written as ``name``, ``{name: {params}}`` or ``{step: name, id: .., params: {..}}``."""
+    if isinstance(item, str):
+        name, params, sid = item, {}, None
+    elif isinstance(item, dict) and "step" in item:
+        extra = sorted(set(item) - {"step", "params", "id"})
+        if extra:
+            raise PipelineError(f"{where}: step {i + 1}: unknown key(s) {extra}; a step has 'step', 'id', 'params'.")
+        name, params, sid = item["step"], item.get("params") or {}, item.get("id")
+    elif isinstance(item, dict) and len(item) == 1:
+        name, params = next(iter(item.items()))
+        params, sid = params or {}, None
+    else:
+        raise PipelineError(
+            f"{where}: step {i + 1} must be a step name, {{name: {{params}}}}, or {{step: name, params: {{...}}}}."
+        )
+    if not isinstance(params, dict):
+        raise PipelineError(f"{where}: step {i + 1} ({name}): parameters must be a mapping, not {params!r}.")
+    params = {k: _coerce_number(v) for k, v in params.items()}
+    if sid is None:
+        base = str(name).rsplit(".", 1)[-1]
+        seen[base] = seen.get(base, 0) + 1
+        sid = base if seen[base] == 1 else f"{base}_{seen[base]}"
+    return Step(name=str(name), params=params, id=str(sid))
+
+
+_SIMPLE = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_params(spec: StepSpec, step: Step, where: str) -> None:
+    """Unknown parameters, invalid training options and values of the wrong simple type."""
+    sig = inspect.signature(spec.func)
+    named = [n for n, p in sig.parameters.items()
+             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("adata", "data", "copy")]
+    train_fields: set[str] = set()
+    if spec.trains:
+        from ..train.config import TrainConfig
+
+        train_fields = set(TrainConfig.field_names())
+    valid = set(named) | train_fields | ({"save_model"} if spec.returns_model else set())
+    if spec.run_options:
+        from ..train.run import RUN_OPTIONS
+
+        valid |= set(RUN_OPTIONS) - {"callback", "cancel"}
+    valid.discard("run")
+    for key in step.params:
+        if key not in valid:
+            raise PipelineError(f"{where}: unknown parameter {key!r}; valid parameters: {sorted(valid)}.")
+        if key in ("copy", "inplace"):
+            raise PipelineError(f"{where}: {key!r} cannot be set in a pipeline (steps work in place).")
+    train = {k: v for k, v in step.params.items() if k in train_fields and k not in named}
+    if train:
+        try:
+            TrainConfig.from_kwargs(**train)
+        except (TypeError, ValueError) as err:
+            raise PipelineError(f"{where}: {err}") from None
+    _check_types(spec.func, step.params, where)
+
+
+def _check_types(func, params: dict, where: str) -> None:
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # scanpy's annotations may need optional packages
+        hints = {}
+    for key, value in params.items():
+        hint = hints.get(key)
+        if hint in _SIMPLE and value is not None:
+            ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+            if hint is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise PipelineError(f"{where}: parameter {key}={value!r} must be {_SIMPLE[hint]}.")

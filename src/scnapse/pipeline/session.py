@@ -1,0 +1,83 @@
+"""What was run on one AnnData interactively (the napari panels), recorded as a pipeline.
+
+No GUI here: the panels record into a :class:`Session`, and "Save pipeline…" turns it into a
+validated :class:`~scnapse.pipeline.Pipeline` (and a script).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from .schema import Pipeline
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parameter that is a model trained in the session (saved beside the pipeline on export)."""
+
+    name: str
+
+
+@dataclass
+class Session:
+    """What was run on one AnnData, in order: becomes a pipeline file.
+
+    ``input`` is what a pipeline reads to get the same starting data: ``{"dataset": name}`` for
+    the bundled data, a file path for an opened ``.h5ad``, or ``None`` for data made in memory.
+    """
+
+    input: str | dict | None = None
+    steps: list[dict] = field(default_factory=list)
+    seed: int = 0
+    models: dict = field(default_factory=dict)
+    initial: AnnData | None = None  # in-memory input (e.g. cells made from an image), written on export
+
+    def add_model(self, name: str, model: Any) -> str:
+        """Keep a model trained in the session; returns its (unique) name."""
+        unique, k = name, 1
+        while unique in self.models:
+            k += 1
+            unique = f"{name}_{k}"
+        self.models[unique] = model
+        return unique
+
+    def record(self, name: str, params: dict, step_id: str | None = None) -> None:
+        """Append the step ``name`` (a registered public name) run with ``params``; its id is
+        ``step_id`` (default: the function's name), made unique."""
+        ids = [s["id"] for s in self.steps]
+        base = step_id or name.rsplit(".", 1)[-1]
+        sid, k = base, 1
+        while sid in ids:
+            k += 1
+            sid = f"{base}_{k}"
+        self.steps.append({"step": name, "id": sid, "params": dict(params)})
+
+    def to_pipeline(self, *, output: str | None = None, name: str = "napari session", model_dir=None) -> Pipeline:
+        """The session as a validated :class:`scnapse.pipeline.Pipeline`.
+
+        Models trained in the session are saved under ``model_dir/<name>`` and referred to by path.
+        """
+        from .schema import Pipeline
+
+        if not self.steps:
+            raise ValueError("Nothing was run on these cells yet: run a step, then save the pipeline.")
+        steps = [{**s, "params": {k: self._saved(v, model_dir) for k, v in s["params"].items()}}
+                 for s in self.steps]
+        return Pipeline.from_dict({
+            "name": name, "input": self.input, "output": output, "seed": self.seed, "steps": steps,
+        })
+
+    def _saved(self, value, model_dir):
+        """A :class:`ModelRef` becomes the folder its model is saved to; other values stay."""
+        if not isinstance(value, ModelRef):
+            return value
+        if model_dir is None:
+            raise ValueError("This session trained a model: give model_dir= to save it beside the pipeline.")
+        folder = Path(model_dir) / value.name
+        self.models[value.name].save(folder)
+        return str(folder.resolve())

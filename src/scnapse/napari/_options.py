@@ -51,7 +51,7 @@ def _resolve(annotation, func):
         return None
     if not isinstance(annotation, str):
         return annotation
-    namespace = {**vars(typing), **vars(collections.abc), **getattr(func, "__globals__", {})}
+    namespace = {**vars(typing), **vars(collections.abc), **getattr(inspect.unwrap(func), "__globals__", {})}
     try:
         return eval(annotation, namespace)  # noqa: S307 - the step's own annotation, not user input
     except Exception:  # noqa: BLE001 - e.g. a name imported only for type checkers

@@ -21,8 +21,9 @@ EMBED, FORECAST, CLASSIFY = "embed", "forecast", "classify"
 NOT_LABELS = ("track_id", "start", "end", "n_gaps", "length")
 #: the obs column of the predicted classes (``annotate_sequences``'s ``key_added``)
 PREDICTED = "predicted"
-#: options of how the sequences are stored, which the panel makes itself
-STORAGE = ("sequence_key", "length_key")
+#: options the panel does not show: how the sequences are stored (the panel makes them itself), and
+#: ``n_layers`` (``hidden`` gives one width per recurrent layer)
+STORAGE = ("sequence_key", "length_key", "n_layers")
 
 
 def track_labels(seqs) -> list[str]:

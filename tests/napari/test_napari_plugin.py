@@ -247,8 +247,8 @@ def test_classic_then_autoencoder_pipeline_reproduces_gui(h5ad_path, tmp_path, m
     ae.hidden.value = "16"
     assert ae.pca_init.value is True  # the step's default
     ae.pca_init.value = False
-    assert ae.variational.value == "auto"
-    ae.variational.value = "autoencoder"
+    assert ae.variational.value is None  # the step's variational=None, shown as "auto"
+    ae.variational.value = False  # "autoencoder"
     ae.train_options.set_values(**FAST, optimizer="momentum", lr=1e-2, l2=1e-4, activation="tanh", seed=3)
     ae.run()
     wait_done(qtbot, ae)

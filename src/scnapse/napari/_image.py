@@ -8,70 +8,65 @@ from __future__ import annotations
 import napari
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, Container, LineEdit, PushButton, SpinBox
+from magicgui.widgets import ComboBox, LineEdit, PushButton
 
 from ._layers import ADATA, SESSION, VIEW, ModelRef, Session, show_embedding
+from ._options import Option, StepOptions, form
 from ._panel import Call, StepPanel
-from ._train_options import TrainOptions
 
 CLASSIFY = "classify (from annotated cells)"
 EMBED = "embed (CNN autoencoder)"
 ANNOTATION_LAYER = "scnapse annotations"
 ANNOTATION_KEY = "annotation"
+#: the obs column of the predicted classes (``annotate_images``'s ``key_added``)
+PREDICTED = "predicted_class"
 
 
 class ImageModelWidget(StepPanel):
-    """CNN on per-cell crops of an Image layer segmented by a Labels layer."""
+    """CNN on per-cell crops of an Image layer segmented by a Labels layer. The crop options are
+    ``scnapse.im.cells_from_labels``'s, the model options those of ``train_image_classifier`` /
+    ``annotate_images`` (classify) or ``image_embedding`` (embed)."""
 
     title = "Image model"
+    train_costs = ("mse", "bce", "cross_entropy")
+    train_exclude = ()
+    size, normalize, mask, n_latent, channels, class_weight = (Option() for _ in range(6))
 
     def make_options(self):
-        from ..im._crops import NORMALIZE
+        from .. import tl
+        from ..im import cells_from_labels
 
         self.image_layer = ComboBox(label="image", choices=self._layers_of(napari.layers.Image))
         self.labels_layer = ComboBox(label="labels", choices=self._layers_of(napari.layers.Labels))
         self.mode = ComboBox(label="task", choices=[CLASSIFY, EMBED], value=CLASSIFY)
-        self.size = SpinBox(label="crop size (px)", value=32, min=8, max=512)
-        self.normalize = ComboBox(label="normalise", choices=list(NORMALIZE), value="image")
+        crops = StepOptions(cells_from_labels, show=("size", "normalize", "mask"))
         self.class_name = LineEdit(label="class to click", value="class A",
                                    tooltip="Clicks on the annotation layer mark cells with this class.")
         self.annotate_button = PushButton(text="Annotate cells by clicking")
         self.annotate_button.changed.connect(self.annotation_layer)
         self.class_name.changed.connect(self._set_click_class)
-        self.n_latent = SpinBox(label="latent size (embed)", value=16, min=2, max=512)
-        self.channels = LineEdit(label="conv channels", value="16, 32", tooltip="Feature maps per conv block.")
-        self.mode.changed.connect(self._visibility)
-        self._visibility()
-        return Container(widgets=[self.image_layer, self.labels_layer, self.mode, self.size, self.normalize,
-                                  self.class_name, self.annotate_button, self.n_latent, self.channels],
-                         labels=True)
+        classify = StepOptions(tl.train_image_classifier, hide=("labels_key", "crops_key", "pretrained"))
+        predict = StepOptions(tl.annotate_images, hide=("crops_key",), fixed={"key_added": PREDICTED})
+        embed = StepOptions(tl.image_embedding, hide=("method", "crops_key", "key_added"))
+        self.option_sets = {CLASSIFY: [crops, classify, predict], EMBED: [crops, embed]}
+        self.train_steps = {CLASSIFY: tl.train_image_classifier, EMBED: tl.image_embedding}
+        self.mode.changed.connect(self.show_task)
+        return form(self.image_layer, self.labels_layer, self.mode, crops, self.class_name, self.annotate_button,
+                    classify, predict, embed)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(napari_viewer)
         self.cells.visible = False  # the cells are made from the Image and Labels layers
+        self.show_task()
 
-    def make_train_options(self):
-        return TrainOptions(defaults=self.task_defaults(), costs=("mse", "bce", "cross_entropy"), exclude=())
+    def current_task(self):
+        return self.mode.value
 
-    def task_defaults(self) -> dict:
-        """The image models' own training defaults for the chosen task (loaded when it changes)."""
-        from ..models.image import CLASSIFIER_DEFAULTS, IMAGE_DEFAULTS
-
-        if self.mode.value == CLASSIFY:
-            return dict(CLASSIFIER_DEFAULTS)
-        return {**IMAGE_DEFAULTS, "augment": (), "validation_fraction": 0.1, "early_stopping": 20}
+    def on_task_changed(self):
+        self.class_name.visible = self.annotate_button.visible = self.mode.value == CLASSIFY
 
     def _layers_of(self, kind):
         return lambda *_: [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
-
-    def _visibility(self, *_):
-        classify = self.mode.value == CLASSIFY
-        if getattr(self, "train_options", None) is not None:
-            self.train_options.set_values(**self.task_defaults())
-        self.class_name.visible = self.annotate_button.visible = classify
-        self.n_latent.visible = not classify
-        if hasattr(self, "run_button") and not self.running:
-            self.run_button.setText(self.run_text)
 
     @property
     def run_text(self):  # noqa: D401
@@ -130,17 +125,18 @@ class ImageModelWidget(StepPanel):
         image, labels = self.image_layer.value, self.labels_layer.value
         if image is None or labels is None:
             raise ValueError("Pick an Image layer and its Labels layer (File ▸ Open Sample ▸ scnapse ▸ nuclei).")
-        key = (image.name, int(self.size.value), str(self.normalize.value))
+        options = self.step_options()[0].values()  # the crop options
+        key = (image.name, *sorted(options.items()))
         cached = labels.metadata.get(ADATA) if labels.metadata.get("scnapse_cells_key") == key else None
         marks = self.annotations(np.asarray(labels.data)) if self.mode.value == CLASSIFY else None
-        size, normalize, rgb = int(self.size.value), str(self.normalize.value), bool(image.rgb)
+        channel_axis = -1 if image.rgb else None
         image_data, label_data = image.data, labels.data
 
         def prepare():
             cells, initial = cached, None
             if cells is None:
-                cells = cells_from_labels(np.asarray(image_data), np.asarray(label_data), size=size,
-                                          normalize=normalize, channel_axis=-1 if rgb else None)
+                cells = cells_from_labels(np.asarray(image_data), np.asarray(label_data), channel_axis=channel_axis,
+                                          **options)
                 initial = cells.copy()
             if marks is not None:
                 classes = sorted(set(marks.values()))
@@ -174,25 +170,16 @@ class ImageModelWidget(StepPanel):
     def layer(self):
         return self.labels_layer.value if hasattr(self, "labels_layer") else None
 
-    def _channels(self) -> list[int]:
-        try:
-            out = [int(t) for t in str(self.channels.value).replace(",", " ").split()]
-        except ValueError:
-            raise ValueError(f"conv channels: {self.channels.value!r} must be whole numbers, e.g. '16, 32'.") from None
-        if not out or any(c < 1 for c in out):
-            raise ValueError("conv channels: give at least one positive width, e.g. '16, 32'.")
-        return out
-
     def calls(self, marks: dict | None) -> list[Call]:
         """The steps for the chosen task; ``marks`` = ``{label id: class}`` of the clicked cells."""
         from .. import tl
 
+        _, *steps = self.step_options()
         train = self.train_options.values()
         if self.mode.value == EMBED:
             if train.get("cost") == "cross_entropy":
                 raise ValueError("cost='cross_entropy' is for classifiers; an embedding uses 'mse' or 'bce'.")
-            return [Call("scnapse.tl.image_embedding", {"n_latent": int(self.n_latent.value),
-                                                        "channels": self._channels(), **train}, trains=True)]
+            return [Call("scnapse.tl.image_embedding", {**steps[0].values(), **train}, trains=True)]
         marks = marks or {}
         classes = sorted(set(marks.values()))
         if len(classes) < 2:
@@ -200,10 +187,10 @@ class ImageModelWidget(StepPanel):
                              f"(found {len(marks)} annotated cell(s), classes {classes}).")
         if train.get("cost") not in (None, "cross_entropy"):
             raise ValueError(f"cost={train['cost']!r} is a reconstruction cost; a classifier uses 'cross_entropy'.")
-        return [Call("scnapse.tl.train_image_classifier", {"labels_key": ANNOTATION_KEY, "channels": self._channels(),
-                                                           **train},
+        classify, predict = steps
+        return [Call("scnapse.tl.train_image_classifier", {"labels_key": ANNOTATION_KEY, **classify.values(), **train},
                      trains=True, func=tl.train_image_classifier, record=False, returns="image_classifier"),
-                Call("scnapse.tl.annotate_images", {"model": ModelRef("image_classifier"), "key_added": "predicted_class"},
+                Call("scnapse.tl.annotate_images", {"model": ModelRef("image_classifier"), **predict.values()},
                      func=tl.annotate_images, record=False)]
 
     def show_results(self, layer, calls):
@@ -216,13 +203,13 @@ class ImageModelWidget(StepPanel):
             # the embedding as its own Points layer (the image's cells, one point each)
             self.result_layer = show_embedding(self.viewer, layer, "X_cnn", color_by=None)
             return
-        table = class_table(cells, "predicted_class")
+        table = class_table(cells, PREDICTED)
         layer.colormap = DirectLabelColormap(color_dict=label_colors(table))
         features = table.reset_index(drop=True)
         features.insert(0, "index", features["label"])
         layer.features = features
-        layer.metadata[VIEW] = {"obsm_key": None, "color_by": "predicted_class",
+        layer.metadata[VIEW] = {"obsm_key": None, "color_by": PREDICTED,
                                 "legend": dict(table.attrs["colors"])}
         self.result_layer = layer
-        counts = cells.obs["predicted_class"].value_counts()
+        counts = cells.obs[PREDICTED].value_counts()
         self._summary = "predicted " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + " cells."

@@ -19,10 +19,14 @@ import napari
 from magicgui.widgets import ComboBox, Container
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ._layers import ADATA, SESSION, ModelRef, _is_points, get_adata, is_adata_layer, refresh_features
+from ._events import _connect_layer_events, adata_points_layers, refresh_cells_choice
+from ._layers import ADATA, SESSION, ModelRef, get_adata, refresh_features
+from ._lossplot import LossPlot
+from ._options import StepOptions, family_train_defaults
+from ._train_options import TrainOptions
 
 
 @dataclass
@@ -50,94 +54,6 @@ class _Relay(QObject):
     report = Signal(object)
     done = Signal(object)
     failed = Signal(object)
-
-
-class LossPlot(QWidget):
-    """Training and validation loss per epoch, redrawn with ``draw_idle`` (never blocks the GUI),
-    at most every ``redraw_ms`` milliseconds however fast the epochs come."""
-
-    redraw_ms = 250
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.canvas.setMinimumHeight(150)
-        self.ax = self.figure.add_subplot(111)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(self.redraw_ms)
-        self._timer.timeout.connect(self.redraw)
-        self.reset()
-
-    def reset(self) -> None:
-        self.epochs: list[int] = []
-        self.train: list[float] = []
-        self.val: list[float] = []
-        self.ax.clear()
-        (self.train_line,) = self.ax.plot([], [], "-", color="#1f77b4", label="train")
-        (self.val_line,) = self.ax.plot([], [], "-", color="#ff7f0e", label="validation")
-        self.ax.set_xlabel("epoch", fontsize=8)
-        self.ax.set_ylabel("loss", fontsize=8)
-        self.ax.tick_params(labelsize=7)
-        self.ax.legend(fontsize=7, loc="upper right")
-        self.canvas.draw_idle()
-
-    def add(self, report) -> None:
-        self.epochs.append(report.epoch)
-        self.train.append(report.train_loss)
-        self.val.append(float("nan") if report.val_loss is None else report.val_loss)
-        if not self._timer.isActive():
-            self._timer.start()
-
-    def redraw(self) -> None:
-        self.train_line.set_data(self.epochs, self.train)
-        self.val_line.set_data(self.epochs, self.val)
-        self.ax.relim()
-        self.ax.autoscale_view()
-        self.canvas.draw_idle()
-
-
-def _connect_layer_events(widget: QWidget, callback) -> None:
-    """Call ``callback`` when layers are added, removed or renamed (a panel's result may turn a
-    placeholder layer into an embedding's, renaming it), until ``widget`` is destroyed (a closed
-    dock widget must not be called again). Calls made while ``callback`` runs are dropped."""
-    layers = widget.viewer.layers
-    running = False
-
-    def call(*args):
-        nonlocal running
-        if running:
-            return
-        running = True
-        try:
-            callback(*args)
-        finally:
-            running = False
-
-    def inserted(event):
-        event.value.events.name.connect(call)
-        call(event)
-
-    for layer in layers:
-        layer.events.name.connect(call)
-    layers.events.inserted.connect(inserted)
-    layers.events.removed.connect(call)
-
-    def disconnect(*_):
-        layers.events.inserted.disconnect(inserted)
-        layers.events.removed.disconnect(call)
-        for layer in layers:
-            layer.events.name.disconnect(call)
-
-    widget.destroyed.connect(disconnect)
 
 
 #: key of the data made by a panel's ``prepare`` function (in the worker) among a run's results
@@ -171,24 +87,6 @@ def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event,
         relay.failed.emit(err)
     else:
         relay.done.emit((done, results))
-
-
-def adata_points_layers(viewer) -> list[tuple[str, object]]:
-    """``(name, layer)`` of every Points layer of ``viewer`` that carries an AnnData."""
-    return [(layer.name, layer) for layer in viewer.layers if is_adata_layer(layer) and _is_points(layer)]
-
-
-def refresh_cells_choice(combo, viewer) -> None:
-    """Re-read ``combo``'s layer choices; keep its value if still there, else take the active
-    layer when it is one of them, else the newest."""
-    current = combo.value
-    combo.reset_choices()
-    layers = [choice for choice in combo.choices if choice is not None]
-    if current in layers:
-        combo.value = current
-    elif layers:
-        selected = viewer.layers.selection.active
-        combo.value = selected if selected in layers else layers[-1]
 
 
 class StepPanel(QWidget):
@@ -247,11 +145,57 @@ class StepPanel(QWidget):
         self._refresh_choices()
 
     # -- for subclasses ------------------------------------------------------------------------------
+    #: the costs the training options offer (``None``: all of ``TrainConfig``'s)
+    train_costs: tuple[str, ...] | None = None
+    #: ``TrainConfig`` fields the training options do not show
+    train_exclude: tuple[str, ...] = ("augment",)
+
     def make_options(self) -> Container | None:
+        """The panel's form. Panels that run steps fill ``self.option_sets`` (``{task: [StepOptions]}``,
+        task ``None`` for every task) and ``self.train_steps`` (``{task: training step}``) here."""
         return None
 
-    def make_train_options(self):
+    def current_task(self) -> str | None:
+        """The task chosen now (panels with one task: ``None``)."""
         return None
+
+    def step_options(self, *, every: bool = False) -> list[StepOptions]:
+        """The option sets of the steps the current task runs (``every``: of every task)."""
+        sets = getattr(self, "option_sets", {})
+        if not every:
+            return list(sets.get(self.current_task(), sets.get(None, [])))
+        out = []
+        for group in sets.values():
+            out += [opts for opts in group if all(opts is not seen for seen in out)]
+        return out
+
+    def train_step(self):
+        """The training step of the current task (its family's defaults fill the training options)."""
+        steps = getattr(self, "train_steps", {})
+        return steps.get(self.current_task(), steps.get(None))
+
+    def make_train_options(self) -> TrainOptions | None:
+        step = self.train_step()
+        if step is None:
+            return None
+        return TrainOptions(defaults=family_train_defaults(step), costs=self.train_costs, exclude=self.train_exclude)
+
+    def show_task(self, *_) -> None:
+        """Show the options of the current task's steps (and its training defaults); hide the others."""
+        active = self.step_options()
+        for opts in self.step_options(every=True):
+            opts.visible = any(opts is a for a in active)
+        options = getattr(self, "train_options", None)
+        if options is not None:
+            steps = set(getattr(self, "train_steps", {}).values())
+            keys = set().union(*(family_train_defaults(s) for s in steps))
+            options.load_defaults(family_train_defaults(self.train_step()), keys)
+        self.on_task_changed()
+        if hasattr(self, "run_button") and not self.running:
+            self.run_button.setText(self.run_text)
+
+    def on_task_changed(self) -> None:
+        """Show or hide widgets that depend on the task (after :meth:`show_task`)."""
 
     def calls(self, adata) -> list[Call]:  # pragma: no cover - every panel defines its own
         """The step calls one press of Run makes (each panel says which)."""
@@ -261,7 +205,9 @@ class StepPanel(QWidget):
         pass
 
     def on_cells_changed(self, adata) -> None:
-        """Update widgets that list the AnnData's columns / layers."""
+        """Update widgets that list the AnnData's columns / layers (the option pickers)."""
+        for opts in self.step_options(every=True):
+            opts.on_data(adata)
 
     # -- cells ---------------------------------------------------------------------------------------
     def _adata_layers(self, *_):

@@ -8,41 +8,68 @@ from __future__ import annotations
 import napari
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, Container, SpinBox
+from magicgui.widgets import ComboBox
 
 from ._layers import ADATA, SESSION, VIEW, ModelRef, Session, show_embedding
+from ._options import Option, Picker, StepOptions, form
 from ._panel import Call, StepPanel
-from ._train_options import TrainOptions
 
 EMBED, FORECAST, CLASSIFY = "embed", "forecast", "classify"
 
 
+#: obs columns of the sequences that are not per-track labels
+NOT_LABELS = ("track_id", "start", "end", "n_gaps", "length")
+#: the obs column of the predicted classes (``annotate_sequences``'s ``key_added``)
+PREDICTED = "predicted"
+#: options the panel does not show: how the sequences are stored (the panel makes them itself), and
+#: ``n_layers`` (``hidden`` gives one width per recurrent layer)
+STORAGE = ("sequence_key", "length_key", "n_layers")
+
+
+def track_labels(seqs) -> list[str]:
+    """The ``obs`` columns of one value per track (e.g. a fate read from the layer's features)."""
+    return [] if seqs is None else [c for c in seqs.obs.columns if c not in NOT_LABELS]
+
+
 class TimeCourseWidget(StepPanel):
-    """Recurrent models (GRU / LSTM) on tracks: embed, forecast or classify."""
+    """Recurrent models (GRU / LSTM) on tracks: embed, forecast or classify; each task's options are
+    those of its steps (``sequence_embedding``; ``train_forecaster`` + ``forecast``;
+    ``train_sequence_classifier`` + ``annotate_sequences``)."""
 
     title = "Time course"
     run_text = "Train"
+    train_costs = ("mse", "cross_entropy")
+    n_latent, horizon, cell, hidden, labels_key = (Option() for _ in range(5))
+
+    def make_options(self):
+        from .. import tl
+
+        self.tracks = ComboBox(label="tracks", choices=self._tracks_layers)
+        self.task = ComboBox(label="task", choices=[EMBED, FORECAST, CLASSIFY], value=EMBED)
+        embed = StepOptions(tl.sequence_embedding, hide=(*STORAGE, "key_added"))
+        train_forecaster = StepOptions(tl.train_forecaster, hide=STORAGE)
+        forecast = StepOptions(tl.forecast, hide=(*STORAGE, "key_added"))
+        classify = StepOptions(tl.train_sequence_classifier, hide=STORAGE,
+                               pickers={"labels_key": Picker(track_labels, nullable=True)},
+                               labels={"labels_key": "labels (per track)"})
+        annotate = StepOptions(tl.annotate_sequences, hide=STORAGE, fixed={"key_added": PREDICTED})
+        self.option_sets = {EMBED: [embed], FORECAST: [train_forecaster, forecast], CLASSIFY: [classify, annotate]}
+        self.train_steps = {EMBED: tl.sequence_embedding, FORECAST: tl.train_forecaster,
+                            CLASSIFY: tl.train_sequence_classifier}
+        self.task.changed.connect(self.show_task)
+        self.tracks.changed.connect(self._on_tracks)
+        return form(self.tracks, self.task, embed, train_forecaster, forecast, classify, annotate)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(napari_viewer)
         self.cells.visible = False  # the sequences are made from the Tracks layer
+        self.show_task()
 
-    def make_options(self):
-        self.tracks = ComboBox(label="tracks", choices=self._tracks_layers)
-        self.task = ComboBox(label="task", choices=[EMBED, FORECAST, CLASSIFY], value=EMBED)
-        self.labels_key = ComboBox(label="labels (per track)", choices=[], nullable=True)
-        self.cell = ComboBox(label="recurrent cell", choices=["gru", "lstm"], value="gru")
-        self.hidden = SpinBox(label="hidden units", value=32, min=1, max=4096)
-        self.n_latent = SpinBox(label="latent size", value=8, min=2, max=512)
-        self.horizon = SpinBox(label="forecast steps", value=3, min=1, max=1000)
-        self.task.changed.connect(self._visibility)
-        self.tracks.changed.connect(self._on_tracks)
-        self._visibility()
-        return Container(widgets=[self.tracks, self.task, self.labels_key, self.cell, self.hidden, self.n_latent,
-                                  self.horizon], labels=True)
+    def current_task(self):
+        return self.task.value
 
-    def make_train_options(self):
-        return TrainOptions(costs=("mse", "cross_entropy"))
+    def on_cells_changed(self, adata):
+        """The pickers list the sequences' columns (:meth:`_on_tracks`), not a cells layer's."""
 
     def _tracks_layers(self, *_):
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, napari.layers.Tracks)]
@@ -56,23 +83,15 @@ class TimeCourseWidget(StepPanel):
             self.tracks.reset_choices()
             self._on_tracks()
 
-    def _visibility(self, *_):
-        self.n_latent.visible = self.task.value == EMBED
-        self.horizon.visible = self.task.value == FORECAST
-        self.labels_key.visible = self.task.value == CLASSIFY
-
     def _on_tracks(self, *_):
-        layer = self.tracks.value
-        if layer is None:
-            self.labels_key.choices = []
-            return
-        try:
-            seqs = self.sequences()
-        except (ValueError, KeyError, TypeError):
-            self.labels_key.choices = []
-            return
-        skip = {"track_id", "start", "end", "n_gaps", "length"}
-        self.labels_key.choices = [c for c in seqs.obs.columns if c not in skip]
+        seqs = None
+        if self.tracks.value is not None:
+            try:
+                seqs = self.sequences()
+            except (ValueError, KeyError, TypeError):
+                seqs = None
+        for opts in self.step_options(every=True):
+            opts.on_data(seqs)
 
     @property
     def layer(self):
@@ -108,20 +127,18 @@ class TimeCourseWidget(StepPanel):
         from .. import tl
 
         train = self.train_options.values()
-        common = {"cell": self.cell.value, "hidden": [int(self.hidden.value)]}
-        if self.task.value == EMBED:
-            return [Call("scnapse.tl.sequence_embedding", {"n_latent": int(self.n_latent.value), **common, **train},
-                         trains=True)]
-        if self.task.value == FORECAST:
-            return [Call("scnapse.tl.train_forecaster", {"horizon": int(self.horizon.value), **common, **train},
+        first, *then = (opts.values() for opts in self.step_options())
+        if self.current_task() == EMBED:
+            return [Call("scnapse.tl.sequence_embedding", {**first, **train}, trains=True)]
+        if self.current_task() == FORECAST:
+            return [Call("scnapse.tl.train_forecaster", {**first, **train},
                          trains=True, func=tl.train_forecaster, record=False, returns="forecaster"),
-                    Call("scnapse.tl.forecast", {"model": ModelRef("forecaster")})]
-        if not self.labels_key.value:
+                    Call("scnapse.tl.forecast", {"model": ModelRef("forecaster"), **then[0]})]
+        if not first["labels_key"]:
             raise ValueError("labels (per track): choose the obs column with each track's class.")
-        return [Call("scnapse.tl.train_sequence_classifier", {"labels_key": self.labels_key.value, **common, **train},
+        return [Call("scnapse.tl.train_sequence_classifier", {**first, **train},
                      trains=True, func=tl.train_sequence_classifier, record=False, returns="sequence_classifier"),
-                Call("scnapse.tl.annotate_sequences", {"model": ModelRef("sequence_classifier"),
-                                                       "key_added": "predicted"})]
+                Call("scnapse.tl.annotate_sequences", {"model": ModelRef("sequence_classifier"), **then[0]})]
 
     def show_results(self, layer, calls):
         seqs = layer.metadata[ADATA]
@@ -131,10 +148,10 @@ class TimeCourseWidget(StepPanel):
         elif name == "scnapse.tl.forecast":
             self.result_layer = self._show_forecast(layer, seqs)
         else:
-            codes = seqs.obs["predicted"].astype("category").cat.codes
+            codes = seqs.obs[PREDICTED].astype("category").cat.codes
             by_track = dict(zip(seqs.obs["track_id"].to_numpy(), codes.to_numpy()))
             feats = layer.features.copy()  # rows in the layer's (track, time) order
-            feats["predicted"] = np.array([by_track.get(t, -1) for t in layer.data[:, 0]], dtype=float)
+            feats[PREDICTED] = np.array([by_track.get(t, -1) for t in layer.data[:, 0]], dtype=float)
             # napari's Tracks setters take rows in the order the data were given, then sort them
             order = getattr(getattr(layer, "_manager", None), "_order", None)
             if order is not None:
@@ -146,7 +163,7 @@ class TimeCourseWidget(StepPanel):
                     given[col] = unsorted
                 feats = pd.DataFrame(given)
             layer.features = feats
-            layer.color_by = "predicted"
+            layer.color_by = PREDICTED
             self.result_layer = layer
 
     def _show_forecast(self, layer, seqs):

@@ -11,44 +11,49 @@ refuses (or the reverse).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import typing
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, Select, SpinBox
 
 from .._settings import available_devices
-from ..train.config import MOMENTUM_OPTIMIZERS, TrainConfig, literal_choices
+from ..train.config import AUGMENTATIONS, BOUNDS, MOMENTUM_OPTIMIZERS, Bound, TrainConfig, literal_choices
 
 #: fields entered as text in scientific notation (they span orders of magnitude)
 LOG_FIELDS = ("lr", "l1", "l2", "weight_decay")
-#: GUI ranges of the bounded float fields (TrainConfig checks the same bounds)
-FLOAT_RANGES = {"dropout": (0.0, 0.95, 0.05), "validation_fraction": (0.0, 0.9, 0.05),
-                "input_noise": (0.0, 10.0, 0.05), "momentum": (0.0, 0.9999, 0.01)}
-INT_RANGES = {"batch_size": (1, 1_000_000), "max_epochs": (0, 100_000), "early_stopping": (0, 100_000),
-              "seed": (0, 2**31 - 1)}
+#: largest value a spin box offers where TrainConfig sets no upper bound (Qt's spin boxes need one)
+INT_MAX, FLOAT_MAX = 2**31 - 1, 1e6
 LABELS = {"lr": "learning rate", "l1": "L1 penalty", "l2": "L2 penalty", "input_noise": "input noise",
-          "max_epochs": "epochs (0 = auto)", "early_stopping": "early stopping (patience, 0 = off)",
+          "max_epochs": "epochs (0 = auto)", "early_stopping": "early stopping (0 = off)",
           "validation_fraction": "validation fraction", "lr_schedule": "lr schedule",
           "batch_norm": "batch norm", "weight_decay": "weight decay", "batch_size": "batch size"}
 AUTO = "auto"
 
 
-def field_docs() -> dict[str, str]:
-    """Each field's description from ``TrainConfig``'s numpy docstring (for tooltips)."""
-    doc = TrainConfig.__doc__ or ""
-    out, current, lines = {}, None, []
-    for line in doc.split("----------", 1)[-1].splitlines():
-        if line.startswith("    ") and not line.startswith("        ") and line.strip():
-            if current:
-                for name in current:
-                    out[name] = " ".join(lines)
-            current, lines = [n.strip() for n in line.split(",")], []
-        elif current is not None and line.strip():
-            lines.append(line.strip())
-    if current:
-        for name in current:
-            out[name] = " ".join(lines)
+def param_docs(doc: str) -> dict[str, str]:
+    """Each parameter's description from a numpy docstring's ``Parameters`` section (for tooltips);
+    a heading ``a, b`` describes both names."""
+    text = inspect.cleandoc(doc)
+    if "Parameters\n----------" not in text:
+        return {}
+    section = text.split("Parameters\n----------", 1)[1]
+    section = re.split(r"\n\w[\w ]*\n-{3,}", section, maxsplit=1)[0]  # up to the next section
+    out, names = {}, []
+    for line in section.splitlines():
+        if line.strip() and not line[0].isspace():  # a heading: "name" or "name : type"
+            names = [n.strip().lstrip("*") for n in line.split(":", 1)[0].split(",")]
+            for name in names:
+                out[name] = ""
+        elif line.strip():
+            for name in names:
+                out[name] = (out[name] + " " + line.strip()).strip()
     return out
+
+
+def field_docs() -> dict[str, str]:
+    """Each ``TrainConfig`` field's description from its numpy docstring (for tooltips)."""
+    return param_docs(TrainConfig.__doc__ or "")
 
 
 def format_float(value: float) -> str:
@@ -57,17 +62,35 @@ def format_float(value: float) -> str:
 
 
 class ScientificEntry(LineEdit):
-    """A text entry for a positive rate: accepts ``1e-4``, ``0.0001``, ``3e-3`` ..."""
+    """A text entry for a positive rate: accepts ``1e-4``, ``0.0001``, ``3e-3`` ...
 
-    def __init__(self, value: float, name: str, label: str, tooltip: str = ""):
+    ``bound`` (a :class:`~scnapse.train.config.Bound`) is the range it accepts: a number out of it
+    is refused by :attr:`number` with the range.
+    """
+
+    def __init__(self, value: float, name: str, label: str, tooltip: str = "", bound: Bound | None = None):
         super().__init__(value=format_float(value), name=name, label=label, tooltip=tooltip)
+        self.bound = bound or Bound()
+
+    @property
+    def min(self):
+        return self.bound.min
+
+    @property
+    def max(self):
+        return self.bound.max
 
     @property
     def number(self) -> float:
         text = str(self.value).strip()
         if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
             raise ValueError(f"{self.label}: {text!r} is not a number; write e.g. 1e-4 or 0.001.")
-        return float(text)
+        value, b = float(text), self.bound
+        if b.min is not None and (value < b.min or (b.open_min and value == b.min)):
+            raise ValueError(f"{self.label} ({self.name}): {text} must be {'>' if b.open_min else '>='} {b.min:g}.")
+        if b.max is not None and value > b.max:
+            raise ValueError(f"{self.label} ({self.name}): {text} must be <= {b.max:g}.")
+        return value
 
     @number.setter
     def number(self, value: float) -> None:
@@ -108,40 +131,43 @@ class TrainOptions(Container):
     # -- building ---------------------------------------------------------------------------------
     def _make(self, name, hint, value, costs, tooltip):
         label = LABELS.get(name, name.replace("_", " "))
+        common = {"name": name, "label": label, "tooltip": tooltip}
         if name == "device":
             choices = [AUTO, *available_devices()]
-            return ComboBox(name=name, label=label, choices=choices,
-                            value=value if value in choices else AUTO, tooltip=tooltip)
+            return ComboBox(choices=choices, value=value if value in choices else AUTO, **common)
         if name == "augment":
-            return Select(name=name, label=label, choices=list(literal_choices_augment()), value=list(value or ()),
-                          tooltip=tooltip)
+            return Select(choices=list(AUGMENTATIONS), value=list(value or ()), **common)
         choices = literal_choices(name)
         if choices is not None:
-            choices = list(choices)
-            if name == "cost" and costs is not None:
-                choices = [c for c in choices if c in costs]
+            choices = [c for c in choices if name != "cost" or costs is None or c in costs]
             optional = type(None) in typing.get_args(hint)
             items = ([(f"{AUTO} (the step's natural cost)" if name == "cost" else AUTO, None)] if optional else [])
             items += [(c, c) for c in choices]
-            return ComboBox(name=name, label=label, choices=items, value=value if value in choices else None,
-                            tooltip=tooltip)
+            return ComboBox(choices=items, value=value if value in choices else None, **common)
         if hint is bool:
-            return CheckBox(name=name, label=label, value=bool(value), tooltip=tooltip)
+            return CheckBox(value=bool(value), **common)
+        bound = BOUNDS.get(name, Bound())
         if name in LOG_FIELDS:
-            return ScientificEntry(value, name=name, label=label, tooltip=tooltip + " (e.g. 1e-4)")
-        if name in FLOAT_RANGES:
-            lo, hi, step = FLOAT_RANGES[name]
-            return FloatSpinBox(name=name, label=label, value=float(value), min=lo, max=hi, step=step,
-                                tooltip=tooltip)
-        if name in INT_RANGES:
-            lo, hi = INT_RANGES[name]
-            v = 0 if value is None else int(value)
-            if name == "seed" and value is None:
-                from .._settings import settings
+            return ScientificEntry(value, bound=bound, **{**common, "tooltip": tooltip + " (e.g. 1e-4)"})
+        if hint is float:
+            return float_box(value, bound.min, FLOAT_MAX if bound.max is None else bound.max, bound.step, **common)
+        if int in (hint, *typing.get_args(hint)):
+            return self._int_box(name, value, bound, type(None) in typing.get_args(hint), common)
+        return LineEdit(value=str(value), **common)
 
-                v = int(settings.seed)
-            return SpinBox(name=name, label=label, value=v, min=lo, max=hi, tooltip=tooltip)
-        return LineEdit(name=name, label=label, value=str(value), tooltip=tooltip)
+    @staticmethod
+    def _int_box(name, value, bound, optional, common):
+        """A spin box of an integer field. ``None`` (``max_epochs``: the step picks) shows as the
+        minimum, one below the bound ("0 = auto" in the label); a ``seed`` of ``None`` shows the settings'
+        seed."""
+        if name == "seed":
+            from .._settings import settings
+
+            optional, value = False, int(settings.seed) if value is None else value
+        lo = bound.min - 1 if optional else bound.min
+        return (AutoSpinBox if optional else SpinBox)(value=lo if value is None else int(value), min=lo,
+                                                      max=INT_MAX if bound.max is None else bound.max,
+                                                      step=bound.step, **common)
 
     def _update_visibility(self, *_):
         self._fields["momentum"].visible = self._fields["optimizer"].value in MOMENTUM_OPTIMIZERS
@@ -153,15 +179,15 @@ class TrainOptions(Container):
     def values(self) -> dict:
         """The chosen options as ``TrainConfig`` keyword arguments, checked by ``TrainConfig``.
 
-        ``momentum`` is left out for optimizers that ignore it; ``max_epochs=0`` means ``None``
+        ``momentum`` is left out for optimizers that ignore it; ``max_epochs`` at "auto" is ``None``
         (the step picks). Raises ``ValueError`` with the config's message on a bad value.
         """
         out = {}
         for name, w in self._fields.items():
             if isinstance(w, ScientificEntry):
                 out[name] = w.number
-            elif name == "max_epochs":
-                out[name] = int(w.value) or None
+            elif is_auto(w):
+                out[name] = None if w.value == w.min else int(w.value)
             elif name == "augment":
                 out[name] = list(w.value)
             else:
@@ -171,18 +197,42 @@ class TrainOptions(Container):
         TrainConfig.from_kwargs(**out)  # the API's own checks and messages
         return out
 
+    def load_defaults(self, defaults: dict, keys) -> None:
+        """Set the fields ``keys`` to ``defaults`` (``TrainConfig()``'s where ``defaults`` has none),
+        e.g. when a panel's task changes to a step of other training defaults."""
+        base = {**TrainConfig().to_dict(), **defaults}
+        self.set_values(**{k: base[k] for k in keys if k in self._fields})
+
     def set_values(self, **values) -> None:
         for name, value in values.items():
             w = self._fields[name]
             if isinstance(w, ScientificEntry):
                 w.number = value
-            elif name == "max_epochs":
-                w.value = value or 0
+            elif is_auto(w):
+                w.value = w.min if value is None else value
             else:
                 w.value = value
 
 
-def literal_choices_augment() -> tuple[str, ...]:
-    from ..train.config import AUGMENTATIONS
+class AutoSpinBox(SpinBox):
+    """A spin box of an optional whole number: its minimum means ``None`` (the step chooses)."""
 
-    return AUGMENTATIONS
+
+def is_auto(widget) -> bool:
+    """Whether ``widget`` is a spin box whose minimum means ``None``."""
+    return isinstance(widget, AutoSpinBox)
+
+
+def float_box(value: float, lo: float, hi: float, step: float | None, **kwargs) -> FloatSpinBox:
+    """A spin box of ``lo`` to ``hi`` with as many decimals as they and ``step`` need (Qt rounds
+    the range to the decimals: 0.9999 would become 1 with two)."""
+
+    def decimals(x) -> int:
+        text = f"{x:.10f}".rstrip("0")
+        return len(text.split(".")[1])
+
+    box = FloatSpinBox(value=lo, step=step or 0.1, **kwargs)
+    box.native.setDecimals(max(2, *(decimals(x) for x in (lo, hi, step or 0.1))))
+    box.min, box.max = lo, hi
+    box.value = float(value)
+    return box

@@ -7,6 +7,7 @@ dataclass (choices from its ``Literal`` types), so the API and the GUI cannot dr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
@@ -25,6 +26,36 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
 #: optimizers that read ``momentum``
 MOMENTUM_OPTIMIZERS = ("momentum", "nesterov", "rmsprop")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range :class:`TrainConfig` accepts for one number, and the step a GUI moves it by.
+
+    ``min`` / ``max`` are inclusive (``None``: unbounded) unless ``open_min`` (then ``> min``).
+    """
+
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    open_min: bool = False
+
+
+#: the bounds of TrainConfig's numeric fields: checked by ``TrainConfig`` and used by the panels
+BOUNDS: dict[str, Bound] = {
+    "dropout": Bound(0, 0.95, 0.05),
+    "input_noise": Bound(0, None, 0.05),
+    "l1": Bound(0),
+    "l2": Bound(0),
+    "lr": Bound(0, open_min=True),
+    "momentum": Bound(0, 0.9999, 0.01),
+    "weight_decay": Bound(0),
+    "batch_size": Bound(1, step=1),
+    "max_epochs": Bound(1, step=1),
+    "early_stopping": Bound(0, step=1),
+    "validation_fraction": Bound(0, 0.9, 0.05),
+    "seed": Bound(0, step=1),
+}
 
 
 class OptionError(TypeError, ValueError):
@@ -168,18 +199,9 @@ class TrainConfig:
         choice("activation", self.activation, ACTIVATIONS)
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("lr_schedule", self.lr_schedule, SCHEDULES)
-        number("dropout", 0, 0.95)
-        number("input_noise", 0)
-        number("l1", 0)
-        number("l2", 0)
-        number("lr", 0, lo_open=True)
-        number("momentum", 0, 0.9999)
-        number("weight_decay", 0)
-        number("batch_size", 1, integer=True)
-        number("max_epochs", 1, integer=True, allow_none=True)
-        number("early_stopping", 0, integer=True)
-        number("validation_fraction", 0, 0.9)
-        number("seed", 0, integer=True, allow_none=True)
+        for name, b in BOUNDS.items():
+            kinds = _field_kinds(name)
+            number(name, b.min, b.max, lo_open=b.open_min, integer=int in kinds, allow_none=type(None) in kinds)
         if isinstance(self.augment, str):
             self.augment = (self.augment,)
         self.augment = tuple(self.augment or ())
@@ -189,6 +211,13 @@ class TrainConfig:
             raise OptionError(f"batch_norm={self.batch_norm!r} must be True or False.")
         if not isinstance(self.device, str):
             self.device = str(self.device)
+
+
+@functools.cache
+def _field_kinds(name: str) -> tuple:
+    """The types a ``TrainConfig`` field's annotation allows (``int | None`` → ``(int, NoneType)``)."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    return get_args(hint) or (hint,)
 
 
 def literal_choices(name: str) -> tuple | None:

@@ -19,15 +19,29 @@ def _cmd_run(args) -> int:
         raise SystemExit("error: the pipeline names no 'output'; give --output PATH.")
     if args.checkpoint_dir or args.resume:
         _checkpointing(pipe, args.checkpoint_dir, args.resume)
+    if args.dry_run:
+        return _dry_run(pipe, args)
     from ._settings import logger
     from .train import distributed
 
     if distributed.init_distributed(pipe.device) and not distributed.is_main_process():
         logger.setLevel("WARNING")  # one log, from rank 0
     try:
-        pipe.run()
+        pipe.run(overwrite=args.overwrite, confine=args.confine)
     finally:
         distributed.destroy()
+    return 0
+
+
+def _dry_run(pipe, args) -> int:
+    """--dry-run: check everything, print every path the run would write, run nothing."""
+    from .pipeline.runner import check_before_run
+
+    check_before_run(pipe, overwrite=args.overwrite, confine=args.confine)
+    print(f"{pipe.name}: {len(pipe.steps)} steps checked; the run would write:")
+    for what, path in pipe.writes():
+        print(f"  {what:<12} {path!r}")
+    print("Nothing was run (--dry-run).")
     return 0
 
 
@@ -97,9 +111,7 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    import anndata as ad
-
-    adata = ad.read_h5ad(args.file, backed="r")
+    adata = _read_for_info(args.file)
     rec = adata.uns.get("scnapse")
     print(f"{args.file}: {adata.n_obs} cells × {adata.n_vars} genes")
     print("obsm:", ", ".join(adata.obsm.keys()) or "-")
@@ -120,6 +132,24 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _read_for_info(file: str):
+    """The ``.h5ad`` ``file`` opened backed, or a clear error (missing, not HDF5, not AnnData)."""
+    import anndata as ad
+    import h5py
+
+    path = Path(file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{file!r} does not exist" + (" (it is a folder)." if path.is_dir() else "."))
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{file!r} is not an .h5ad file (not HDF5); `scnapse info` reads the .h5ad files that "
+                         "`scnapse run` writes.")
+    try:
+        return ad.read_h5ad(path, backed="r")
+    except Exception as err:  # anndata's errors for HDF5 files that are not AnnData vary by version
+        raise ValueError(f"{file!r} is an HDF5 file but not a readable .h5ad ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}).") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scnapse", description="Deep learning steps for single-cell data.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="training steps save checkpoints in DIR/<step id> (every checkpoint_every epochs)")
     p.add_argument("--resume", action="store_true",
                    help="continue training steps from their last checkpoint (same pipeline, same --checkpoint-dir)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the pipeline, print every path it would write, and run nothing")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output / save_model folder even if scnapse did not write it")
+    p.add_argument("--confine", action="store_true",
+                   help="refuse any write outside the pipeline file's folder (absolute paths, '..')")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("demo", help="run the bundled sample pipeline (PBMC autoencoder vs PCA)")
     p.add_argument("--output-dir", default="results")
@@ -150,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, OSError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -73,6 +73,10 @@ def _load_image_input(spec: dict):
         cells = cells_from_labels(tifffile.imread(paths[0]), tifffile.imread(paths[1]), **options)
     except TypeError as err:
         raise PipelineError(f"input {spec!r}: {err}") from None
+    except OSError as err:  # crops_file: a folder that does not exist, no permission, a full disk
+        where = f"crops_file {str(spec.get('crops_file'))!r}" if spec.get("crops_file") else "the image input"
+        raise PipelineError(f"input: {where} cannot be written ({err.strerror or err}); choose a path in a "
+                            "folder that exists and that you can write to.") from None
     return cells, paths[0]
 
 

@@ -9,14 +9,17 @@ from pathlib import Path
 from .._settings import logger
 from .readers import file_checksum, load_input
 from .registry import PipelineError, StepSpec, get_step
+from .safety import check_writes, confine_root, planned_writes
 from .writer import write_h5ad_atomic
 
 
-def run_pipeline(pipe, adata=None, *, output: str | os.PathLike | None = None, write: bool = True):
+def run_pipeline(pipe, adata=None, *, output: str | os.PathLike | None = None, write: bool = True,
+                 overwrite: bool = False, confine=False):
     """Run ``pipe`` on ``adata`` (or its input) and write the output atomically; see
     :meth:`scnapse.pipeline.Pipeline.run`."""
     from ..train.distributed import is_main_process
 
+    check_before_run(pipe, adata, output=output, write=write, overwrite=overwrite, confine=confine)
     source_path = None
     if adata is None:
         if pipe.input is None:
@@ -45,6 +48,26 @@ def run_pipeline(pipe, adata=None, *, output: str | os.PathLike | None = None, w
         write_h5ad_atomic(adata, out_path)
         logger.info(f"wrote {out_path}")
     return adata
+
+
+def check_before_run(pipe, adata=None, *, output=None, write: bool = True, overwrite: bool = False,
+                     confine=False) -> list[tuple[str, str]]:
+    """The check phase's last part: every path the run will write (logged), each checked (see
+    :func:`~.safety.check_writes`). Returns the ``(what, path)`` list."""
+    writes = planned_writes(pipe, output if write else None)
+    source = pipe.input if adata is None and isinstance(pipe.input, (str, os.PathLike)) else None
+    for what, path in writes:
+        if source is not None and Path(path).resolve() == Path(source).resolve():
+            raise PipelineError(f"The {what} {path!r} is the input file; a run never overwrites its input. "
+                                "Choose another path.")
+    if adata is not None:  # the input is not read, so its crops_file is not written
+        writes = [w for w in writes if w[0] != "crops"]
+    if not write:  # models are saved, and the output written, only when writing
+        writes = [w for w in writes if w[0] not in ("model", "output")]
+    check_writes(writes, overwrite=overwrite, confine=confine_root(pipe, confine))
+    for what, path in writes:
+        logger.info(f"will write {what}: {path}")
+    return writes
 
 
 def _run_step(spec: StepSpec, step_id: str, adata, params: dict, models: dict, *, save: bool) -> None:

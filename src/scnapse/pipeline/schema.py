@@ -147,15 +147,28 @@ class Pipeline:
 
         return load_input(self.input)
 
-    def run(self, adata=None, *, output: str | os.PathLike | None = None, write: bool = True):
+    def writes(self, output: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+        """Every ``(what, path)`` a run will write: ``crops``, ``plot``, ``model``,
+        ``checkpoints``, ``output`` (see :func:`scnapse.pipeline.safety.planned_writes`)."""
+        from .safety import planned_writes
+
+        return planned_writes(self, output)
+
+    def run(self, adata=None, *, output: str | os.PathLike | None = None, write: bool = True,
+            overwrite: bool = False, confine: bool | str | os.PathLike = False):
         """Run every step on ``adata`` (or the pipeline's input) and write the output atomically.
+
+        Before anything runs, every path the run will write is checked: an existing output that
+        is not an ``.h5ad`` written by scnapse, or a ``save_model`` folder that holds something
+        other than a scnapse model, is refused unless ``overwrite=True``; with ``confine=True``
+        (or a folder) every write must lie in the pipeline file's folder (or that folder).
 
         Returns the resulting AnnData, with the provenance in ``uns['scnapse']``; the models the
         steps trained are in ``self.models`` (by step id).
         """
         from .runner import run_pipeline
 
-        return run_pipeline(self, adata, output=output, write=write)
+        return run_pipeline(self, adata, output=output, write=write, overwrite=overwrite, confine=confine)
 
 
 def _coerce_number(value):

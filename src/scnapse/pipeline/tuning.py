@@ -71,7 +71,16 @@ def tune_from_yaml(path: str | os.PathLike, *, trials: int | None = None, output
 
 
 def _read(path: Path) -> dict:
-    data = yaml.safe_load(path.read_text()) if path.exists() else None
+    if not path.is_file():
+        raise FileNotFoundError(f"Tuning file {str(path)!r} does not exist"
+                                + (" (it is a folder)." if path.is_dir() else "."))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:  # a !!python tag too: safe_load never builds objects
+        raise PipelineError(f"{path} is not a valid tuning file (plain YAML only; tags such as !!python are "
+                            f"refused): {err}") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path} is not a text file; a tuning file is YAML.") from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: a tuning file is a mapping with 'pipeline', 'tune' and 'space'.")
     unknown = sorted(set(data) - set(TUNE_KEYS))

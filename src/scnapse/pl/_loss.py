@@ -15,12 +15,27 @@ def _finish(fig, save, show):
     import matplotlib.pyplot as plt
 
     if save:
-        os.makedirs(os.path.dirname(os.path.abspath(save)), exist_ok=True)
-        fig.savefig(save, dpi=110, bbox_inches="tight")
+        _save_atomic(fig, save)
     if show:
         plt.show()
     elif save:
         plt.close(fig)
+
+
+def _save_atomic(fig, save) -> None:
+    """``fig.savefig(save)`` through a temporary file beside it and a rename: never a half-written
+    plot (a name without an extension gets matplotlib's default format's, as ``savefig`` does)."""
+    import matplotlib as mpl
+
+    from ..pipeline.writer import atomic_path
+
+    save = os.fspath(save)
+    fmt = os.path.splitext(save)[1][1:].lower()
+    if not fmt:
+        fmt = mpl.rcParams["savefig.format"]
+        save = f"{save}.{fmt}"
+    with atomic_path(save, suffix=f".{fmt}") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt)
 
 
 @step("scnapse.pl.loss")

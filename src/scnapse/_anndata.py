@@ -26,6 +26,14 @@ def check_adata(adata, *, min_obs: int = 2, what: str = "adata") -> None:
         )
 
 
+def copy_of(adata: AnnData) -> AnnData:
+    """``adata.copy()`` for a step's ``copy=True``; a backed AnnData gives an in-memory copy (its
+    matrix read into memory), where anndata would ask for a file name."""
+    if getattr(adata, "isbacked", False):
+        return adata.to_memory()
+    return adata.copy()
+
+
 def renamed_adata(old: str):
     """Let a function whose first argument is now ``adata`` still take it as ``old=...``
     (a keyword), with a FutureWarning. ``inspect.signature`` shows the new signature."""

@@ -23,7 +23,13 @@ def read_backed(path: str | os.PathLike) -> AnnData:
     if not p.exists():
         raise FileNotFoundError(f"{str(p)!r} does not exist.")
     if p.is_file() and p.suffix.lower() == ".h5ad":
-        return ad.read_h5ad(p, backed="r")
+        try:
+            return ad.read_h5ad(p, backed="r")
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(
+                f"{str(p)!r} cannot be read as an .h5ad file (truncated, still being written, or not HDF5): "
+                f"{err}. Write it again (adata.write_h5ad) or check the copy."
+            ) from None
     if p.is_dir() and ((p / "zarr.json").exists() or (p / ".zgroup").exists()):
         import zarr
 

@@ -204,9 +204,16 @@ def cells_from_labels(
     else:
         crops = np.zeros((n_total, n_ch, size, size), dtype=np.float32)
     rows: list[dict] = []
-    for t, (ids, slices) in enumerate(per_frame):
-        if ids:
-            rows += _crop_frame(spec, t, np.asarray(img[t]), np.asarray(lab[t]), ids, slices, crops, len(rows))
+    try:
+        for t, (ids, slices) in enumerate(per_frame):
+            if ids:
+                frame = _finite_frame(np.asarray(img[t]), t, time_axis is not None)
+                rows += _crop_frame(spec, t, frame, np.asarray(lab[t]), ids, slices, crops, len(rows))
+    except ValueError:
+        if crops_file is not None:  # the file this call began: removed again
+            del crops
+            os.remove(crops_file)
+        raise
     if not rows:
         raise ValueError(f"No object has at least min_area={min_area} pixels; lower min_area.")
     crops = _keep_first(crops, len(rows), n_total, crops_file)
@@ -349,6 +356,19 @@ def _object_crop(spec: _CropSpec, row: dict, lab_id: int, sl, frame, frame_label
     return out
 
 
+def _finite_frame(frame: np.ndarray, t: int, time_lapse: bool) -> np.ndarray:
+    """``frame``, or a ``ValueError`` counting its NaN / infinite pixels (they would make NaN crops)."""
+    if np.issubdtype(frame.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(frame)))
+        if bad:
+            where = f" in frame {t}" if time_lapse else ""
+            raise ValueError(
+                f"The image holds {bad} NaN or infinite pixel(s){where}; they would give NaN crops. Replace "
+                "them first (e.g. image = np.nan_to_num(image), or fill them from their neighbours)."
+            )
+    return frame
+
+
 def _keep_first(crops, n: int, n_total: int, crops_file: str | None):
     """The first ``n`` crops (objects under ``min_area`` were skipped), on disk when asked."""
     if n == n_total:
@@ -374,7 +394,8 @@ def _cells(rows: list[dict], crops, record: dict, *, time_lapse: bool) -> AnnDat
         obs.index = obs["label"].astype(str).to_numpy()
     obs.index = obs.index.astype(str)
     cells = AnnData(obs=obs)
-    cells.obsm["crops"] = crops
+    # a plain ndarray view of a memory map: read lazily from the file, and writable by write_h5ad
+    cells.obsm["crops"] = crops.view(np.ndarray) if isinstance(crops, np.memmap) else crops
     cells.obsm["spatial"] = obs[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64)
     cells.uns["crops"] = record
     return cells

@@ -217,7 +217,15 @@ class BaseModel:
 
         config, tensors = self._get_state()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_dir():
+            raise ValueError(
+                f"{str(path)!r} is an existing file; a model is saved as a folder (config.json and "
+                "model.safetensors). Give a folder path (it is created if missing)."
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"The folder {str(path)!r} for the model cannot be created: {err}") from None
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
                 "scnapse_version": __version__, **_jsonable(config)}
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -268,5 +276,12 @@ class BaseModel:
         except Exception as err:  # safetensors raises its own error types
             raise ValueError(f"The weights in {str(path)!r} cannot be read: {err}") from None
         obj = cls.__new__(cls)
-        obj._set_state(meta, tensors)
+        try:
+            obj._set_state(meta, tensors)
+        except (KeyError, TypeError, IndexError, RuntimeError) as err:
+            what = f"has no {err}" if isinstance(err, KeyError) else f"does not fit its weights ({err})"
+            raise ValueError(
+                f"The saved {cls.kind} in {str(path)!r} is incomplete or damaged: its {CONFIG_FILE} {what}. "
+                f"Save the model again with model.save(path) (written by scnapse {meta.get('scnapse_version')})."
+            ) from None
         return obj

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -169,3 +169,142 @@ def sparse_log_matmul(block, prep: Preprocessing, weight: torch.Tensor, device) 
             torch.from_numpy(np.asarray(data, dtype=np.float32)), size=csr.shape,
         ).to(device)
     return x @ weight
+
+
+def check_informative(summary: MatrixSummary, what: str) -> None:
+    """Refuse a matrix with nothing to learn: every gene constant over the cells (all zeros, say)."""
+    var, mean = np.asarray(summary.col_var), np.asarray(summary.col_mean)
+    if var.size and bool(np.all(var <= 1e-12 * np.maximum(1.0, mean**2))):
+        what_values = "is all zeros" if summary.min == summary.max == 0 else "has every gene constant over the cells"
+        raise ValueError(
+            f"{what} {what_values} ({summary.n_obs} cells × {summary.n_vars} genes): there is nothing to "
+            "learn. Check that the right matrix is given (layer=, or an earlier filtering / subsetting step)."
+        )
+
+
+#: forms of a cell × gene matrix that are told apart (see :func:`data_form`)
+FORMS = ("counts", "normalised", "log-normalised", "other", "scaled")
+
+
+def _constant_total(sums: np.ndarray, tol: float = 1e-3) -> float | None:
+    """The rows' common total, when at least two non-empty rows share one (within ``tol``)."""
+    sums = sums[sums > 0]
+    if len(sums) < 2:
+        return None
+    mid = float(np.median(sums))
+    return mid if float(np.max(np.abs(sums - mid))) <= tol * mid else None
+
+
+def data_form(block) -> tuple[str, float | None]:
+    """``(form, total)`` of a block of whole rows (all the data's genes; NumPy or SciPy sparse).
+
+    ``"counts"``: non-negative integers; ``"normalised"``: every cell has the same total
+    (``sc.pp.normalize_total``; ``total`` is it); ``"log-normalised"``: ``expm1`` of the rows has
+    the same total (``normalize_total`` then ``log1p``; ``total`` is the target sum);
+    ``"scaled"``: negative values; ``"other"``: none of these (e.g. a gene subset of log data).
+    NaN or infinite values raise a ``ValueError``."""
+    csr = sparse.csr_matrix(block, dtype=np.float64) if sparse.issparse(block) else None
+    vals = csr.data if csr is not None else np.asarray(block, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(vals)):
+        raise ValueError("The data hold NaN or infinite values; remove or impute them first.")
+    if vals.size == 0:
+        return "other", None
+    if vals.min() < 0:
+        return "scaled", None
+    if np.all(vals == np.round(vals)):
+        return "counts", float(vals.max())
+
+    def sums(values):
+        if csr is not None:
+            return np.asarray(sparse.csr_matrix((values, csr.indices, csr.indptr), shape=csr.shape).sum(axis=1)).ravel()
+        return values.reshape(np.shape(block)).sum(axis=1)
+
+    total = _constant_total(sums(vals))
+    if total is not None:
+        return "normalised", total
+    total = _constant_total(sums(np.expm1(vals)))
+    if total is not None:
+        return "log-normalised", total
+    return "other", None
+
+
+def first_rows(X, n: int = 2048):
+    """The first ``n`` rows of any matrix (dense, sparse, backed), all genes."""
+    from ..train.data import iter_row_chunks
+
+    for _, block in iter_row_chunks(X, n):
+        return block
+    return np.zeros((0, X.shape[1]), dtype=np.float32)
+
+
+def expm1_block(block):
+    """``expm1`` of a row block (undoes ``log1p``); sparse stays sparse, the input is not modified."""
+    if sparse.issparse(block):
+        out = sparse.csr_matrix(block, dtype=np.float32, copy=True)
+        np.expm1(out.data, out=out.data)
+        return out
+    return np.expm1(np.asarray(block, dtype=np.float32))
+
+
+def query_reading(prep: Preprocessing, trained: dict | None, block, *, what: str,
+                  strict: bool) -> tuple[str, bool, Preprocessing]:
+    """How to bring a query to the form a model was trained on: ``(query form, undo_log, prep)``.
+
+    ``block`` is the query's first rows (all its genes), ``trained`` the training data's
+    ``{"form", "total"}`` (``None`` for models saved before it was recorded). A model that reads
+    counts (``prep.log_normalize``) takes counts and ``normalize_total``-ed data as they are and
+    log1p(normalised) data through ``expm1`` (exact for any target sum); a model trained on
+    log1p(normalised) data gets counts log-normalised at the training data's target sum (10⁴ when
+    unknown) and log data of another target sum re-normalised. ``strict`` (the autoencoder):
+    refuse what cannot be converted with certainty, with the fix."""
+    form, total = data_form(block)
+    if form == "scaled":
+        raise ValueError(
+            f"The data given to the {what} have negative values: it looks scaled. Give raw counts or "
+            "log-normalised data (e.g. layer='counts'), as the model was trained on."
+        )
+    trained = trained or {}
+    tf = trained.get("form")
+    if tf is None or (tf == "other" and not strict):
+        reads_counts = prep.log_normalize  # what the model's own transform says
+    elif tf in ("counts", "normalised") and prep.log_normalize:
+        reads_counts = True
+    elif tf == "log-normalised" and not prep.log_normalize:
+        reads_counts = False
+    else:  # scaled or unrecognised training data, or a transform chosen by hand: read as they are
+        return form, False, prep
+    if reads_counts:
+        if form in ("counts", "normalised"):
+            return form, False, prep
+        if form == "log-normalised":
+            return form, True, prep
+        if strict:
+            raise ValueError(
+                f"The {what} was trained on raw counts; these data are neither counts (non-negative "
+                "integers) nor normalize_total-ed or log1p(normalize_total) data of all genes, so they "
+                "cannot be converted. Give the counts (e.g. layer='counts', or the object before "
+                "subsetting genes)."
+            )
+        return form, False, replace(prep, log_normalize=False)
+    target = trained.get("total") if trained.get("form") == "log-normalised" else None
+    if form == "normalised" or (form == "counts" and (total or 0) > 30):
+        if target is None and strict:
+            raise ValueError(
+                f"These data look like raw counts, but the {what} was trained on data of another form "
+                f"({trained.get('form', 'unknown')}): bring them to that form first (e.g. "
+                "sc.pp.normalize_total + sc.pp.log1p, as for the training data), or pick that layer=."
+            )
+        return "counts" if form == "counts" else form, False, replace(prep, log_normalize=True,
+                                                                       target_sum=float(target or 1e4))
+    if form == "log-normalised" and target is not None and abs(total - target) > 1e-3 * target:
+        return form, True, replace(prep, log_normalize=True, target_sum=float(target))
+    return "log-normalised" if form == "counts" else form, False, prep
+
+
+def training_form(X) -> dict:
+    """The training data's form (``{"form", "total"}``, from its first rows), recorded in ``params``."""
+    try:
+        form, total = data_form(first_rows(X))
+    except ValueError:
+        form, total = "other", None
+    return {"form": form, "total": total}

@@ -20,7 +20,16 @@ from ..nn.losses import (
 from ..train import Matrix, RunOptions, TrainConfig
 from ..train.data import is_backed, iter_row_chunks, summarize
 from ._base import BaseModel, Prepared, check_count, check_widths
-from ._preprocess import Preprocessing, chunks_as_tensors, looks_like_counts
+from ._preprocess import (
+    Preprocessing,
+    check_informative,
+    chunks_as_tensors,
+    expm1_block,
+    first_rows,
+    looks_like_counts,
+    query_reading,
+    training_form,
+)
 
 AE_COSTS = ("mse", "bce", "kl", "hellinger", "poisson", "nb")
 #: widths of the encoder's hidden layers (the decoder mirrors them) unless ``hidden=`` says otherwise
@@ -184,6 +193,12 @@ class Autoencoder(BaseModel):
         what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         summary = summarize(X, columns=columns)
         check_matrix_values(summary, what=what)
+        check_informative(summary, what)
+        if self.n_latent > summary.n_vars:
+            raise ValueError(
+                f"n_latent={self.n_latent} is larger than the number of genes ({summary.n_vars}): an embedding "
+                f"cannot have more dimensions than the data. Choose n_latent <= {summary.n_vars}."
+            )
         counts = looks_like_counts(summary)
         # the natural cost: a count likelihood for raw counts, mse for anything else
         cost = self.config.cost or ("nb" if counts else "mse")
@@ -202,7 +217,8 @@ class Autoencoder(BaseModel):
         params = {
             "n_latent": self.n_latent, "hidden": list(self.hidden), "variational": self.variational,
             "beta": self.beta, "log_normalize": log_normalize, "scale": scale, "pca_init": self.pca_init,
-            "input_looked_like_counts": counts, "preprocessing": self.prep.describe(), "layer": layer,
+            "input_looked_like_counts": counts, "input_form": training_form(X),
+            "preprocessing": self.prep.describe(), "layer": layer,
             "use_highly_variable": mask is not None, "n_vars": summary.n_vars, "n_obs": summary.n_obs,
             "cost": cost, "matrix": matrix.kind,
         }
@@ -258,13 +274,15 @@ class Autoencoder(BaseModel):
             raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")
         if adata.n_obs == 0:
             raise ValueError("adata has no cells to embed.")
+        batch_size = check_count(batch_size, "batch_size")
         X = get_matrix(adata, layer)
         pos = gene_index(adata.var_names, self.var_names, what="autoencoder")
+        self.query_input, undo_log, prep = self._query_reading(X)
         device = next(self.module.parameters()).device
         out = np.empty((adata.n_obs, self.n_latent), dtype=np.float32)
         self.module.eval()
         all_present = bool((pos >= 0).all())
-        cuda = device.type == "cuda"
+        cuda = device.type == "cuda" and not undo_log and prep is self.prep
         with torch.inference_mode():
             if all_present and cuda and not is_backed(X):
                 # GPU: the (sparse) matrix goes to the device once; batches are formed there
@@ -282,11 +300,21 @@ class Autoencoder(BaseModel):
                 for start, block in iter_row_chunks(X, batch_size, None if identity or not all_present else pos):
                     if not all_present:
                         block = reindex_block(block, pos)
+                    if undo_log:
+                        block = expm1_block(block)
                     # sparse blocks stay sparse through the first layer on the CPU (4x less work)
-                    x = self.prep.block(block, sparse_out=device.type == "cpu").to(device)
+                    x = prep.block(block, sparse_out=device.type == "cpu").to(device)
                     mu, _ = self.module.encode(x)
                     out[start : start + x.shape[0]] = mu.cpu().numpy()
         return out
+
+    def _query_reading(self, X):
+        """``(form, undo_log, prep)``: the query brought to the training data's form (see
+        :func:`~scnapse.models._preprocess.query_reading`); refused where that is not certain."""
+        trained = self.params.get("input_form")
+        if trained is None:  # saved before the form was recorded
+            trained = {"form": "counts" if self.params.get("input_looked_like_counts") else "other", "total": None}
+        return query_reading(self.prep, trained, first_rows(X), what="autoencoder", strict=True)
 
     def fit_transform(self, adata: AnnData, **fit_kwargs) -> np.ndarray:
         layer = fit_kwargs.get("layer")
@@ -326,6 +354,9 @@ class Autoencoder(BaseModel):
         self.scale = config["preprocessing"]["scale"]
         self.prep = Preprocessing.from_state(config["preprocessing"], tensors)
         self.var_names = pd.Index(config["var_names"])
+        if len(self.var_names) != arch["n_in"]:
+            raise ValueError(f"The saved autoencoder lists {len(self.var_names)} genes but its network reads "
+                             f"{arch['n_in']}; save the model again with model.save(path).")
         self.params = config.get("params", {})
         h = config.get("history")
         self.history = History(**h) if h else None

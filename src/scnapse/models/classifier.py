@@ -8,7 +8,6 @@ names (matched by name), the classes, and the input transform.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -30,7 +29,7 @@ from ..nn.classifier import (
 from ..train import Loader, Matrix, RunOptions, TrainConfig
 from ..train.config import COSTS
 from ..train.data import iter_row_chunks, summarize
-from ._base import BaseModel, Prepared, check_widths
+from ._base import BaseModel, Prepared, check_count, check_widths
 from ._labels import (
     UNASSIGNED,
     as_categorical,
@@ -41,9 +40,14 @@ from ._labels import (
 from ._metrics import classification_metrics
 from ._preprocess import (
     Preprocessing,
+    check_informative,
     chunks_as_tensors,
+    expm1_block,
+    first_rows,
     looks_like_counts,
+    query_reading,
     select_columns,
+    training_form,
     sparse_log_matmul,
 )
 from ._typicality import fit_typicality, typicality_distance, typicality_pvalue
@@ -168,6 +172,7 @@ class CellClassifier(BaseModel):
         what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         summary = summarize(X, columns=columns)
         counts = self._check_input(summary, what)
+        check_informative(summary, what)
         log_normalize = counts if self.log_normalize is None else bool(self.log_normalize)
         if not log_normalize and summary.max > 50:
             warnings.warn(
@@ -188,7 +193,8 @@ class CellClassifier(BaseModel):
         params = {
             "labels_key": labels_key, "hidden": list(self.hidden), "class_weight": self.class_weight,
             "log_normalize": log_normalize, "scale": self.scale, "input": self.input_kind,
-            "input_looked_like_counts": counts, "preprocessing": self.prep.describe(),
+            "input_looked_like_counts": counts, "input_form": training_form(X),
+            "preprocessing": self.prep.describe(),
             "layer": layer, "use_highly_variable": mask is not None, "n_vars": summary.n_vars,
             "n_obs": int(adata.n_obs), "n_labelled": int(len(labels.labelled)),
             "n_unlabelled": int(adata.n_obs - len(labels.labelled)), "classes": list(labels.classes),
@@ -283,27 +289,13 @@ class CellClassifier(BaseModel):
         pos = gene_index(adata.var_names, self.var_names, what="classifier")
         return X, pos
 
-    def _is_counts(self, block) -> bool:
-        """Does a block of query rows hold raw counts (then they are log-normalised)?"""
-        vals = block.data if sparse.issparse(block) else np.asarray(block).ravel()
-        if vals.size == 0:
-            return self.input_kind == "counts"
-        if not np.all(np.isfinite(vals)):
-            raise ValueError("The query holds NaN or infinite values; remove or impute them first.")
-        if vals.min() < 0:
-            raise ValueError(
-                "The query has negative values: it looks scaled. Give raw counts or log-normalised data "
-                "(e.g. layer='counts'), as the model was trained on."
-            )
-        integer = bool(np.all(vals == np.round(vals)))
-        return integer and (vals.max() > 30 or self.input_kind == "counts")
-
     def iter_scores(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 4096):
         """``(start, logits, distance)`` for consecutive blocks of cells (genes matched by name);
         ``distance`` is the squared Mahalanobis distance behind :meth:`predict_scores`' typicality.
 
         Sparse data stay sparse: the first layer (and the projection for the distance, computed
         with it in one product) is a sparse × dense product; only one block is ever dense."""
+        batch_size = check_count(batch_size, "batch_size")
         X, pos = self._query_matrix(adata, layer)
         module = self.module
         device = next(module.parameters()).device
@@ -316,15 +308,15 @@ class CellClassifier(BaseModel):
         projection = self.typ_projection.to(device)
         # one (genes × (hidden + components)) matrix: the first layer and the projection together
         fused = torch.cat([first.weight.detach().t(), projection], dim=1).contiguous()
-        prep = None
+        self.query_input, undo_log, prep = query_reading(self.prep, self.params.get("input_form"), first_rows(X),
+                                                         what="classifier", strict=False)
         module.eval()
         with torch.inference_mode():
             for start, block in iter_row_chunks(X, batch_size):
                 if not identity:
                     block = select_columns(block, pos_present, cols_present, len(pos))
-                if prep is None:
-                    self.query_input = "counts" if self._is_counts(block) else "log-normalised"
-                    prep = dataclasses.replace(self.prep, log_normalize=self.query_input == "counts")
+                if undo_log:
+                    block = expm1_block(block)
                 if sparse.issparse(block) and not prep.scale:
                     both = sparse_log_matmul(block, prep, fused, device)
                 else:
@@ -427,6 +419,11 @@ class CellClassifier(BaseModel):
             self.params = config.get("params") or {}
             h = config.get("history")
             self.history = History(**h) if h else None
+            if len(self.classes) != arch["n_classes"] or len(self.var_names) != arch["n_in"]:
+                raise ValueError(
+                    f"its config lists {len(self.classes)} classes and {len(self.var_names)} genes, but the "
+                    f"network has {arch['n_classes']} outputs and {arch['n_in']} inputs"
+                )
             self.module = ClassifierModule(
                 arch["n_in"], arch["n_classes"], self.hidden, activation=arch["activation"],
                 dropout=arch["dropout"], batch_norm=arch["batch_norm"],
@@ -437,7 +434,7 @@ class CellClassifier(BaseModel):
             self.typ_offset = tensors["typicality.offset"]
             self.typ_means = tensors["typicality.means"]
             self.typ_reference = tensors["typicality.reference"]
-        except (KeyError, TypeError, RuntimeError) as err:
+        except (KeyError, TypeError, RuntimeError, ValueError) as err:
             raise ValueError(
                 f"This saved CellClassifier is incomplete or was written by an incompatible scnapse "
                 f"({config.get('scnapse_version')}): {err}"

@@ -53,6 +53,15 @@ def default_max_epochs(n_per_epoch: int, batch_size: int, *, steps: int = 300) -
     return int(np.clip(round(steps / per_epoch), 10, 200))
 
 
+def _on_disk(a: np.ndarray) -> bool:
+    """Is ``a`` a memory map, or a view of one (``cells_from_labels(crops_file=...)``)?"""
+    while a is not None:
+        if isinstance(a, np.memmap):
+            return True
+        a = a.base if isinstance(a.base, np.ndarray) else None
+    return False
+
+
 class _CropRows:
     """Rows of a crops array (in memory or a memory map), read batch by batch as a tensor; the
     training Loader takes it like a tensor field (``.device`` and ``[idx]``)."""
@@ -62,7 +71,7 @@ class _CropRows:
         self.device = torch.device("cpu")
         self.target = device
         self._tensor = None
-        if isinstance(crops, np.ndarray) and not isinstance(crops, np.memmap):
+        if isinstance(crops, np.ndarray) and not _on_disk(crops):
             self._tensor = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(device)
             self.device = torch.device(device)
 

@@ -4,6 +4,7 @@ thresholds, and the results written the same way in every family."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,22 @@ def class_colors(n_classes: int) -> list[str]:
     return [PALETTE[i % len(PALETTE)] for i in range(n_classes)] + [UNCLASSIFIED]
 
 
+def warn_if_users_column(adata: AnnData, key: str) -> None:
+    """Warn before replacing an ``obs[key]`` that scnapse did not write (its own annotations have
+    their record in ``uns[key]``, with the classes and params)."""
+    if key not in adata.obs.columns:
+        return
+    record = adata.uns.get(key)
+    if isinstance(record, dict) and "classes" in record and "params" in record:
+        return
+    warnings.warn(
+        f"adata.obs[{key!r}] already exists and was not written by a scnapse annotation; it is replaced. "
+        f"Pass key_added='...' (another name) to keep it.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 def write_annotation(
     adata: AnnData,
     proba: np.ndarray,
@@ -68,6 +85,7 @@ def write_annotation(
     ``uns[key + "_colors"]`` and ``uns[key]`` = ``{"classes", "params", "model_params",
     "n_cells", "n_unassigned", **record}``.
     """
+    warn_if_users_column(adata, key)
     classes = [str(c) for c in classes]
     labels, confidence = labels_from_proba(proba, classes, min_confidence, typicality, min_typicality)
     adata.obs[key] = pd.Categorical(labels, categories=[*classes, UNASSIGNED])

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from anndata import AnnData
 
-from .._anndata import write_embedding
+from .._anndata import copy_of, write_embedding
 from ..models.autoencoder import Autoencoder
 from ..pipeline.registry import EMBEDDING_METRICS, step
 from ..train import RunOptions
@@ -80,7 +80,7 @@ def autoencoder(
     package versions, "history": train/validation loss per epoch}``.
     """
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     model = train_model(
         Autoencoder, adata, run=run, options=options, fit={"layer": layer, "use_highly_variable": use_highly_variable},
         n_latent=n_latent, hidden=hidden, variational=variational, beta=beta, log_normalize=log_normalize,

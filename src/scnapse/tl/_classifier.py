@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import renamed_adata, sanitize_for_uns
+from .._anndata import copy_of, renamed_adata, sanitize_for_uns
 from .._settings import logger
 from ..pipeline.registry import step
+from ..models._base import check_count
 from ..models.classifier import CellClassifier
 from ..train import RunOptions
 from ._annotate import (
@@ -165,11 +166,12 @@ def annotate(
     check_adata_arg(adata)
     min_confidence = check_fraction("min_confidence", min_confidence)
     min_typicality = check_fraction("min_typicality", min_typicality)
+    check_count(batch_size, "batch_size")
     if majority_voting:
         _check_over_clustering(adata, over_clustering)
     proba, typicality = model.predict_scores(adata, layer=layer, batch_size=batch_size)
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     params = {"min_typicality": min_typicality, "majority_voting": bool(majority_voting),
               "over_clustering": over_clustering, "layer": layer, "model": model_path,
               "model_genes": len(model.var_names), "query_input": model.query_input,

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._anndata import copy_of
+
 from .._settings import logger
 from ..pipeline.registry import step
 
@@ -67,7 +69,7 @@ def compare_embeddings(
     if missing:
         raise KeyError(f"{missing} not in adata.obsm (available: {list(adata.obsm.keys())}); run those steps first.")
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     labels = adata.obs[labels_key].astype(str).to_numpy()
     rows = []
     for key in keys:

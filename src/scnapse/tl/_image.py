@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from anndata import AnnData
 
-from .._anndata import renamed_adata, write_embedding
+from .._anndata import copy_of, renamed_adata, write_embedding
 from ..models.image import ImageModel
 from ..pipeline.registry import EMBEDDING_METRICS, step
 from ..train import RunOptions
@@ -73,7 +73,7 @@ def image_embedding(
     n_latent) and ``uns['cnn'] = {"params", "history"}``.
     """
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     model = train_model(ImageModel, adata, run=run, options=options, fit={"crops_key": crops_key},
                         task="embed", method=method, n_latent=n_latent, channels=channels)
     write_embedding(adata, model, model.transform(adata, crops_key=crops_key), key_added=key_added,
@@ -182,7 +182,7 @@ def annotate_images(
     min_confidence = check_fraction("min_confidence", min_confidence)
     proba = model.predict_proba(adata, crops_key=crops_key)
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     write_annotation(adata, proba, model.classes, model, key=key_added, min_confidence=min_confidence,
                      params={"crops_key": crops_key, "model": model_path})
     return adata if copy else None

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from anndata import AnnData
 
-from .._anndata import sanitize_for_uns, write_embedding
+from .._anndata import copy_of, sanitize_for_uns, write_embedding
 from .._settings import logger
 from ..models.sequence import SequenceModel
 from ..pipeline.registry import EMBEDDING_METRICS, step
@@ -99,7 +99,7 @@ def sequence_embedding(
     ``{{"params", "history"}}``.
     """
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     model = _train(adata, "embed", step="sequence_embedding", hidden=hidden, run=run, options=options,
                    sequence_key=sequence_key, length_key=length_key, cell=cell, n_layers=n_layers,
                    bidirectional=bidirectional, n_latent=n_latent, use_time=use_time)
@@ -196,7 +196,7 @@ def annotate_sequences(
     min_confidence = check_fraction("min_confidence", min_confidence)
     proba = model.predict_proba(adata, sequence_key=sequence_key, length_key=length_key)
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     write_annotation(adata, proba, model.classes, model, key=key_added, min_confidence=min_confidence,
                      params={"sequence_key": sequence_key or model.sequence_key,
                              "length_key": length_key or model.length_key, "model": model_path})
@@ -285,7 +285,7 @@ def forecast(
     model._require_fitted("forecast")
     pred = model.forecast(adata, sequence_key=sequence_key, length_key=length_key)
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     adata.obsm[key_added] = pred
     adata.uns[key_added] = sanitize_for_uns({"params": {k: v for k, v in model.params.items() if k != "environment"},
                                              "features": list(model.features)})

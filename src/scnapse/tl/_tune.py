@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import sanitize_for_uns
+from .._anndata import copy_of, sanitize_for_uns
 from .._settings import logger
 from ..pipeline.registry import PipelineError, StepSpec, get_step, steps_where
 from ._tune_metrics import METRICS, Metric, Outcome, Scratch
@@ -116,7 +116,7 @@ def tune(
     best = study.best_trial
     best_params = {**plan.fixed, **{k: _decode(plan.space, k, v) for k, v in best.params.items()}}
     if copy:
-        adata = adata.copy()
+        adata = copy_of(adata)
     adata.uns[key_added] = {
         "trials": _table(study, plan),
         **sanitize_for_uns({"best_params": best_params, "best_value": best.value, "metric": plan.metric,

@@ -69,6 +69,11 @@ class Checkpoint:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"checkpoint_every={every!r} must be a positive integer (epochs between checkpoints).")
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(
+                f"checkpoint_dir={str(directory)!r} is an existing file, not a folder; give a folder "
+                "(it is created if missing) for the checkpoints."
+            )
         self.every = int(every)
         self.resume = bool(resume)
         self.restored_epoch = 0

@@ -1,0 +1,278 @@
+"""Bad input: each case ends in a clear error (or warning, or is handled right), and the user's
+AnnData is unchanged after every error."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import torch
+from conftest import make_counts
+from scipy import sparse
+
+import scnapse as sn
+from scnapse.models import Autoencoder, CellClassifier
+
+FAST = {"max_epochs": 3, "progress": False, "seed": 0}
+
+
+def snapshot(adata) -> dict:
+    """What must not change when a step refuses its input."""
+    X = adata.X
+    X = X.toarray() if sparse.issparse(X) else (None if X is None else np.array(X))
+    return {"X": X, "obs": adata.obs.copy(), "var": adata.var.copy(), "obsm": sorted(adata.obsm.keys()),
+            "uns": sorted(adata.uns.keys()), "layers": sorted(adata.layers.keys()), "shape": adata.shape}
+
+
+def assert_unchanged(adata, before: dict) -> None:
+    after = snapshot(adata)
+    if before["X"] is None:
+        assert after["X"] is None
+    else:
+        np.testing.assert_array_equal(after["X"], before["X"])
+    pd.testing.assert_frame_equal(after["obs"], before["obs"])
+    pd.testing.assert_frame_equal(after["var"], before["var"])
+    for k in ("obsm", "uns", "layers", "shape"):
+        assert after[k] == before[k], k
+
+
+def refuses(call, adata, match: str, error=ValueError):
+    before = snapshot(adata)
+    with pytest.raises(error, match=match) as info:
+        call(adata)
+    assert_unchanged(adata, before)
+    return info
+
+
+@pytest.fixture(scope="module")
+def counts():
+    return make_counts(200, 40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def classifier(counts):
+    return CellClassifier(hidden=(16,), max_epochs=5, seed=0).fit(counts, labels_key="cell_type", progress=False)
+
+
+@pytest.fixture(scope="module")
+def autoencoder(counts):
+    return Autoencoder(4, hidden=(16,), max_epochs=5, seed=0).fit(counts, progress=False)
+
+
+# -- nothing to learn --------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [0.0, 3.0])
+@pytest.mark.parametrize("which", ["autoencoder", "classifier"])
+def test_constant_matrix_is_refused(value, which):
+    adata = make_counts(60, 10)
+    adata.X = np.full(adata.shape, value, dtype=np.float32)
+    if which == "autoencoder":
+        refuses(lambda a: sn.tl.autoencoder(a, n_latent=2, **FAST), adata, "nothing to learn")
+    else:
+        refuses(lambda a: sn.tl.train_classifier(a, labels_key="cell_type", **FAST), adata, "nothing to learn")
+
+
+def test_cells_all_alike_are_refused():
+    adata = make_counts(60, 10)
+    adata.X = np.tile(np.arange(10, dtype=np.float32), (60, 1))  # every gene constant over the cells
+    refuses(lambda a: sn.tl.autoencoder(a, n_latent=2, **FAST), adata, "every gene constant")
+
+
+# -- sizes and widths through the public steps -------------------------------------------------
+def test_n_latent_larger_than_genes_names_both():
+    adata = make_counts(60, 8)
+    refuses(lambda a: sn.tl.autoencoder(a, n_latent=12, **FAST), adata, r"n_latent=12 .*number of genes \(8\)")
+
+
+@pytest.mark.parametrize("n_latent", [2.7, "10", True, 0])
+def test_n_latent_must_be_a_whole_number(n_latent):
+    adata = make_counts(60, 20)
+    refuses(lambda a: sn.tl.autoencoder(a, n_latent=n_latent, **FAST), adata, "n_latent=.*whole number")
+
+
+@pytest.mark.parametrize("step", ["autoencoder", "train_classifier"])
+def test_hidden_as_a_string_is_refused(step):
+    adata = make_counts(60, 20)
+    kwargs = {"labels_key": "cell_type"} if step == "train_classifier" else {}
+    refuses(lambda a: getattr(sn.tl, step)(a, hidden="128", **kwargs, **FAST), adata, "sequence of layer widths")
+
+
+# -- the query's form, detected as the training data's was ------------------------------------
+def _log_normalised(adata, target_sum=1e4):
+    out = adata.copy()
+    sc.pp.normalize_total(out, target_sum=target_sum)
+    sc.pp.log1p(out)
+    return out
+
+
+@pytest.mark.parametrize("target_sum", [1e4, None])
+def test_autoencoder_on_counts_reads_log_normalised_cells(counts, autoencoder, target_sum):
+    ref = autoencoder.transform(counts)
+    got = autoencoder.transform(_log_normalised(counts, target_sum))
+    assert autoencoder.query_input == "log-normalised"
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    normalised = counts.copy()
+    sc.pp.normalize_total(normalised)
+    np.testing.assert_allclose(autoencoder.transform(normalised), ref, atol=1e-4)
+    assert autoencoder.query_input == "normalised"
+
+
+def test_autoencoder_on_counts_refuses_what_it_cannot_convert(counts, autoencoder):
+    subset = _log_normalised(counts)[:, :30].copy()  # log data of a gene subset: totals unknown
+    subset.X = subset.X.toarray()
+    before = snapshot(subset)
+    with pytest.warns(UserWarning, match="missing"), pytest.raises(ValueError, match="trained on raw counts.*counts"):
+        autoencoder.transform(subset)
+    assert_unchanged(subset, before)
+
+
+def test_autoencoder_on_log_data_reads_counts(counts):
+    logged = _log_normalised(counts)
+    model = Autoencoder(4, hidden=(16,), max_epochs=3, seed=0).fit(logged, progress=False)
+    assert model.params["input_form"]["form"] == "log-normalised"
+    np.testing.assert_allclose(model.transform(counts), model.transform(logged), atol=1e-4)
+    other = _log_normalised(counts, 1e6)
+    np.testing.assert_allclose(model.transform(other), model.transform(logged), atol=1e-4)
+
+
+def test_classifier_on_counts_reads_normalised_only_query(counts, classifier):
+    ref_p, ref_t = classifier.predict_scores(counts)
+    normalised = counts.copy()
+    sc.pp.normalize_total(normalised, target_sum=1e4)
+    p, t = classifier.predict_scores(normalised)
+    assert classifier.query_input == "normalised"
+    np.testing.assert_allclose(p, ref_p, atol=1e-4)
+    assert np.mean(np.abs(t - ref_t)) < 0.01  # an empirical p-value: a step may flip at a boundary
+    p, _ = classifier.predict_scores(_log_normalised(counts, 1e6))  # another target sum
+    np.testing.assert_allclose(p, ref_p, atol=1e-4)
+
+
+def test_model_records_the_training_form_and_keeps_it_when_saved(counts, classifier, tmp_path):
+    assert classifier.params["input_form"]["form"] == "counts"
+    loaded = CellClassifier.load(classifier.save(tmp_path / "m"))
+    assert loaded.params["input_form"]["form"] == "counts"
+    np.testing.assert_allclose(loaded.predict_proba(_log_normalised(counts)), classifier.predict_proba(counts),
+                               atol=1e-4)
+
+
+# -- annotate: the user's own column -----------------------------------------------------------
+def test_annotate_warns_before_replacing_the_users_column(counts, classifier):
+    query = counts.copy()
+    query.obs["predicted"] = "my labels"
+    with pytest.warns(UserWarning, match=r"obs\['predicted'\].*key_added="):
+        sn.tl.annotate(query, classifier)
+    with warnings.catch_warnings():  # its own column, written before: replaced quietly
+        warnings.simplefilter("error")
+        sn.tl.annotate(query, classifier)
+
+
+def test_annotate_batch_size_zero(counts, classifier):
+    query = counts.copy()
+    refuses(lambda a: sn.tl.annotate(a, classifier, batch_size=0), query, "batch_size=0")
+
+
+# -- images ------------------------------------------------------------------------------------
+def _squares():
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    labels = np.zeros((40, 40), dtype=np.int32)
+    labels[5:15, 5:15], labels[22:34, 20:32] = 1, 2
+    return image, labels
+
+
+def test_nan_pixels_are_refused(tmp_path):
+    image, labels = _squares()
+    image[7, 7] = np.nan
+    with pytest.raises(ValueError, match="1 NaN or infinite pixel"):
+        sn.im.cells_from_labels(image, labels, size=16)
+    with pytest.raises(ValueError, match="NaN"):
+        sn.im.cells_from_labels(image, labels, size=16, crops_file=tmp_path / "crops")
+    assert not (tmp_path / "crops.npy").exists()
+
+
+def test_cells_with_a_crops_file_can_be_written(tmp_path):
+    image, labels = _squares()
+    cells = sn.im.cells_from_labels(image, labels, size=16, crops_file=tmp_path / "crops")
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    back = ad.read_h5ad(tmp_path / "cells.h5ad")
+    np.testing.assert_array_equal(back.obsm["crops"], np.load(tmp_path / "crops.npy"))
+
+
+# -- files that are not what they should be ----------------------------------------------------
+def test_checkpoint_dir_is_a_file(tmp_path):
+    path = tmp_path / "ckpt"
+    path.write_text("notes")
+    adata = make_counts(60, 20)
+    refuses(lambda a: sn.tl.autoencoder(a, n_latent=2, checkpoint_dir=path, **FAST), adata, "existing file")
+    assert path.read_text() == "notes"
+
+
+def test_save_onto_a_file(classifier, tmp_path):
+    path = tmp_path / "model"
+    path.write_text("notes")
+    with pytest.raises(ValueError, match="existing file"):
+        classifier.save(path)
+    with pytest.raises(ValueError, match="cannot be created"):
+        classifier.save(path / "inside")
+    assert path.read_text() == "notes"
+
+
+def test_truncated_h5ad(counts, tmp_path):
+    path = tmp_path / "cells.h5ad"
+    counts.write_h5ad(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot be read as an .h5ad"):
+        sn.read_backed(path)
+
+
+def _edit_config(folder, edit):
+    cfg = json.loads((folder / "config.json").read_text())
+    edit(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("which", ["classifier", "autoencoder"])
+def test_config_without_a_key(which, classifier, autoencoder, tmp_path):
+    model = classifier if which == "classifier" else autoencoder
+    folder = model.save(tmp_path / "m")
+    _edit_config(folder, lambda c: c.pop("architecture"))
+    with pytest.raises(ValueError, match="architecture"):
+        type(model).load(folder)
+
+
+def test_config_with_fewer_classes_than_weights(counts, classifier, tmp_path):
+    folder = classifier.save(tmp_path / "m")
+    _edit_config(folder, lambda c: c.update(classes=c["classes"][:-1]))
+    with pytest.raises(ValueError, match="classes"):
+        CellClassifier.load(folder)
+    folder = classifier.save(tmp_path / "a")
+    _edit_config(folder, lambda c: c.update(var_names=c["var_names"][:-1]))
+    with pytest.raises(ValueError, match="genes"):
+        CellClassifier.load(folder)
+
+
+def test_checkpoint_without_fingerprint(tmp_path):
+    adata = make_counts(60, 20)
+    from scnapse.train import checkpoint
+
+    torch.save({"format": checkpoint.FORMAT, "format_version": 1, "epoch": 1}, tmp_path / checkpoint.FILE)
+    refuses(lambda a: sn.tl.autoencoder(a, n_latent=2, checkpoint_dir=tmp_path, resume=True, **FAST), adata,
+            "incomplete scnapse checkpoint")
+
+
+# -- backed input ------------------------------------------------------------------------------
+def test_copy_of_a_backed_anndata(counts, classifier, tmp_path):
+    path = tmp_path / "cells.h5ad"
+    counts.write_h5ad(path)
+    backed = sn.read_backed(path)
+    try:
+        out = sn.tl.annotate(backed, classifier, copy=True)
+        assert not out.isbacked and "predicted" in out.obs and "predicted" not in backed.obs
+        emb = sn.tl.autoencoder(backed, n_latent=2, hidden=(8,), copy=True, **FAST)
+        assert emb.obsm["X_autoencoder"].shape == (counts.n_obs, 2) and "X_autoencoder" not in backed.obsm
+    finally:
+        backed.file.close()

@@ -187,3 +187,17 @@ def test_predict_returns_a_categorical_in_every_classifier_family():
         assert isinstance(pred, pd.Categorical) and list(pred.categories) == list(model.classes)
         strict = model.predict(data, min_confidence=1.01)  # nothing is that confident
         assert (np.asarray(strict) == "Unassigned").all() and "Unassigned" in strict.categories
+
+
+def test_a_family_without_its_hooks_says_which_one_is_missing():
+    from scnapse.models import BaseModel
+    from scnapse.train import TrainConfig
+
+    class Half(BaseModel):
+        kind = "Half"
+
+        def __init__(self):
+            self.config = TrainConfig(max_epochs=1, seed=0)
+
+    with pytest.raises(TypeError, match=r"Half cannot be trained.*_prepare\(adata"):
+        Half()._fit(make_counts(10, 5), None, {"progress": False})

@@ -158,17 +158,22 @@ class BaseModel:
     def _summary(self) -> str:
         return ""
 
-    def _prepare(self, adata, *, device, **data_options) -> Prepared:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # the hooks every family defines (see the module docstring); the base says which one is missing
+    def _prepare(self, adata, *, device, **data_options) -> Prepared:
+        self._missing_hook("_prepare(adata, *, device, ...) -> Prepared")
 
-    def _build(self, data: Prepared, train_rows: np.ndarray, seed: int) -> torch.nn.Module:  # pragma: no cover
-        raise NotImplementedError
+    def _build(self, data: Prepared, train_rows: np.ndarray, seed: int) -> torch.nn.Module:
+        self._missing_hook("_build(data, train_rows, seed) -> nn.Module")
 
-    def _step(self, data: Prepared):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _step(self, data: Prepared):
+        self._missing_hook("_step(data) -> step(module, batch, training)")
 
-    def _default_max_epochs(self, n_samples: int, data: Prepared) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _default_max_epochs(self, n_samples: int, data: Prepared) -> int:
+        self._missing_hook("_default_max_epochs(n_samples, data) -> int")
+
+    def _missing_hook(self, hook: str):
+        raise TypeError(f"{type(self).__name__} cannot be trained: a model family defines {hook} "
+                        "(see docs/architecture.md).")
 
     def _loaders(self, data: Prepared, train_rows, val_rows, gen, device, run):
         """``(train, validation, samples per epoch)``; class-balanced batches for ``"sampling"``."""

@@ -9,7 +9,9 @@
 A family supplies the hooks: ``_prepare`` (check its input, encode labels with
 :func:`~scnapse.models._labels.encode_labels`, fit its preprocessing; returns a :class:`Prepared`),
 ``_build`` (the ``nn.Module``), ``_step`` (one training step: per-sample losses),
-``_default_max_epochs`` and, if needed, ``_loaders`` and ``_after_fit``. Checkpoints and resume,
+``_default_max_epochs`` and, if needed, ``_loaders``, ``_after_fit`` and ``_baseline`` (the
+classical method's score on the same held-out cells, next to the network's: see
+:func:`baseline_record`). Checkpoints and resume,
 mixed precision, shuffled chunks, DDP under ``torchrun``, progress, callbacks and cancel come from
 :class:`~scnapse.train.RunOptions` through the same code for every family. Training defaults that
 differ from :class:`~scnapse.train.TrainConfig`'s are declared once per family, in
@@ -91,6 +93,26 @@ class Prepared:
     class_weight: torch.Tensor | None = None  # set by the template from ``class_weight``
 
 
+def baseline_record(*, method: str, metric: str, network: float, baseline: float, n: int,
+                    higher_is_better: bool = True, unit: str = "held-out cells", **extra) -> dict:
+    """What ``uns[key]["baseline"]`` holds: the classical ``method``'s ``metric`` and the
+    network's on the same ``n`` held-out samples, whether the network is better, and a sentence
+    saying so (the panels' status line shows it)."""
+    network, baseline = float(network), float(baseline)
+    better = network > baseline if higher_is_better else network < baseline
+    text = f"network {metric} {network:.3g} · {method} {baseline:.3g} on the same {n} {unit}"
+    return {"method": method, "metric": metric, "network": network, "baseline": baseline, "n": int(n),
+            "higher_is_better": bool(higher_is_better), "network_better": bool(better), "text": text, **extra}
+
+
+def warn_if_not_better(record: dict, description: str) -> None:
+    import warnings
+
+    if not record.get("network_better", True):
+        warnings.warn(f"{description}: the network is not better than {record['method']} "
+                      f"({record['text']}).", UserWarning, stacklevel=4)
+
+
 class BaseModel:
     """The training template and save/load of every scnapse model (see the module docstring).
 
@@ -107,6 +129,8 @@ class BaseModel:
     train_defaults: ClassVar[dict] = {}
     module: torch.nn.Module | None = None
     class_weight: str | None = None
+    #: the classical method's score beside the network's (set by training; see ``_baseline``)
+    baseline: dict | None = None
 
     # -- the training template ------------------------------------------------------------------
     def _fit(self, adata, run, run_options: dict, **data_options):
@@ -134,6 +158,9 @@ class BaseModel:
         self.history = fit(self.module, self._step(data), train, val, cfg, max_epochs=max_epochs,
                            description=self._description, **fit_kwargs)
         self._after_fit(data, train_rows, val_rows, val, gen)
+        self.baseline = self._baseline(data, train_rows, val_rows)
+        if self.baseline:
+            warn_if_not_better(self.baseline, self._description)
         checkpoint = fit_kwargs["checkpoint"]
         self.params = {
             **cfg.to_dict(), **data.params, "seed": seed,
@@ -191,6 +218,11 @@ class BaseModel:
 
     def _after_fit(self, data: Prepared, train_rows, val_rows, val, gen) -> None:
         """Work after training (calibration, ...); nothing by default."""
+
+    def _baseline(self, data: Prepared, train_rows, val_rows) -> dict | None:
+        """The classical method beside the network, scored on ``val_rows`` (the held-out cells the
+        network was validated on): a :func:`baseline_record`, or ``None`` (nothing to compare)."""
+        return None
 
     @classmethod
     def _config_from(cls, defaults: dict | None, train_options: dict):

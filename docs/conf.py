@@ -1,0 +1,60 @@
+"""Sphinx configuration for the scnapse documentation (``make docs``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import scnapse  # noqa: E402
+
+project = "scnapse"
+author = "scnapse developers"
+copyright = "2026, scnapse developers"
+release = version = scnapse.__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx_autodoc_typehints",
+    "sphinx_copybutton",
+]
+
+source_suffix = {".md": "myst-nb", ".rst": "restructuredtext"}
+exclude_patterns = ["_build", "screenshots/make_screenshots.py", "jupyter_execute", "**.ipynb_checkpoints"]
+templates_path = ["_templates"]
+
+# numpydoc-style docstrings, read by napoleon
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_rtype = False
+napoleon_custom_sections = [("Writes", "returns_style")]
+autosummary_generate = True
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": False}
+autodoc_typehints = "description"
+typehints_use_signature = False
+always_document_param_types = False
+typehints_document_rtype = True
+nitpicky = False
+
+myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist"]
+myst_heading_anchors = 3
+nb_execution_mode = os.environ.get("SCNAPSE_DOCS_EXECUTE", "cache")
+nb_execution_timeout = 300
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
+
+
+html_theme = "furo"
+html_title = f"scnapse {version}"
+html_static_path = []
+suppress_warnings = ["myst.header"]

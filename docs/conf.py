@@ -8,7 +8,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import scnapse  # noqa: E402
 
@@ -27,7 +26,7 @@ extensions = [
     "sphinx_copybutton",
 ]
 
-source_suffix = {".md": "myst-nb", ".rst": "restructuredtext"}
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
 exclude_patterns = ["_build", "screenshots/make_screenshots.py", "jupyter_execute", "**.ipynb_checkpoints"]
 templates_path = ["_templates"]
 

@@ -1,12 +1,13 @@
 # make demo  — the bundled sample pipeline (CPU when there is no GPU); writes results/
 # make test  — the test suite (napari tests under Xvfb when xvfb-run exists)
 # make bench — the benchmarks (slow; see README)
+# make docs  — the documentation site (every tutorial executed) → docs/_build/html
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench docs install clean
 
 install: $(STAMP)
 
@@ -31,5 +32,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	$(PY) benchmarks/embedding.py
 
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	SCNAPSE_DOCS_EXECUTE=force $(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache docs/_build docs/api/generated

@@ -28,21 +28,17 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
 exclude_patterns = ["_build", "screenshots/make_screenshots.py", "jupyter_execute", "**.ipynb_checkpoints"]
-templates_path = ["_templates"]
 
 # numpydoc-style docstrings, read by napoleon
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
-napoleon_custom_sections = [("Writes", "returns_style")]
 autosummary_generate = True
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_typehints = "description"
 typehints_use_signature = False
-always_document_param_types = False
 typehints_document_rtype = True
-nitpicky = False
 
 myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist"]
 myst_heading_anchors = 3
@@ -52,8 +48,6 @@ nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
 
-
 html_theme = "furo"
 html_title = f"scnapse {version}"
-html_static_path = []
 suppress_warnings = ["myst.header"]

@@ -162,6 +162,6 @@ def write_embedding(adata, model, embedding, *, key_added: str | None, default_o
     adata.obsm[obsm_key] = embedding
     adata.uns[uns_key] = sanitize_for_uns(
         {"params": model.params, "history": model.history.to_dict(), "obsm_key": obsm_key,
-         **({"baseline": model.baseline} if getattr(model, "baseline", None) else {})}
+         **({"baseline": model.baseline} if model.baseline else {})}
     )
     logger.info(f"    added 'obsm[{obsm_key!r}]' ({embedding.shape[1]} dimensions), 'uns[{uns_key!r}]'")

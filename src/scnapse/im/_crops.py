@@ -182,10 +182,11 @@ def cells_from_labels(
 
     Returns
     -------
-    An AnnData with no ``X`` and one row per object: ``obs`` ``label``, ``frame`` (time-lapse),
-    ``centroid_y``, ``centroid_x`` (``centroid_z`` for 3-D), ``area``, ``mean_intensity_<channel>``,
-    ``clipped``; ``obsm["crops"]`` (objects × channels × size × size, float32) and
-    ``obsm["spatial"]`` (``x``, ``y`` of the centroid); ``uns["crops"]`` records every choice.
+    AnnData
+        An AnnData with no ``X`` and one row per object: ``obs`` ``label``, ``frame`` (time-lapse),
+        ``centroid_y``, ``centroid_x`` (``centroid_z`` for 3-D), ``area``, ``mean_intensity_<channel>``,
+        ``clipped``; ``obsm["crops"]`` (objects × channels × size × size, float32) and
+        ``obsm["spatial"]`` (``x``, ``y`` of the centroid); ``uns["crops"]`` records every choice.
     """
     size = _check_size(size)
     _choice("normalize", normalize, NORMALIZE)

@@ -26,7 +26,8 @@ def sample_image(name: str = "dsb2018") -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    ``(image, labels)`` as NumPy arrays; give them to :func:`scnapse.im.cells_from_labels`.
+    tuple[np.ndarray, np.ndarray]
+        ``(image, labels)`` as NumPy arrays; give them to :func:`scnapse.im.cells_from_labels`.
     """
     import tifffile
 

@@ -60,10 +60,11 @@ def class_table(
 
     Returns
     -------
-    A DataFrame indexed by label id with columns ``label``, ``class`` (the category, ``NaN`` for
-    unclassified), ``class_id`` (1-based category code; 0 = unclassified), ``color`` (hex), the
-    ``<key>_confidence`` column when present, and ``frame`` for a time-lapse. ``table.attrs``
-    holds ``categories`` and ``colors`` (category → hex).
+    pd.DataFrame
+        A DataFrame indexed by label id with columns ``label``, ``class`` (the category, ``NaN`` for
+        unclassified), ``class_id`` (1-based category code; 0 = unclassified), ``color`` (hex), the
+        ``<key>_confidence`` column when present, and ``frame`` for a time-lapse. ``table.attrs``
+        holds ``categories`` and ``colors`` (category → hex).
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")
@@ -135,7 +136,8 @@ def label_features(
 
     Returns
     -------
-    A DataFrame with a ``label`` column first (and indexed by label id), then the chosen columns.
+    pd.DataFrame
+        A DataFrame with a ``label`` column first (and indexed by label id), then the chosen columns.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")

@@ -44,8 +44,9 @@ def synthetic_image(
 
     Returns
     -------
-    ``image`` (float32, values about 0–1), ``labels`` (int32, ids 1…N), ``classes`` (array of N
-    class names; ``classes[i]`` is the class of label ``i + 1``).
+    tuple[np.ndarray, np.ndarray, np.ndarray]
+        ``image`` (float32, values about 0–1), ``labels`` (int32, ids 1…N), ``classes`` (array of N
+        class names; ``classes[i]`` is the class of label ``i + 1``).
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not valid; choose one of {list(KINDS)}.")

@@ -106,9 +106,11 @@ def baseline_record(*, method: str, metric: str, network: float, baseline: float
 
 
 def warn_if_not_better(record: dict, description: str) -> None:
+    """Warn when the network scores worse than the classical method (a tie, e.g. both perfect on
+    easy data, is not worth a warning)."""
     import warnings
 
-    if not record.get("network_better", True):
+    if not record["network_better"] and record["network"] != record["baseline"]:
         warnings.warn(f"{description}: the network is not better than {record['method']} "
                       f"({record['text']}).", UserWarning, stacklevel=4)
 

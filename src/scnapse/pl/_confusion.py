@@ -46,7 +46,8 @@ def confusion_matrix(
 
     Returns
     -------
-    The matplotlib ``Axes``; the table itself is in ``ax.confusion`` (a DataFrame of counts).
+    Axes
+        The matplotlib ``Axes``; the table itself is in ``ax.confusion`` (a DataFrame of counts).
     """
     import matplotlib.pyplot as plt
 

@@ -51,7 +51,8 @@ def sequences(
 
     Returns
     -------
-    The matplotlib ``Axes``.
+    Axes
+        The matplotlib ``Axes``.
     """
     import matplotlib.pyplot as plt
 

@@ -75,9 +75,10 @@ def autoencoder(
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Writes ``obsm['X_autoencoder']`` (cells ×
-    n_latent) and ``uns['autoencoder']`` = ``{"params": every resolved choice, seed, device and
-    package versions, "history": train/validation loss per epoch}``.
+    AnnData or None
+        ``None``, or the annotated copy with ``copy=True``. Writes ``obsm['X_autoencoder']`` (cells ×
+        n_latent) and ``uns['autoencoder']`` = ``{"params": every resolved choice, seed, device and
+        package versions, "history": train/validation loss per epoch}``.
     """
     if copy:
         adata = copy_of(adata)

@@ -85,9 +85,10 @@ def train_classifier(
 
     Returns
     -------
-    The trained :class:`~scnapse.models.CellClassifier`. ``adata.uns[key_added]`` = ``{"params":
-    every resolved choice, seed, device and versions, "history": loss per epoch, "metrics":
-    held-out accuracy, macro-F1, per-class F1, confusion matrix, temperature, ECE before/after}``.
+    CellClassifier
+        The trained :class:`~scnapse.models.CellClassifier`. ``adata.uns[key_added]`` = ``{"params":
+        every resolved choice, seed, device and versions, "history": loss per epoch, "metrics":
+        held-out accuracy, macro-F1, per-class F1, confusion matrix, temperature, ECE before/after}``.
     """
     class_weight = class_weight_option(class_weight, options, default="balanced")
     model = train_model(
@@ -155,12 +156,13 @@ def annotate(
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Writes ``obs[key_added]`` (categorical:
-    the classes and ``"Unassigned"``), ``obs[key_added + '_confidence']`` (calibrated probability
-    of the top class), ``obs[key_added + '_typicality']``, ``obsm[key_added + '_probabilities']``
-    (a DataFrame, one column per class), ``uns[key_added + '_colors']``, optionally
-    ``obs[key_added + '_majority_voting']``, and ``uns[key_added]`` = ``{"classes", "params",
-    "n_unassigned", ...}``.
+    AnnData or None
+        ``None``, or the annotated copy with ``copy=True``. Writes ``obs[key_added]`` (categorical:
+        the classes and ``"Unassigned"``), ``obs[key_added + '_confidence']`` (calibrated probability
+        of the top class), ``obs[key_added + '_typicality']``, ``obsm[key_added + '_probabilities']``
+        (a DataFrame, one column per class), ``uns[key_added + '_colors']``, optionally
+        ``obs[key_added + '_majority_voting']``, and ``uns[key_added]`` = ``{"classes", "params",
+        "n_unassigned", ...}``.
     """
     model, model_path = annotation_model(model, CellClassifier)
     check_adata_arg(adata)

@@ -69,8 +69,9 @@ def image_embedding(
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Writes ``obsm['X_cnn']`` (cells ×
-    n_latent) and ``uns['cnn'] = {"params", "history"}``.
+    AnnData or None
+        ``None``, or the annotated copy with ``copy=True``. Writes ``obsm['X_cnn']`` (cells ×
+        n_latent) and ``uns['cnn'] = {"params", "history"}``.
     """
     if copy:
         adata = copy_of(adata)
@@ -128,8 +129,9 @@ def train_image_classifier(
 
     Returns
     -------
-    The trained :class:`~scnapse.models.ImageModel` (``model.history``, ``model.params``,
-    ``model.save(path)``).
+    ImageModel
+        The trained :class:`~scnapse.models.ImageModel` (``model.history``, ``model.params``,
+        ``model.save(path)``).
     """
     return train_model(ImageModel, adata, run=run, options=options,
                        fit={"labels_key": labels_key, "crops_key": crops_key, "pretrained": pretrained},
@@ -171,11 +173,12 @@ def annotate_images(
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Writes ``obs[key_added]`` (categorical: the
-    classes and ``"Unassigned"``), ``obs[key_added + "_confidence"]`` (the winning probability),
-    ``obsm[key_added + "_probabilities"]`` (a DataFrame, one column per class),
-    ``uns[key_added + "_colors"]`` (one colour per category, for plots and
-    :func:`scnapse.im.class_table`) and ``uns[key_added]`` (classes, parameters, the model's parameters).
+    AnnData or None
+        ``None``, or the annotated copy with ``copy=True``. Writes ``obs[key_added]`` (categorical: the
+        classes and ``"Unassigned"``), ``obs[key_added + "_confidence"]`` (the winning probability),
+        ``obsm[key_added + "_probabilities"]`` (a DataFrame, one column per class),
+        ``uns[key_added + "_colors"]`` (one colour per category, for plots and
+        :func:`scnapse.im.class_table`) and ``uns[key_added]`` (classes, parameters, the model's parameters).
     """
     model, model_path = annotation_model(model, ImageModel)
     check_adata_arg(adata)

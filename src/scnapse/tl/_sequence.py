@@ -95,8 +95,9 @@ def sequence_embedding(
 
     Returns
     -------
-    ``None`` or the copy. Writes ``obsm["X_rnn"]`` (n, n_latent) and ``uns["rnn"]`` =
-    ``{{"params", "history"}}``.
+    AnnData or None
+        ``None`` or the copy. Writes ``obsm["X_rnn"]`` (n, n_latent) and ``uns["rnn"]`` =
+        ``{{"params", "history"}}``.
     """
     if copy:
         adata = copy_of(adata)
@@ -144,8 +145,9 @@ def train_sequence_classifier(
 
     Returns
     -------
-    The trained :class:`~scnapse.models.SequenceModel`; apply it with :func:`annotate_sequences`,
-    save it with ``model.save(path)``.
+    SequenceModel
+        The trained :class:`~scnapse.models.SequenceModel`; apply it with :func:`annotate_sequences`,
+        save it with ``model.save(path)``.
     """
     return _train(adata, "classify", step="train_sequence_classifier", hidden=hidden, run=run, options=options,
                   sequence_key=sequence_key, length_key=length_key, labels_key=labels_key, cell=cell, n_layers=n_layers,
@@ -185,10 +187,11 @@ def annotate_sequences(
 
     Returns
     -------
-    ``None`` or the copy. Writes ``obs[key_added]`` (categorical: the classes and
-    ``"Unassigned"``), ``obs[key_added + "_confidence"]`` (the winning probability),
-    ``obsm[key_added + "_probabilities"]`` (a DataFrame, one column per class),
-    ``uns[key_added + "_colors"]`` and ``uns[key_added]`` (classes, parameters, the model's parameters).
+    AnnData or None
+        ``None`` or the copy. Writes ``obs[key_added]`` (categorical: the classes and
+        ``"Unassigned"``), ``obs[key_added + "_confidence"]`` (the winning probability),
+        ``obsm[key_added + "_probabilities"]`` (a DataFrame, one column per class),
+        ``uns[key_added + "_colors"]`` and ``uns[key_added]`` (classes, parameters, the model's parameters).
     """
     model, model_path = annotation_model(model, SequenceModel)
     model._require_fitted("classify")
@@ -243,7 +246,8 @@ def train_forecaster(
 
     Returns
     -------
-    The trained :class:`~scnapse.models.SequenceModel`; apply it with :func:`forecast`.
+    SequenceModel
+        The trained :class:`~scnapse.models.SequenceModel`; apply it with :func:`forecast`.
     """
     return _train(adata, "forecast", step="train_forecaster", hidden=hidden, run=run, options=options,
                   sequence_key=sequence_key, length_key=length_key, cell=cell, n_layers=n_layers, horizon=horizon,
@@ -278,8 +282,9 @@ def forecast(
 
     Returns
     -------
-    ``None`` or the copy. Writes ``obsm["forecast"]`` (n, horizon, features) in the data's units
-    and ``uns["forecast"] = {"params", "features"}``.
+    AnnData or None
+        ``None`` or the copy. Writes ``obsm["forecast"]`` (n, horizon, features) in the data's units
+        and ``uns["forecast"] = {"params", "features"}``.
     """
     model, _ = annotation_model(model, SequenceModel)
     model._require_fitted("forecast")

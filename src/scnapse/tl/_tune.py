@@ -97,7 +97,8 @@ def tune(
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Writes ``uns[key_added]``.
+    AnnData or None
+        ``None``, or the annotated copy with ``copy=True``. Writes ``uns[key_added]``.
     """
     import optuna
 

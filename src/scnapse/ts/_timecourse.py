@@ -87,8 +87,9 @@ def from_timecourse(
 
     Returns
     -------
-    A sequence AnnData (see :mod:`scnapse.ts`): ``obsm[key]`` (n, T, F), ``obs["length"]``,
-    ``obsm[key + "_time"]`` and ``obs["n_cells"]`` (cells averaged, over all steps).
+    AnnData
+        A sequence AnnData (see :mod:`scnapse.ts`): ``obsm[key]`` (n, T, F), ``obs["length"]``,
+        ``obsm[key + "_time"]`` and ``obs["n_cells"]`` (cells averaged, over all steps).
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")

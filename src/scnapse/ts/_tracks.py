@@ -91,11 +91,12 @@ def from_tracks(
 
     Returns
     -------
-    AnnData with one row per track (``obs_names`` = track ids), ``obsm[key]`` (n, T, F) padded with
-    zeros after ``obs["length"]`` steps, ``obsm[key + "_time"]`` (the time of each step),
-    ``obs[track_key, "length", "start", "end", "n_gaps"]`` and ``X`` = per-track mean of each
-    feature. Steps are the track's observations in time order; a missing frame is a gap (not an
-    invented value), counted in ``obs["n_gaps"]``.
+    AnnData
+        AnnData with one row per track (``obs_names`` = track ids), ``obsm[key]`` (n, T, F) padded with
+        zeros after ``obs["length"]`` steps, ``obsm[key + "_time"]`` (the time of each step),
+        ``obs[track_key, "length", "start", "end", "n_gaps"]`` and ``X`` = per-track mean of each
+        feature. Steps are the track's observations in time order; a missing frame is a gap (not an
+        invented value), counted in ``obs["n_gaps"]``.
     """
     df, track_key, time_key, layer_graph = _tracks_frame(tracks, track_key, time_key)
     graph = layer_graph if graph is None else graph
@@ -223,10 +224,11 @@ def measure_tracks(
 
     Returns
     -------
-    DataFrame with ``track_id``, ``frame``, ``centroid-z`` (3-D) / ``centroid-y`` / ``centroid-x``
-    (in pixels), ``area`` (2-D) or ``volume`` (3-D) (pixel count × pixel size) and, with an image,
-    ``intensity_mean``, ``intensity_std``, ``intensity_max``, ``intensity_sum``. Ready for
-    :func:`from_tracks` (``track_key="track_id"``, ``time_key="frame"``).
+    pd.DataFrame
+        DataFrame with ``track_id``, ``frame``, ``centroid-z`` (3-D) / ``centroid-y`` / ``centroid-x``
+        (in pixels), ``area`` (2-D) or ``volume`` (3-D) (pixel count × pixel size) and, with an image,
+        ``intensity_mean``, ``intensity_std``, ``intensity_max``, ``intensity_sum``. Ready for
+        :func:`from_tracks` (``track_key="track_id"``, ``time_key="frame"``).
     """
     labels_t = np.asarray(labels_t)
     if labels_t.ndim not in (3, 4):

@@ -38,7 +38,7 @@ autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True}
 autodoc_typehints = "description"
 typehints_use_signature = False
-typehints_document_rtype = True
+typehints_document_rtype = False  # the Returns section names the type
 
 myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist"]
 myst_heading_anchors = 3

@@ -37,3 +37,43 @@ def test_returns_section_is_a_type_then_an_indented_description(name, func):
         )
     else:
         assert len(first.split()) <= 4, f"{name}: a one-line Returns entry is a type; indent the description below it"
+
+
+COMPLETE = ("tl", "pl", "im", "ts", "models", "datasets", "train")
+
+
+def _public_names():
+    for name in COMPLETE:
+        module = importlib.import_module(f"scnapse.{name}")
+        for attr in getattr(module, "__all__", [a for a in dir(module) if not a.startswith("_")]):
+            obj = getattr(module, attr)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__.startswith("scnapse"):
+                yield f"{name}.{attr}", obj
+
+
+def _takes_parameters(obj) -> bool:
+    func = obj.__init__ if inspect.isclass(obj) else obj
+    if inspect.isclass(obj) and not getattr(func, "__module__", "").startswith("scnapse"):
+        return False  # the constructor is inherited (object, Exception): nothing to document
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    named = [p for p in params if p.name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return bool(named)
+
+
+def _section(doc: str, *titles: str) -> bool:
+    return any(re.search(rf"^{t}\n-{{3,}}", doc, re.M) for t in titles)
+
+
+@pytest.mark.parametrize("name,obj", list(_public_names()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_public_name_documents_its_parameters_and_returns(name, obj):
+    doc = inspect.getdoc(obj) or ""
+    assert doc, f"{name} has no docstring"
+    if _takes_parameters(obj):
+        assert _section(doc, "Parameters"), f"{name}: no Parameters section"
+    if inspect.isfunction(obj):
+        returns = inspect.signature(obj).return_annotation
+        if returns not in (None, "None"):
+            assert _section(doc, "Returns", "Yields"), f"{name}: no Returns section"

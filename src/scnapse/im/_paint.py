@@ -192,9 +192,19 @@ def _palette_for(cells, key, categories, palette) -> dict:
 
 
 def label_colors(table: pd.DataFrame, *, background_alpha: float = 0.0) -> dict:
-    """``{label id: RGBA}`` for a napari ``DirectLabelColormap(color_dict=...)``.
+    """Colours per label id, for a napari ``DirectLabelColormap(color_dict=...)``.
 
-    Label 0 and ``None`` (every label not in the table) are transparent (``background_alpha``).
+    Parameters
+    ----------
+    table
+        A class table from :func:`class_table` (label id → class, colour).
+    background_alpha
+        Opacity of label 0 and of every label not in the table (the ``None`` key).
+
+    Returns
+    -------
+    dict
+        ``{label id: RGBA array}``, with ``0`` and ``None`` set to the background colour.
     """
     out: dict = {None: np.array([0, 0, 0, background_alpha], dtype=np.float32),
                  0: np.array([0, 0, 0, background_alpha], dtype=np.float32)}
@@ -204,8 +214,20 @@ def label_colors(table: pd.DataFrame, *, background_alpha: float = 0.0) -> dict:
 
 
 def paint_classes(labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
-    """An image of class codes: each object's pixels get its ``class_id`` (0 = background or
-    unclassified). ``labels`` is the (2-D or 3-D) label image of the frame the table describes."""
+    """An image of class codes: each object's pixels get its ``class_id``.
+
+    Parameters
+    ----------
+    labels
+        The (2-D or 3-D) label image of the frame the table describes.
+    table
+        A class table from :func:`class_table`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape as ``labels``; 0 is background or unclassified, 1… the classes in table order.
+    """
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels holds {labels.dtype} values; give the integer label image.")

@@ -10,7 +10,19 @@ __all__ = ["Autoencoder", "BaseModel", "CellClassifier", "ImageModel", "Sequence
 
 
 def load(path):
-    """Load any saved scnapse model; its ``config.json`` says which class it is."""
+    """Load any saved scnapse model; its ``config.json`` says which class it is.
+
+    Parameters
+    ----------
+    path
+        The folder written by ``model.save``.
+
+    Returns
+    -------
+    BaseModel
+        An :class:`Autoencoder`, :class:`CellClassifier`, :class:`ImageModel` or
+        :class:`SequenceModel`, ready to use.
+    """
     kind = BaseModel.read_config(path).get("kind")
     cls = {c.kind: c for c in (Autoencoder, CellClassifier, ImageModel, SequenceModel)}.get(kind)
     if cls is None:

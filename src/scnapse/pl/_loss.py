@@ -43,7 +43,27 @@ def loss(adata: AnnData, key: str = "autoencoder", *, ax: Axes | None = None, lo
          save: str | None = None, show: bool | None = None) -> Axes:
     """Train and validation loss per epoch of the step recorded in ``adata.uns[key]``.
 
-    Marks the best epoch (the weights that were kept). Returns the matplotlib ``Axes``.
+    The best epoch (the weights that were kept) is marked.
+
+    Parameters
+    ----------
+    adata
+        Cells on which a training step ran.
+    key
+        ``uns`` key of the step (``"autoencoder"``, ``"classifier"``, ``"rnn"`` …).
+    ax
+        Axes to draw into; a new figure when ``None``.
+    log
+        Logarithmic loss axis.
+    save
+        Write the figure to this path.
+    show
+        Show the figure with ``plt.show()`` (default: no; the axes are returned either way).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
     """
     import matplotlib.pyplot as plt
 
@@ -76,8 +96,30 @@ def loss(adata: AnnData, key: str = "autoencoder", *, ax: Axes | None = None, lo
 @step("scnapse.pl.embedding")
 def embedding(adata: AnnData, basis: str = "X_umap", *, color: str | None = None,
               save: str | None = None, show: bool | None = None, title: str | None = None) -> Axes:
-    """Scatter of the first two dimensions of ``obsm[basis]`` coloured by ``obs[color]``
-    (scanpy's own ``sc.pl.embedding``, saved to ``save`` when given). Returns the ``Axes``."""
+    """Scatter of the first two dimensions of an embedding, coloured by an ``obs`` column.
+
+    Uses scanpy's own ``sc.pl.embedding``.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm[basis]``.
+    basis
+        ``obsm`` key of the embedding.
+    color
+        ``obs`` column (or gene) to colour by.
+    save
+        Write the figure to this path (PNG, PDF, SVG … by its suffix).
+    show
+        Show the figure with ``plt.show()`` (default: no; the axes are returned either way).
+    title
+        Figure title (default: scanpy's, the column's name).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+    """
     import matplotlib.pyplot as plt
     import scanpy as sc
 

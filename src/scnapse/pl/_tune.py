@@ -13,7 +13,26 @@ if TYPE_CHECKING:
 
 def tune(adata: AnnData, key: str = "tune", *, ax: Axes | None = None, save: str | None = None,
          show: bool | None = None) -> Axes:
-    """Each trial's score and the best so far, from ``sn.tl.tune``'s ``uns[key]``. Returns the ``Axes``."""
+    """Each trial's score and the best so far, from :func:`scnapse.tl.tune`'s ``uns[key]``.
+
+    Parameters
+    ----------
+    adata
+        Cells on which ``sn.tl.tune`` ran.
+    key
+        ``uns`` key of the search.
+    ax
+        Axes to draw into; a new figure when ``None``.
+    save
+        Write the figure to this path.
+    show
+        Show the figure with ``plt.show()`` (default: no; the axes are returned either way).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+    """
     import matplotlib.pyplot as plt
 
     if key not in adata.uns or "trials" not in adata.uns[key]:

@@ -58,10 +58,37 @@ def compare_embeddings(
     key_added: str = "embedding_comparison",
     copy: bool = False,
 ) -> AnnData | None:
-    """Score embeddings against known labels: ``n_neighbors``-NN accuracy (stratified
-    ``n_folds``-fold) and the best Leiden ARI over ``resolutions``.
+    """Score embeddings against known labels, side by side.
 
-    Writes a table (one row per embedding) to ``uns[key_added]`` and logs it.
+    Each embedding gets its ``n_neighbors``-NN label accuracy (stratified ``n_folds``-fold
+    cross-validation) and the best Leiden ARI over ``resolutions``; the table is written to
+    ``uns[key_added]`` (one row per embedding) and logged.
+
+    Parameters
+    ----------
+    adata
+        Cells with the embeddings in ``obsm`` and the labels in ``obs``.
+    keys
+        ``obsm`` keys to compare.
+    labels_key
+        ``obs`` column of known labels.
+    n_neighbors
+        Neighbours of the kNN classifier and of the Leiden graph.
+    n_folds
+        Folds of the kNN cross-validation.
+    resolutions
+        Leiden resolutions tried; the best ARI is reported.
+    seed
+        Seed of the folds and of Leiden.
+    key_added
+        ``uns`` key of the table.
+    copy
+        Work on a copy and return it.
+
+    Returns
+    -------
+    AnnData or None
+        The copy when ``copy=True``; otherwise ``None`` (``adata`` is updated).
     """
     if labels_key not in adata.obs.columns:
         raise KeyError(f"labels_key={labels_key!r} is not a column of adata.obs; columns: {list(adata.obs.columns)}.")

@@ -133,6 +133,17 @@ class Matrix:
 
     In-memory data is moved to the device once. Sparse data stays sparse (CSR arrays on the
     device); a batch is scattered into a dense block. The user's matrix is never modified.
+
+    Parameters
+    ----------
+    X
+        A NumPy array, a SciPy sparse matrix, or a backed AnnData's ``X``.
+    device
+        Where batches are served.
+    columns
+        Column indices to keep (e.g. the highly variable genes); ``None``: all.
+    pin_memory
+        Stage backed chunks in pinned memory for non-blocking copies to a GPU.
     """
 
     def __init__(self, X, device: torch.device | str = "cpu", columns: np.ndarray | None = None,
@@ -239,6 +250,27 @@ class Loader:
 
     :meth:`shard` gives one rank's view for distributed data parallel training: every rank draws
     the same global batches and keeps an equal share of each.
+
+    Parameters
+    ----------
+    fields
+        Names → :class:`Matrix` or tensor, all with the same rows.
+    indices
+        The rows to serve.
+    batch_size
+        Rows per batch.
+    shuffle
+        A new order every pass, drawn from ``generator``.
+    generator
+        Seeded generator of the shuffling.
+    drop_single
+        Drop a final batch of one row.
+    device
+        Where batches are served.
+    chunk_size
+        Rows per shuffled block (above).
+    prefetch
+        Read the next block of a backed matrix in a background thread.
     """
 
     def __init__(
@@ -403,7 +435,26 @@ def split_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random (optionally stratified) train / validation split of ``range(n)``.
 
-    Raises a ``ValueError`` when the split would leave too few cells on either side.
+    Parameters
+    ----------
+    n
+        Number of cells.
+    validation_fraction
+        Share of the cells held out.
+    generator
+        Seeded generator that draws the split.
+    stratify
+        Labels to keep in proportion on both sides.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The training and the validation indices, each sorted.
+
+    Raises
+    ------
+    ValueError
+        When the split would leave too few cells on either side.
     """
     if validation_fraction <= 0:
         return np.arange(n), np.arange(0)

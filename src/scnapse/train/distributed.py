@@ -65,15 +65,31 @@ def local_rank() -> int:
 
 
 def is_main_process() -> bool:
-    """Rank 0, or the only process: the one that writes files."""
+    """Whether this is rank 0, or the only process: the one that writes files.
+
+    Returns
+    -------
+    bool
+        ``True`` on rank 0 and outside distributed runs.
+    """
     return rank() == 0
 
 
 def init_distributed(device: str | torch.device | None = None) -> bool:
-    """Join the process group when launched with ``WORLD_SIZE > 1``; return whether distributed.
+    """Join the process group when launched with ``WORLD_SIZE > 1``.
 
-    ``device``: ``"cuda"``/``"auto"`` with CUDA available selects ``cuda:LOCAL_RANK`` as this
-    process's GPU and the ``nccl`` backend; otherwise ``gloo``. Safe to call more than once.
+    Safe to call more than once.
+
+    Parameters
+    ----------
+    device
+        ``"cuda"``/``"auto"`` with CUDA available selects ``cuda:LOCAL_RANK`` as this process's
+        GPU and the ``nccl`` backend; otherwise ``gloo``.
+
+    Returns
+    -------
+    bool
+        Whether this process is part of a distributed run.
     """
     if env_world_size() <= 1 and not (dist.is_available() and dist.is_initialized()):
         return False

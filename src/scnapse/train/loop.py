@@ -39,6 +39,25 @@ class StopTraining(Exception):
 
 @dataclass
 class EpochReport:
+    """What one epoch of training did; given to callbacks and yielded by :func:`iter_fit`.
+
+    Parameters
+    ----------
+    epoch
+        The epoch just finished (1-based).
+    max_epochs
+        The most epochs this run may take.
+    train_loss, val_loss
+        Mean losses over the epoch (``val_loss`` is ``None`` without validation cells).
+    lr
+        Learning rate used in this epoch.
+    seconds
+        Wall-clock time of the epoch.
+    best_epoch
+        The epoch whose weights are kept so far.
+    improved
+        Whether this epoch is the new best.
+    """
     epoch: int  # 1-based
     max_epochs: int
     train_loss: float
@@ -51,7 +70,17 @@ class EpochReport:
 
 @dataclass
 class History:
-    """Per-epoch losses; ``stopped`` says why training ended."""
+    """Per-epoch losses of a training run; ``stopped`` says why it ended.
+
+    Parameters
+    ----------
+    epoch, train_loss, val_loss, lr, seconds
+        One entry per epoch.
+    best_epoch
+        The epoch whose weights were kept.
+    stopped
+        ``"max_epochs"``, ``"early_stopping"``, ``"cancelled"`` or ``"callback"``.
+    """
 
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -190,6 +219,8 @@ def iter_fit(
 
     Parameters
     ----------
+    module, step, train, val, config, max_epochs, cancel, extra_parameters
+        As in :func:`fit`.
     precision
         ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: mixed precision (``torch.autocast``) for the
         forward passes; the weights and the optimizer stay in float32 (``fp16`` adds a gradient
@@ -200,6 +231,11 @@ def iter_fit(
     distributed
         ``None`` (default): distributed data parallel when launched by ``torchrun`` with more
         than one process (see :mod:`scnapse.train.distributed`); ``False``: never.
+
+    Yields
+    ------
+    EpochReport
+        One per epoch; the best weights are loaded into ``module`` when the iterator ends.
     """
     params = [p for p in module.parameters() if p.requires_grad] + list(extra_parameters or [])
     device = next(iter(params)).device if params else torch.device("cpu")
@@ -295,12 +331,41 @@ def fit(
     checkpoint: Checkpoint | None = None,
     distributed: bool | None = None,
 ) -> History:
-    """Train to the end; return the :class:`History`.
+    """Train to the end and keep the best weights.
 
     ``callback(report)`` is called after each epoch; returning ``False`` (or raising
-    :class:`StopTraining`) stops training, as does setting ``cancel``. The best weights are kept.
-    ``precision``, ``checkpoint`` and ``distributed``: see :func:`iter_fit`. A resumed run's
-    history holds the epochs before the checkpoint too.
+    :class:`StopTraining`) stops training, as does setting ``cancel``. A resumed run's history
+    holds the epochs before the checkpoint too.
+
+    Parameters
+    ----------
+    module
+        The network to train (in place).
+    step
+        ``step(module, batch) -> loss`` for one mini-batch.
+    train, val
+        Loaders of the training and validation cells (``val`` may be ``None``).
+    config
+        The training choices (:class:`TrainConfig`).
+    max_epochs
+        The most epochs to run.
+    progress
+        Show a progress bar.
+    callback
+        Called with an :class:`EpochReport` after each epoch.
+    cancel
+        A ``threading.Event`` that stops training when set.
+    description
+        Label of the progress bar.
+    extra_parameters
+        Parameters trained beside the module's (e.g. a dispersion).
+    precision, checkpoint, distributed
+        See :func:`iter_fit`.
+
+    Returns
+    -------
+    History
+        The per-epoch losses and why training stopped.
     """
     history = History(stopped="max_epochs")
     bar = None

@@ -13,7 +13,27 @@ def build_optimizer(
     name: str, params: Iterable[torch.nn.Parameter], *, lr: float, momentum: float = 0.9,
     weight_decay: float = 0.0,
 ) -> torch.optim.Optimizer:
-    """``sgd``, ``momentum``, ``nesterov``, ``rmsprop``, ``adagrad``, ``adam`` or ``adamw``."""
+    """A PyTorch optimizer by name.
+
+    Parameters
+    ----------
+    name
+        ``sgd``, ``momentum``, ``nesterov``, ``rmsprop``, ``adagrad``, ``adam`` or ``adamw``.
+    params
+        The parameters to optimise.
+    lr
+        Learning rate.
+    momentum
+        Momentum of ``momentum``, ``nesterov`` and ``rmsprop``.
+    weight_decay
+        PyTorch's ``weight_decay``: decoupled for ``adamw``, an L2 term added to the gradient for
+        the others.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        The optimizer.
+    """
     params = list(params)
     # one fused kernel per step instead of a dozen per tensor (CPU and CUDA; same numbers each run)
     fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}

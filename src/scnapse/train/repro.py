@@ -11,7 +11,20 @@ import torch
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generator:
-    """Seed Python, NumPy and PyTorch; return a CPU generator for splits and shuffling."""
+    """Seed Python, NumPy and PyTorch.
+
+    Parameters
+    ----------
+    seed
+        The seed.
+    deterministic
+        Also ask PyTorch for deterministic kernels (CUDA).
+
+    Returns
+    -------
+    torch.Generator
+        A CPU generator for splits and shuffling, seeded with ``seed``.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -36,7 +49,18 @@ def package_versions() -> dict[str, str]:
 
 
 def environment(device: torch.device | str) -> dict:
-    """What produced a result: versions, device, platform, threads."""
+    """What produced a result: versions, device, platform, threads.
+
+    Parameters
+    ----------
+    device
+        The device the step ran on.
+
+    Returns
+    -------
+    dict
+        Plain values (strings and numbers), ready for ``adata.uns``.
+    """
     env = {
         "versions": package_versions(),
         "device": str(device),

@@ -23,7 +23,21 @@ from anndata import AnnData
 
 @dataclass
 class Sequences:
-    """Sequences read from an AnnData, ready for a model: padding zeroed, NaN refused."""
+    """Sequences read from an AnnData, ready for a model: padding zeroed, NaN refused.
+
+    Made by :func:`get_sequences`; not usually built by hand.
+
+    Parameters
+    ----------
+    x
+        (n, T, F) float32 values, left-aligned, zero after each sequence's length.
+    lengths
+        (n,) number of real steps of each sequence.
+    time
+        (n, T) time of each step, or ``None`` for steps 0, 1, 2, …
+    features
+        Names of the F features.
+    """
 
     x: np.ndarray  # (n, T, F) float32, zeros on padding
     lengths: np.ndarray  # (n,) int64, 1..T
@@ -83,6 +97,12 @@ def from_array(
         Per-sequence annotations (n rows), e.g. labels.
     key
         ``obsm`` key to write.
+
+    Returns
+    -------
+    AnnData
+        One row per sequence: ``obsm[key]`` (n, T, F), ``obsm[key + "_time"]``,
+        ``obs["length"]``, and ``X`` the per-sequence mean of each feature.
     """
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim == 2:
@@ -123,8 +143,24 @@ def from_array(
 def get_sequences(adata: AnnData, *, key: str = "sequence", length_key: str = "length") -> Sequences:
     """Read and check the sequences of a sequence AnnData (see the module docstring).
 
-    Raises ``KeyError`` / ``ValueError`` naming the problem and the fix; the user's data are not
-    modified.
+    Parameters
+    ----------
+    adata
+        A sequence AnnData, e.g. from :func:`from_tracks` or :func:`from_array`.
+    key
+        ``obsm`` key of the (n, T, F) array.
+    length_key
+        ``obs`` column of the number of real steps.
+
+    Returns
+    -------
+    Sequences
+        The checked values, lengths, times and feature names.
+
+    Raises
+    ------
+    KeyError, ValueError
+        Naming the problem and the fix; the user's data are not modified.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"The sequences must be an AnnData (from scnapse.ts.from_tracks etc.), not {type(adata).__name__}.")

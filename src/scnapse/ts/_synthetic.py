@@ -15,10 +15,27 @@ def simulate_oscillations(
 ) -> AnnData:
     """Two classes of noisy oscillation that differ only in frequency (cycles per step).
 
-    Amplitude (0.5–2), phase, offset and length (``min_length``–``max_length``) are random per
-    sequence, so neither the level, the spread nor the length tells the classes apart. Features:
-    the signal and a second channel ``size`` that oscillates in antiphase with half the amplitude.
-    ``obs["label"]`` is ``"slow"`` / ``"fast"``.
+    Amplitude (0.5–2), phase, offset and length are random per sequence, so neither the level, the
+    spread nor the length tells the classes apart. Features: the signal and a second channel
+    ``size`` that oscillates in antiphase with half the amplitude.
+
+    Parameters
+    ----------
+    n
+        Number of sequences (half of each class).
+    frequencies
+        The two classes' frequencies.
+    min_length, max_length
+        Range of the sequences' lengths.
+    noise
+        Standard deviation of the added Gaussian noise.
+    seed
+        Seed of the simulation.
+
+    Returns
+    -------
+    AnnData
+        A sequence AnnData with ``obs["label"]`` ``"slow"`` / ``"fast"``.
     """
     rng = np.random.default_rng(seed)
     T = max_length
@@ -43,8 +60,25 @@ def simulate_damped(
 ) -> AnnData:
     """Damped oscillations ``A e^{-γt} cos(ωt + φ) + c`` with ω, γ, A, φ, c random per sequence.
 
-    Lengths vary between ``min_length`` (default ``length // 2``) and ``length``. A forecaster
-    must infer each sequence's own frequency and damping from its history.
+    A forecaster must infer each sequence's own frequency and damping from its history.
+
+    Parameters
+    ----------
+    n
+        Number of sequences.
+    length
+        Longest sequence (steps).
+    min_length
+        Shortest sequence; ``None``: ``length // 2``.
+    noise
+        Standard deviation of the added Gaussian noise.
+    seed
+        Seed of the simulation.
+
+    Returns
+    -------
+    AnnData
+        A sequence AnnData (see :func:`from_array`) with one feature ``value``.
     """
     rng = np.random.default_rng(seed)
     min_length = length // 2 if min_length is None else min_length

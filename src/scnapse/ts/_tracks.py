@@ -293,6 +293,16 @@ def read_mastodon_csv(path: str | os.PathLike) -> pd.DataFrame:
     ``divides`` is added: True for every spot of a branch whose last spot has two outgoing links
     (the branch ends in a division). Use ``track_key="Branch spot ID"`` with :func:`from_tracks`:
     a branch holds one cell per frame, a Mastodon track (a lineage) holds both daughters.
+
+    Parameters
+    ----------
+    path
+        The ``.csv`` (or ``.csv.gz``) file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per spot, numeric columns as numbers.
     """
     df = pd.read_csv(path, skipinitialspace=False)
     first = df.columns[0]

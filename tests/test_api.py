@@ -90,8 +90,11 @@ def test_plots_return_axes(tmp_path):
     seqs = sn.ts.simulate_oscillations(10, seed=0)
     out = [sn.pl.loss(adata), sn.pl.tune(adata), sn.pl.embedding(adata, color="cell_type"),
            sn.pl.confusion_matrix(adata, "cell_type", "predicted"), sn.pl.sequences(seqs, forecast_key=None)]
-    assert len(out) == len(sn.pl.__all__)
-    assert all(isinstance(ax, Axes) for ax in out)
+    adata.obs["batch"] = ["a", "b"] * 15
+    adata.uns["integration_metrics"] = pd.DataFrame({"Total": [0.5]}, index=["X_umap"])
+    fig = sn.pl.integration(adata, keys=["X_umap"], umap=False)  # a Figure: the table and UMAP panels
+    assert len(out) + 1 == len(sn.pl.__all__)
+    assert all(isinstance(ax, Axes) for ax in out) and fig.axes
 
 
 @pytest.mark.parametrize("name", TRAINING_STEPS)

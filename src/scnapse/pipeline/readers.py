@@ -8,8 +8,10 @@ from pathlib import Path
 
 from .registry import PipelineError
 
-#: the bundled data sets a pipeline may name as ``input: {dataset: NAME}``
-DATASETS = {"pbmc68k": "pbmc68k_reduced_counts.h5ad", "pbmc160": "decoupler_pbmc160.h5ad"}
+#: the bundled data sets a pipeline may name as ``input: {dataset: NAME}``: a file of the sample data
+#: (``.h5ad``) or the name of a :mod:`scnapse.datasets` function that builds the set
+DATASETS = {"pbmc68k": "pbmc68k_reduced_counts.h5ad", "pbmc160": "decoupler_pbmc160.h5ad",
+            "pbmc_cross_study": "pbmc_cross_study", "simulated_batches": "simulated_batches"}
 
 
 def load_input(spec):
@@ -51,7 +53,10 @@ def _load_dataset(spec: dict):
     name = spec["dataset"]
     if name not in DATASETS:
         raise PipelineError(f"input dataset {name!r} is not bundled; choose one of {sorted(DATASETS)}.")
-    path = datasets.sample_path(DATASETS[name])
+    source = DATASETS[name]
+    if not source.endswith(".h5ad"):  # built in memory (no single source file to checksum)
+        return getattr(datasets, source)(), None
+    path = datasets.sample_path(source)
     return ad.read_h5ad(path), path
 
 

@@ -83,6 +83,7 @@ def test_cancel_mid_pipeline_and_a_failing_step(make_napari_viewer, qtbot):
     assert "step 2 (autoencoder)" in panel.last_error and "optimiser" in panel.last_error
 
 
+@pytest.mark.slow  # the whole bundled demo (UMAP, Leiden, comparison): about a minute
 def test_open_pipeline_file_with_the_reader_and_run(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     import yaml
 
@@ -95,11 +96,9 @@ def test_open_pipeline_file_with_the_reader_and_run(make_napari_viewer, qtbot, t
     short.write_text(yaml.safe_dump(spec, sort_keys=False))
     viewer = make_napari_viewer()
     viewer.open(str(ROOT / "sample_data" / "pbmc_autoencoder.yaml"), plugin="scnapse")
-    panel = viewer.window._dock_widgets["Pipeline (scnapse)"].widget() if "Pipeline (scnapse)" in \
-        viewer.window._dock_widgets else None
-    from scnapse.napari._pipeline_panel import _PANELS
+    from scnapse.napari._pipeline_panel import _PANELS, _key
 
-    panel = _PANELS[id(viewer)]
+    panel = _PANELS[_key(viewer)]
     assert panel.steps.count() == 11 and len(viewer.layers) == 0
     viewer.open(str(short), plugin="scnapse")
     assert panel.steps.count() == 11

@@ -61,7 +61,7 @@ class PipelineWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
         self.viewer = napari_viewer
-        _PANELS[id(napari_viewer)] = self
+        _PANELS[_key(napari_viewer)] = self
         self.file_session = None  # a pipeline file's steps (File ▸ Open), run on its own input
         self._snapshots: dict[int, Snapshots] = {}
         self._worker = None
@@ -394,9 +394,14 @@ class PipelineWidget(QWidget):
         show_error(f"scnapse Pipeline: {message}")
 
 
+def _key(viewer) -> int:
+    """The viewer's identity (npe2 hands widgets a proxy of it)."""
+    return id(getattr(viewer, "__wrapped__", viewer))
+
+
 def panel_for(viewer) -> PipelineWidget:
     """The viewer's Pipeline panel, docked if it is not open yet."""
-    panel = _PANELS.get(id(viewer))
+    panel = _PANELS.get(_key(viewer))
     if panel is None:
         try:
             _, panel = viewer.window.add_plugin_dock_widget("scnapse", "Pipeline")

@@ -87,8 +87,12 @@ def test_plots_return_axes(tmp_path):
                                             "best_epoch": 2}}
     trials = pd.DataFrame({"val_loss": [2.0, 1.0], "best_so_far": [2.0, 1.0], "state": ["complete", "complete"]})
     adata.uns["tune"] = {"trials": trials, "metric": "val_loss", "sampler": "random", "step": "autoencoder"}
+    adata.uns["compare_runs"] = {"table": pd.DataFrame({"final_val_loss": [1.5], "best_val_loss": [1.5],
+                                                        "final_train_loss": [1.0]}, index=["lr=0.1"]),
+                                 "histories": {"lr=0.1": {"train_loss": [2.0, 1.0], "val_loss": [2.5, 1.5]}},
+                                 "vary": {"lr": [0.1]}, "step": "scnapse.tl.autoencoder"}
     seqs = sn.ts.simulate_oscillations(10, seed=0)
-    out = [sn.pl.loss(adata), sn.pl.tune(adata), sn.pl.embedding(adata, color="cell_type"),
+    out = [sn.pl.compare_runs(adata).axes[0], sn.pl.loss(adata), sn.pl.tune(adata), sn.pl.embedding(adata, color="cell_type"),
            sn.pl.confusion_matrix(adata, "cell_type", "predicted"), sn.pl.sequences(seqs, forecast_key=None)]
     adata.obs["batch"] = ["a", "b"] * 15
     adata.uns["integration_metrics"] = pd.DataFrame({"Total": [0.5]}, index=["X_umap"])

@@ -85,7 +85,8 @@ def test_manifest_validates_with_imports():
     pm.validate_imports()  # every python_name imports and exists
     contrib = pm.contributions
     assert {w.display_name for w in contrib.widgets} == {
-        "Cells", "Classic (PCA, t-SNE, UMAP)", "Autoencoder", "Cell classifier", "Image model", "Time course"}
+        "Cells", "Classic (PCA, t-SNE, UMAP)", "Autoencoder", "Cell classifier", "Image model", "Time course",
+        "Pipeline"}
     assert {s.key for s in contrib.sample_data} == {"pbmc68k", "pbmc160", "nuclei", "tracks"}
     assert contrib.readers[0].filename_patterns == ["*.h5ad"]
     assert contrib.writers[0].layer_types == ["points"]

@@ -36,6 +36,9 @@ class Session:
     seed: int = 0
     models: dict = field(default_factory=dict)
     initial: AnnData | None = None  # in-memory input (e.g. cells made from an image), written on export
+    #: step id → ``{"state": "ran" | "changed since" | "failed" | "cancelled" | "not run", "seconds", "message"}``
+    status: dict = field(default_factory=dict)
+    _undo: list = field(default_factory=list, repr=False)
 
     def add_model(self, name: str, model: Any) -> str:
         """Keep a model trained in the session; returns its (unique) name."""
@@ -56,6 +59,65 @@ class Session:
             k += 1
             sid = f"{base}_{k}"
         self.steps.append({"step": name, "id": sid, "params": dict(params)})
+        self.status[sid] = {"state": "ran"}
+
+    # -- editing (the Pipeline panel) -------------------------------------------------------------
+    def index(self, step: int | str) -> int:
+        """The position of a step given by position or id."""
+        if isinstance(step, int) and not isinstance(step, bool):
+            if not 0 <= step < len(self.steps):
+                raise IndexError(f"step {step} out of range: the session has {len(self.steps)} steps.")
+            return step
+        ids = [s["id"] for s in self.steps]
+        if step not in ids:
+            raise KeyError(f"No step with id {step!r}; ids: {ids}.")
+        return ids.index(step)
+
+    def _remember(self) -> None:
+        import copy
+
+        self._undo.append((copy.deepcopy(self.steps), copy.deepcopy(self.status)))
+
+    def set_params(self, step: int | str, params: dict) -> None:
+        """Replace one step's parameters; it and every later step are then "changed since"."""
+        i = self.index(step)
+        self._remember()
+        self.steps[i] = {**self.steps[i], "params": dict(params)}
+        self._mark_changed(i)
+
+    def drop(self, step: int | str) -> dict:
+        """Remove a step (later steps are then "changed since"); returns it."""
+        i = self.index(step)
+        self._remember()
+        removed = self.steps.pop(i)
+        self.status.pop(removed["id"], None)
+        self._mark_changed(i)
+        return removed
+
+    def move(self, step: int | str, to: int) -> None:
+        """Move a step to position ``to`` (the steps from the earlier of the two are "changed since")."""
+        i = self.index(step)
+        if not 0 <= to < len(self.steps):
+            raise IndexError(f"position {to} out of range: the session has {len(self.steps)} steps.")
+        self._remember()
+        self.steps.insert(to, self.steps.pop(i))
+        self._mark_changed(min(i, to))
+
+    def undo(self) -> bool:
+        """Take back the last edit (parameters, drop, move); ``False`` when there is none."""
+        if not self._undo:
+            return False
+        self.steps, self.status = self._undo.pop()
+        return True
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def _mark_changed(self, start: int) -> None:
+        for s in self.steps[start:]:
+            if self.status.get(s["id"], {}).get("state") != "not run":
+                self.status[s["id"]] = {**self.status.get(s["id"], {}), "state": "changed since"}
 
     def to_pipeline(self, *, output: str | None = None, name: str = "napari session", model_dir=None) -> Pipeline:
         """The session as a validated :class:`scnapse.pipeline.Pipeline`.

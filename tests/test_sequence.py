@@ -188,6 +188,63 @@ def test_forecaster_beats_persistence_on_damped_oscillations(tmp_path):
     np.testing.assert_allclose(SequenceModel.load(tmp_path / "fc").forecast(cut), cut.obsm["forecast"], atol=1e-6)
 
 
+def _ridge_ar_reference(seqs, mean, std, p, horizon):
+    """Ridge AR(p) from sklearn on every one-step window (short histories repeat their first
+    step), forecast recursively from each sequence's last p steps, in the data's units."""
+    from sklearn.linear_model import Ridge
+
+    s = sn.ts.get_sequences(seqs)
+    z = [(s.x[i, : s.lengths[i]] - mean) / std for i in range(s.n)]
+
+    def window(zi, t):
+        idx = np.clip(np.arange(t - p, t), 0, None)
+        return zi[idx].ravel()
+
+    X = np.stack([window(zi, t) for zi in z for t in range(1, len(zi))])
+    Y = np.stack([zi[t] for zi in z for t in range(1, len(zi))])
+    ridge = Ridge(alpha=1.0).fit(X, Y)
+    out = []
+    for zi in z:
+        hist = list(zi)
+        for _ in range(horizon):
+            hist.append(np.asarray(ridge.predict(window(np.array(hist), len(hist))[None])).reshape(-1))
+        out.append(np.array(hist[len(zi):]) * std + mean)
+    return np.stack(out)
+
+
+def test_forecaster_starts_as_the_closed_form_ridge_ar():
+    import torch
+
+    seqs = sn.ts.simulate_damped(40, length=12, seed=3)
+    model = SequenceModel("forecast", horizon=3, hidden=(4,), ar_order=4, **OPTS)
+    data = model._prepare(seqs, device=torch.device("cpu"))
+    model.module = model._build(data, data.rows, 0)
+    ref = _ridge_ar_reference(seqs, model.mean.numpy(), model.std.numpy(), 4, 3)
+    np.testing.assert_allclose(model.forecast(seqs), ref, rtol=1e-4, atol=1e-4)
+    # switched off, the forecast starts from persistence plus a random recurrent output instead
+    off = SequenceModel("forecast", horizon=3, hidden=(4,), linear_init=False, **OPTS)
+    data = off._prepare(seqs, device=torch.device("cpu"))
+    off.module = off._build(data, data.rows, 0)
+    assert not np.allclose(off.forecast(seqs), ref, atol=1e-2)
+
+
+def test_forecaster_reports_ar_and_persistence_and_never_ends_worse_than_its_start(tmp_path):
+    seqs = sn.ts.simulate_damped(60, length=20, seed=2)
+    opts = dict(progress=False, seed=0, validation_fraction=0.25, early_stopping=0)
+    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=(4,), max_epochs=2, lr=0.5, **opts)  # a bad run
+    b = fc.baseline
+    assert b["method"] == "linear AR(8)" and not b["higher_is_better"] and b["n"] > 0
+    assert b["persistence"] > b["baseline"]  # AR beats persistence on oscillations
+    assert b["network"] <= b["baseline"] + 1e-9  # the start is kept where training did worse
+    assert fc.params["linear_init"] and fc.params["kept_linear_start"] in (True, False)
+    if fc.params["kept_linear_start"]:
+        assert b["network"] == pytest.approx(b["baseline"], rel=1e-5)
+    fc.save(tmp_path / "fc")
+    back = SequenceModel.load(tmp_path / "fc")
+    assert back.linear_init and back.ar_order == 8
+    np.testing.assert_allclose(back.forecast(seqs), fc.forecast(seqs), atol=1e-6)
+
+
 def test_embedding_groups_sequences_by_their_dynamics():
     from sklearn.model_selection import cross_val_score
     from sklearn.neighbors import KNeighborsClassifier

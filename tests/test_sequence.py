@@ -188,6 +188,49 @@ def test_forecaster_beats_persistence_on_damped_oscillations(tmp_path):
     np.testing.assert_allclose(SequenceModel.load(tmp_path / "fc").forecast(cut), cut.obsm["forecast"], atol=1e-6)
 
 
+def _summary_reference(seqs):
+    """Per feature mean, std, min, max, first, last, slope per step; then the length (numpy)."""
+    s = sn.ts.get_sequences(seqs)
+    rows = []
+    for i in range(s.n):
+        x = s.x[i, : s.lengths[i]].astype(np.float64)
+        t = np.arange(len(x)) - (len(x) - 1) / 2
+        slope = (t[:, None] * (x - x.mean(0))).sum(0) / max((t**2).sum(), 1e-12)
+        rows.append(np.concatenate([x.mean(0), x.std(0), x.min(0), x.max(0), x[0], x[-1], slope, [len(x)]]))
+    S = np.array(rows)
+    std = S.std(0)
+    std[std < 1e-8] = 1
+    return (S - S.mean(0)) / std
+
+
+def test_sequence_classifier_starts_as_sklearn_logistic_regression():
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    seqs = sn.ts.simulate_oscillations(80, min_length=10, max_length=25, seed=4)
+    model = SequenceModel("classify", hidden=(4,), **OPTS)
+    data = model._prepare(seqs, device=torch.device("cpu"), labels_key="label")
+    model.module = model._build(data, data.rows, 0)
+    ref = LogisticRegression(C=1.0, max_iter=2000).fit(_summary_reference(seqs), data.labels.codes)
+    np.testing.assert_allclose(model.predict_proba(seqs), ref.predict_proba(_summary_reference(seqs)), atol=1e-4)
+
+
+def test_sequence_classifier_reports_random_forest_and_keeps_its_start(tmp_path):
+    seqs = sn.ts.simulate_oscillations(120, min_length=15, max_length=30, seed=5)
+    opts = dict(progress=False, seed=0, validation_fraction=0.3, early_stopping=0)
+    clf = sn.tl.train_sequence_classifier(seqs, labels_key="label", hidden=(4,), max_epochs=2, lr=0.5, **opts)
+    b = clf.baseline
+    assert b["method"] == "random forest on summary features" and b["metric"] == "macro-F1" and b["n"] == 36
+    assert isinstance(clf.params["kept_linear_start"], bool) and clf.params["linear_init"]
+    clf.save(tmp_path / "clf")
+    back = SequenceModel.load(tmp_path / "clf")
+    assert back.linear_init
+    np.testing.assert_allclose(back.predict_proba(seqs), clf.predict_proba(seqs), atol=1e-6)
+    off = sn.tl.train_sequence_classifier(seqs, labels_key="label", hidden=(4,), max_epochs=1, linear_init=False,
+                                          **opts)
+    assert not off.module.linear and "kept_linear_start" not in off.params
+
+
 def _ridge_ar_reference(seqs, mean, std, p, horizon):
     """Ridge AR(p) from sklearn on every one-step window (short histories repeat their first
     step), forecast recursively from each sequence's last p steps, in the data's units."""

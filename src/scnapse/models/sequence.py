@@ -27,6 +27,7 @@ from ..nn.rnn import (
     check_cell,
     persistence_forecast,
     step_mask,
+    summary_features,
 )
 from ..train import Loader, RunOptions, TrainConfig
 from ..ts._sequences import Sequences, get_sequences, is_irregular, time_steps
@@ -115,7 +116,9 @@ class SequenceModel(BaseModel):
         ``"balanced"`` weighs each class inversely to its frequency in the cross-entropy; ``None``: equal.
     linear_init
         Start from the classical solution and learn what it misses (classify / forecast). A
-        forecaster gets a linear autoregressive path (ridge on the last ``ar_order`` steps, fitted
+        classifier gets a logistic-regression path on standardised summary features of each
+        sequence (per feature mean, std, min, max, first, last, slope; and the length), fitted
+        first; a forecaster gets a linear autoregressive path (ridge on the last ``ar_order`` steps, fitted
         in closed form on the training windows) and its recurrent part starts at zero; if
         training ends worse than that start on the validation windows, the start is kept
         (``params["kept_linear_start"]``).
@@ -260,10 +263,57 @@ class SequenceModel(BaseModel):
     def _build(self, data: Prepared, train_rows, seed: int):
         if self.task == "forecast":
             data.extra["ar"] = self._fit_ar(data, train_rows)
+        if self.task == "classify":
+            data.extra["summary"] = self._summaries(data)
         module = self._make_module(data.n_in)
         if self.task == "forecast" and self.linear_init:
             module.set_ar(*data.extra["ar"])
+        if self.task == "classify" and self.linear_init:
+            module.set_linear(*self._fit_logistic(data, train_rows))
         return module
+
+    # -- the logistic-regression path and the baseline of a sequence classifier ---------------
+    def _summaries(self, data: Prepared) -> np.ndarray:
+        base, lengths = data.extra["base"], data.extra["lengths"]
+        out = []
+        with torch.no_grad():
+            for start in range(0, base.shape[0], 1024):
+                L = lengths[start : start + 1024]
+                out.append(summary_features(base[start : start + 1024, : int(L.max())], L).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def _fit_logistic(self, data: Prepared, train_rows):
+        """Logistic regression (sklearn, C=1) on the standardised summary features of the
+        training sequences, as (mean, std, weight (classes, features), bias (classes,))."""
+        from sklearn.linear_model import LogisticRegression
+
+        S, y = data.extra["summary"][train_rows], data.labels.codes[train_rows]
+        mean, std = S.mean(axis=0), S.std(axis=0)
+        std[std < 1e-8] = 1.0
+        k = len(self.classes)
+        W, b = np.zeros((k, S.shape[1])), np.zeros(k)
+        present = np.unique(y)
+        if len(present) > 1:
+            lr = LogisticRegression(C=1.0, max_iter=2000,
+                                    class_weight="balanced" if self.class_weight == "balanced" else None)
+            lr.fit((S - mean) / std, y)
+            if len(present) == 2:  # one logit z: softmax([0, z]) = sigmoid(z)
+                W[present[1]], b[present[1]] = lr.coef_[0], lr.intercept_[0]
+            else:
+                W[present], b[present] = lr.coef_, lr.intercept_
+        return mean, std, W, b
+
+    def _classify_scores(self, data: Prepared, rows, module) -> tuple[np.ndarray, float]:
+        """(predicted codes, mean cross-entropy) of ``module`` on ``rows``."""
+        base, lengths = data.extra["base"], data.extra["lengths"]
+        module.eval()
+        idx = torch.as_tensor(rows, dtype=torch.long, device=base.device)
+        y = torch.as_tensor(data.labels.codes[rows], dtype=torch.long, device=base.device)
+        with torch.no_grad():
+            L = lengths[idx]
+            logits = module(base[idx, : int(L.max())], L)
+            ce = float(torch.nn.functional.cross_entropy(logits, y))
+        return logits.argmax(1).cpu().numpy(), ce
 
     # -- the linear autoregressive path and the baselines of a forecaster ----------------------
     def _fit_ar(self, data: Prepared, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,6 +352,17 @@ class SequenceModel(BaseModel):
         return {**{k: v / max(n, 1) for k, v in sums.items()}, "n": n}
 
     def _after_fit(self, data: Prepared, train_rows, val_rows, val, gen) -> None:
+        if self.task == "classify" and self.linear_init:
+            kept = False
+            if len(val_rows):
+                _, ce = self._classify_scores(data, val_rows, self.module)
+                start = self._make_module(data.n_in).to(data.extra["base"].device)
+                start.set_linear(*self._fit_logistic(data, train_rows))
+                _, ce_start = self._classify_scores(data, val_rows, start)
+                if ce > ce_start:  # training did not beat its start on the held-out sequences
+                    self.module.set_linear(*self._fit_logistic(data, train_rows))
+                    kept = True
+            data.params["kept_linear_start"] = kept
         if self.task != "forecast" or not self.linear_init:
             return
         kept = False
@@ -314,6 +375,19 @@ class SequenceModel(BaseModel):
         data.params["kept_linear_start"] = kept
 
     def _baseline(self, data: Prepared, train_rows, val_rows):
+        if self.task == "classify" and len(val_rows):
+            from sklearn.ensemble import RandomForestClassifier
+            from sklearn.metrics import f1_score
+
+            S, codes = data.extra["summary"], data.labels.codes
+            rf = RandomForestClassifier(n_estimators=200, random_state=int(self.config.resolved_seed), n_jobs=1)
+            rf.fit(S[train_rows], codes[train_rows])
+            pred, _ = self._classify_scores(data, val_rows, self.module)
+            y = codes[val_rows]
+            return baseline_record(method="random forest on summary features", metric="macro-F1",
+                                   network=f1_score(y, pred, average="macro"),
+                                   baseline=f1_score(y, rf.predict(S[val_rows]), average="macro"),
+                                   n=len(val_rows), unit="held-out sequences")
         if self.task != "forecast" or not len(val_rows):
             return None
         err = self._window_errors(data, val_rows)
@@ -379,7 +453,7 @@ class SequenceModel(BaseModel):
         if self.task == "classify":
             return SequenceClassifierModule(n_in, len(self.classes), width, depth, cell=self.cell,
                                             bidirectional=self.bidirectional, dropout=cfg.dropout,
-                                            activation=cfg.activation)
+                                            activation=cfg.activation, linear=self.linear_init)
         if self.task == "embed":
             return SequenceAutoencoderModule(n_in, self.n_latent, width, depth, cell=self.cell,
                                              bidirectional=self.bidirectional, dropout=cfg.dropout)

@@ -23,7 +23,6 @@ from ..nn.rnn import (
     SequenceAutoencoderModule,
     SequenceClassifierModule,
     ar_forecast,
-    ar_window,
     check_cell,
     persistence_forecast,
     step_mask,

@@ -188,6 +188,106 @@ def test_forecaster_beats_persistence_on_damped_oscillations(tmp_path):
     np.testing.assert_allclose(SequenceModel.load(tmp_path / "fc").forecast(cut), cut.obsm["forecast"], atol=1e-6)
 
 
+def _summary_reference(seqs):
+    """Per feature mean, std, min, max, first, last, slope per step; then the length (numpy)."""
+    s = sn.ts.get_sequences(seqs)
+    rows = []
+    for i in range(s.n):
+        x = s.x[i, : s.lengths[i]].astype(np.float64)
+        t = np.arange(len(x)) - (len(x) - 1) / 2
+        slope = (t[:, None] * (x - x.mean(0))).sum(0) / max((t**2).sum(), 1e-12)
+        rows.append(np.concatenate([x.mean(0), x.std(0), x.min(0), x.max(0), x[0], x[-1], slope, [len(x)]]))
+    S = np.array(rows)
+    std = S.std(0)
+    std[std < 1e-8] = 1
+    return (S - S.mean(0)) / std
+
+
+def test_sequence_classifier_starts_as_sklearn_logistic_regression():
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    seqs = sn.ts.simulate_oscillations(80, min_length=10, max_length=25, seed=4)
+    model = SequenceModel("classify", hidden=(4,), **OPTS)
+    data = model._prepare(seqs, device=torch.device("cpu"), labels_key="label")
+    model.module = model._build(data, data.rows, 0)
+    ref = LogisticRegression(C=1.0, max_iter=2000).fit(_summary_reference(seqs), data.labels.codes)
+    np.testing.assert_allclose(model.predict_proba(seqs), ref.predict_proba(_summary_reference(seqs)), atol=1e-4)
+
+
+def test_sequence_classifier_reports_random_forest_and_keeps_its_start(tmp_path):
+    seqs = sn.ts.simulate_oscillations(120, min_length=15, max_length=30, seed=5)
+    opts = dict(progress=False, seed=0, validation_fraction=0.3, early_stopping=0)
+    clf = sn.tl.train_sequence_classifier(seqs, labels_key="label", hidden=(4,), max_epochs=2, lr=0.5, **opts)
+    b = clf.baseline
+    assert b["method"] == "random forest on summary features" and b["metric"] == "macro-F1" and b["n"] == 36
+    assert isinstance(clf.params["kept_linear_start"], bool) and clf.params["linear_init"]
+    clf.save(tmp_path / "clf")
+    back = SequenceModel.load(tmp_path / "clf")
+    assert back.linear_init
+    np.testing.assert_allclose(back.predict_proba(seqs), clf.predict_proba(seqs), atol=1e-6)
+    off = sn.tl.train_sequence_classifier(seqs, labels_key="label", hidden=(4,), max_epochs=1, linear_init=False,
+                                          **opts)
+    assert not off.module.linear and "kept_linear_start" not in off.params
+
+
+def _ridge_ar_reference(seqs, mean, std, p, horizon):
+    """Ridge AR(p) from sklearn on every one-step window (short histories repeat their first
+    step), forecast recursively from each sequence's last p steps, in the data's units."""
+    from sklearn.linear_model import Ridge
+
+    s = sn.ts.get_sequences(seqs)
+    z = [(s.x[i, : s.lengths[i]] - mean) / std for i in range(s.n)]
+
+    def window(zi, t):
+        idx = np.clip(np.arange(t - p, t), 0, None)
+        return zi[idx].ravel()
+
+    X = np.stack([window(zi, t) for zi in z for t in range(1, len(zi))])
+    Y = np.stack([zi[t] for zi in z for t in range(1, len(zi))])
+    ridge = Ridge(alpha=1.0).fit(X, Y)
+    out = []
+    for zi in z:
+        hist = list(zi)
+        for _ in range(horizon):
+            hist.append(np.asarray(ridge.predict(window(np.array(hist), len(hist))[None])).reshape(-1))
+        out.append(np.array(hist[len(zi):]) * std + mean)
+    return np.stack(out)
+
+
+def test_forecaster_starts_as_the_closed_form_ridge_ar():
+    import torch
+
+    seqs = sn.ts.simulate_damped(40, length=12, seed=3)
+    model = SequenceModel("forecast", horizon=3, hidden=(4,), ar_order=4, **OPTS)
+    data = model._prepare(seqs, device=torch.device("cpu"))
+    model.module = model._build(data, data.rows, 0)
+    ref = _ridge_ar_reference(seqs, model.mean.numpy(), model.std.numpy(), 4, 3)
+    np.testing.assert_allclose(model.forecast(seqs), ref, rtol=1e-4, atol=1e-4)
+    # switched off, the forecast starts from persistence plus a random recurrent output instead
+    off = SequenceModel("forecast", horizon=3, hidden=(4,), linear_init=False, **OPTS)
+    data = off._prepare(seqs, device=torch.device("cpu"))
+    off.module = off._build(data, data.rows, 0)
+    assert not np.allclose(off.forecast(seqs), ref, atol=1e-2)
+
+
+def test_forecaster_reports_ar_and_persistence_and_never_ends_worse_than_its_start(tmp_path):
+    seqs = sn.ts.simulate_damped(60, length=20, seed=2)
+    opts = dict(progress=False, seed=0, validation_fraction=0.25, early_stopping=0)
+    fc = sn.tl.train_forecaster(seqs, horizon=2, hidden=(4,), max_epochs=2, lr=0.5, **opts)  # a bad run
+    b = fc.baseline
+    assert b["method"] == "linear AR(8)" and not b["higher_is_better"] and b["n"] > 0
+    assert b["persistence"] > b["baseline"]  # AR beats persistence on oscillations
+    assert b["network"] <= b["baseline"] + 1e-9  # the start is kept where training did worse
+    assert fc.params["linear_init"] and fc.params["kept_linear_start"] in (True, False)
+    if fc.params["kept_linear_start"]:
+        assert b["network"] == pytest.approx(b["baseline"], rel=1e-5)
+    fc.save(tmp_path / "fc")
+    back = SequenceModel.load(tmp_path / "fc")
+    assert back.linear_init and back.ar_order == 8
+    np.testing.assert_allclose(back.forecast(seqs), fc.forecast(seqs), atol=1e-6)
+
+
 def test_embedding_groups_sequences_by_their_dynamics():
     from sklearn.model_selection import cross_val_score
     from sklearn.neighbors import KNeighborsClassifier

@@ -22,12 +22,15 @@ from ..nn.rnn import (
     ForecasterModule,
     SequenceAutoencoderModule,
     SequenceClassifierModule,
+    ar_forecast,
     check_cell,
+    persistence_forecast,
     step_mask,
+    summary_features,
 )
 from ..train import Loader, RunOptions, TrainConfig
 from ..ts._sequences import Sequences, get_sequences, is_irregular, time_steps
-from ._base import BaseModel, Prepared, check_count, check_widths
+from ._base import BaseModel, Prepared, baseline_record, check_count, check_widths
 from ._labels import (
     BalancedLoader,
     as_categorical,
@@ -42,6 +45,18 @@ TASK_COST = {"classify": "cross_entropy", "embed": "mse", "forecast": "mse"}
 TIME_FEATURE = "_dt"
 #: one recurrent layer of 64 units unless ``hidden=`` says otherwise
 DEFAULT_HIDDEN = (64,)
+#: ridge penalty of the closed-form linear paths (on standardised features)
+RIDGE_ALPHA = 1.0
+
+
+def fit_ridge(X: np.ndarray, Y: np.ndarray, alpha: float = RIDGE_ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression in closed form with an unpenalised intercept (as
+    ``sklearn.linear_model.Ridge(alpha)``): ``(weight (outputs, inputs), bias (outputs,))``."""
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    mx, my = X.mean(axis=0), Y.mean(axis=0)
+    Xc, Yc = X - mx, Y - my
+    W = np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T @ Yc)  # (inputs, outputs)
+    return W.T, my - mx @ W
 
 
 def default_max_epochs(n_samples: int, batch_size: int) -> int:
@@ -98,6 +113,16 @@ class SequenceModel(BaseModel):
         have a time per step (``obsm[key + "_time"]``) and it is uneven (gaps, irregular sampling).
     class_weight
         ``"balanced"`` weighs each class inversely to its frequency in the cross-entropy; ``None``: equal.
+    linear_init
+        Start from the classical solution and learn what it misses (classify / forecast). A
+        classifier gets a logistic-regression path on standardised summary features of each
+        sequence (per feature mean, std, min, max, first, last, slope; and the length), fitted
+        first; a forecaster gets a linear autoregressive path (ridge on the last ``ar_order`` steps, fitted
+        in closed form on the training windows) and its recurrent part starts at zero; if
+        training ends worse than that start on the validation windows, the start is kept
+        (``params["kept_linear_start"]``).
+    ar_order
+        Steps of history the linear autoregressive path reads (forecast).
     **train_options
         :class:`~scnapse.train.TrainConfig` fields (lr, batch_size, max_epochs, early_stopping,
         dropout, l2, optimizer, seed, device, …). The cost is fixed by the task.
@@ -118,6 +143,8 @@ class SequenceModel(BaseModel):
         teacher_forcing: float = 0.5,
         use_time: bool | None = None,
         class_weight: str | None = None,
+        linear_init: bool = True,
+        ar_order: int = 8,
         **train_options,
     ):
         if task not in TASKS:
@@ -143,6 +170,8 @@ class SequenceModel(BaseModel):
         self.teacher_forcing = float(teacher_forcing)
         self.use_time = use_time
         self.class_weight = class_weight
+        self.linear_init = bool(linear_init)
+        self.ar_order = check_count(ar_order, "ar_order")
         self.module = None
         self.history = None
         self.params: dict = {}
@@ -224,12 +253,146 @@ class SequenceModel(BaseModel):
             "use_time": self.use_time_, "class_weight": self.class_weight, "labels_key": labels_key,
             "classes": self.classes, "features": self.features, "sequence_key": sequence_key,
             "length_key": length_key, "n_sequences": int(len(rows)), "padded_length": int(raw.shape[1]),
+            "linear_init": self.linear_init if self.task != "embed" else None,
+            "ar_order": self.ar_order if self.task == "forecast" else None,
         }
         return Prepared({}, rows, raw.shape[2], labels=labels, params=params, val_batch=512,
                         extra={"base": base, "lengths": lengths, "lengths_np": seqs.lengths})
 
     def _build(self, data: Prepared, train_rows, seed: int):
-        return self._make_module(data.n_in)
+        if self.task == "forecast":
+            data.extra["ar"] = self._fit_ar(data, train_rows)
+        if self.task == "classify":
+            data.extra["summary"] = self._summaries(data)
+        module = self._make_module(data.n_in)
+        if self.task == "forecast" and self.linear_init:
+            module.set_ar(*data.extra["ar"])
+        if self.task == "classify" and self.linear_init:
+            module.set_linear(*self._fit_logistic(data, train_rows))
+        return module
+
+    # -- the logistic-regression path and the baseline of a sequence classifier ---------------
+    def _summaries(self, data: Prepared) -> np.ndarray:
+        base, lengths = data.extra["base"], data.extra["lengths"]
+        out = []
+        with torch.no_grad():
+            for start in range(0, base.shape[0], 1024):
+                L = lengths[start : start + 1024]
+                out.append(summary_features(base[start : start + 1024, : int(L.max())], L).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def _fit_logistic(self, data: Prepared, train_rows):
+        """Logistic regression (sklearn, C=1) on the standardised summary features of the
+        training sequences, as (mean, std, weight (classes, features), bias (classes,))."""
+        from sklearn.linear_model import LogisticRegression
+
+        S, y = data.extra["summary"][train_rows], data.labels.codes[train_rows]
+        mean, std = S.mean(axis=0), S.std(axis=0)
+        std[std < 1e-8] = 1.0
+        k = len(self.classes)
+        W, b = np.zeros((k, S.shape[1])), np.zeros(k)
+        present = np.unique(y)
+        if len(present) > 1:
+            lr = LogisticRegression(C=1.0, max_iter=2000,
+                                    class_weight="balanced" if self.class_weight == "balanced" else None)
+            lr.fit((S - mean) / std, y)
+            if len(present) == 2:  # one logit z: softmax([0, z]) = sigmoid(z)
+                W[present[1]], b[present[1]] = lr.coef_[0], lr.intercept_[0]
+            else:
+                W[present], b[present] = lr.coef_, lr.intercept_
+        return mean, std, W, b
+
+    def _classify_scores(self, data: Prepared, rows, module) -> tuple[np.ndarray, float]:
+        """(predicted codes, mean cross-entropy) of ``module`` on ``rows``."""
+        base, lengths = data.extra["base"], data.extra["lengths"]
+        module.eval()
+        idx = torch.as_tensor(rows, dtype=torch.long, device=base.device)
+        y = torch.as_tensor(data.labels.codes[rows], dtype=torch.long, device=base.device)
+        with torch.no_grad():
+            L = lengths[idx]
+            logits = module(base[idx, : int(L.max())], L)
+            ce = float(torch.nn.functional.cross_entropy(logits, y))
+        return logits.argmax(1).cpu().numpy(), ce
+
+    # -- the linear autoregressive path and the baselines of a forecaster ----------------------
+    def _fit_ar(self, data: Prepared, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ridge AR(p) on every one-step window of the sequences ``rows`` (standardised units)."""
+        base, lengths, F, p = data.extra["base"], data.extra["lengths_np"], self.n_features, self.ar_order
+        r = np.concatenate([np.full(lengths[i] - 1, i) for i in rows])
+        c = np.concatenate([np.arange(1, lengths[i]) for i in rows])
+        r_t, c_t = (torch.as_tensor(a, dtype=torch.long, device=base.device) for a in (r, c))
+        idx = (c_t[:, None] - p + torch.arange(p, device=base.device)[None, :]).clamp_min(0)
+        X = base[r_t[:, None], idx, :F].flatten(1).cpu().numpy()
+        Y = base[r_t, c_t, :F].cpu().numpy()
+        W, b = fit_ridge(X, Y)
+        return torch.tensor(W, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
+
+    def _window_errors(self, data: Prepared, rows: np.ndarray, module=None) -> dict[str, float]:
+        """Mean squared forecast error (standardised units) over every validation window of
+        ``rows``: the network's, linear AR's and persistence's."""
+        fields = self._fields(rows, data, data.extra["base"].device)
+        base, F, h = data.extra["base"], self.n_features, self.horizon
+        W, b = (t.to(base.device) for t in data.extra["ar"])
+        module = module if module is not None else self.module
+        module.eval()
+        sums, n = {"network": 0.0, "ar": 0.0, "persistence": 0.0}, 0
+        with torch.no_grad():
+            for start in range(0, len(fields["row"]), 1024):
+                row, cut = fields["row"][start : start + 1024], fields["cut"][start : start + 1024]
+                T = int(cut.max())
+                x = base[row, :T] * step_mask(cut, T)[:, :, None]
+                idx = cut[:, None] + torch.arange(h, device=cut.device)[None, :]
+                target = base[row[:, None], idx][:, :, :F]
+                preds = {"network": module(x, cut), "ar": ar_forecast(x, cut, W, b, self.ar_order, F, h),
+                         "persistence": persistence_forecast(x, cut, F, h)}
+                for k, pred in preds.items():
+                    sums[k] += float(((pred - target) ** 2).mean(dim=(1, 2)).sum())
+                n += len(row)
+        return {**{k: v / max(n, 1) for k, v in sums.items()}, "n": n}
+
+    def _after_fit(self, data: Prepared, train_rows, val_rows, val, gen) -> None:
+        if self.task == "classify" and self.linear_init:
+            kept = False
+            if len(val_rows):
+                _, ce = self._classify_scores(data, val_rows, self.module)
+                start = self._make_module(data.n_in).to(data.extra["base"].device)
+                start.set_linear(*self._fit_logistic(data, train_rows))
+                _, ce_start = self._classify_scores(data, val_rows, start)
+                if ce > ce_start:  # training did not beat its start on the held-out sequences
+                    self.module.set_linear(*self._fit_logistic(data, train_rows))
+                    kept = True
+            data.params["kept_linear_start"] = kept
+        if self.task != "forecast" or not self.linear_init:
+            return
+        kept = False
+        if len(val_rows):
+            err = self._window_errors(data, val_rows)
+            if err["network"] > err["ar"]:
+                # training did not beat its linear start on held-out windows: keep the start
+                self.module.set_ar(*data.extra["ar"])
+                kept = True
+        data.params["kept_linear_start"] = kept
+
+    def _baseline(self, data: Prepared, train_rows, val_rows):
+        if self.task == "classify" and len(val_rows):
+            from sklearn.ensemble import RandomForestClassifier
+            from sklearn.metrics import f1_score
+
+            S, codes = data.extra["summary"], data.labels.codes
+            rf = RandomForestClassifier(n_estimators=200, random_state=int(self.config.resolved_seed), n_jobs=1)
+            rf.fit(S[train_rows], codes[train_rows])
+            pred, _ = self._classify_scores(data, val_rows, self.module)
+            y = codes[val_rows]
+            return baseline_record(method="random forest on summary features", metric="macro-F1",
+                                   network=f1_score(y, pred, average="macro"),
+                                   baseline=f1_score(y, rf.predict(S[val_rows]), average="macro"),
+                                   n=len(val_rows), unit="held-out sequences")
+        if self.task != "forecast" or not len(val_rows):
+            return None
+        err = self._window_errors(data, val_rows)
+        return baseline_record(method=f"linear AR({self.ar_order})", metric="forecast MSE (standardised)",
+                               network=err["network"], baseline=err["ar"], n=err["n"], higher_is_better=False,
+                               unit="held-out windows", persistence=err["persistence"])
 
     def _loaders(self, data, train_rows, val_rows, gen, device, run):
         fields, val_fields = (self._fields(rows, data, device) for rows in (train_rows, val_rows))
@@ -289,11 +452,12 @@ class SequenceModel(BaseModel):
         if self.task == "classify":
             return SequenceClassifierModule(n_in, len(self.classes), width, depth, cell=self.cell,
                                             bidirectional=self.bidirectional, dropout=cfg.dropout,
-                                            activation=cfg.activation)
+                                            activation=cfg.activation, linear=self.linear_init)
         if self.task == "embed":
             return SequenceAutoencoderModule(n_in, self.n_latent, width, depth, cell=self.cell,
                                              bidirectional=self.bidirectional, dropout=cfg.dropout)
-        return ForecasterModule(n_in, self.n_features, self.horizon, width, depth, cell=self.cell, dropout=cfg.dropout)
+        return ForecasterModule(n_in, self.n_features, self.horizon, width, depth, cell=self.cell, dropout=cfg.dropout,
+                                ar_order=self.ar_order if self.linear_init else 0)
 
     def _step(self, data: Prepared):
         task, noise, F, h = self.task, self.config.input_noise, self.n_features, self.horizon
@@ -407,7 +571,8 @@ class SequenceModel(BaseModel):
             "architecture": {"task": self.task, "cell": self.cell, "hidden": list(self.hidden),
                              "bidirectional": self.bidirectional, "n_latent": self.n_latent,
                              "horizon": self.horizon, "n_in": self.n_in, "n_features": self.n_features,
-                             "dropout": self.config.dropout, "activation": self.config.activation},
+                             "dropout": self.config.dropout, "activation": self.config.activation,
+                             "linear_init": self.linear_init, "ar_order": self.ar_order},
             "teacher_forcing": self.teacher_forcing, "use_time": self.use_time, "use_time_": self.use_time_,
             "class_weight": self.class_weight, "features": self.features, "classes": self.classes,
             "labels_key": self.labels_key, "sequence_key": self.sequence_key, "length_key": self.length_key,
@@ -428,6 +593,8 @@ class SequenceModel(BaseModel):
         self.hidden = [int(a["hidden"])] * int(a["n_layers"]) if "n_layers" in a else [int(h) for h in a["hidden"]]
         self.bidirectional, self.n_latent, self.horizon = a["bidirectional"], a["n_latent"], a["horizon"]
         self.n_features = a["n_features"]
+        # models saved before the linear paths had none
+        self.linear_init, self.ar_order = bool(a.get("linear_init", False)), int(a.get("ar_order", 8))
         tc = dict(config["train_config"])
         tc["augment"] = tuple(tc.get("augment") or ())
         self.config = TrainConfig(**tc)

@@ -35,7 +35,8 @@ LABELS = {"n_latent": "latent size", "hidden": "hidden layers", "key_added": "ke
           "use_time": "use time", "horizon": "forecast steps", "channels": "conv channels", "size": "crop size (px)",
           "normalize": "normalise", "log_normalize": "log-normalise", "use_highly_variable": "HVGs only",
           "min_confidence": "min confidence", "min_typicality": "min typicality", "n_comps": "PCA components",
-          "n_neighbors": "neighbours (UMAP)", "perplexity": "perplexity (t-SNE)", "random_state": "seed"}
+          "n_neighbors": "neighbours (UMAP)", "perplexity": "perplexity (t-SNE)", "random_state": "seed",
+          "linear_init": "start from the classical model", "ar_order": "AR steps"}
 #: the GUI's range (min, max, step) of bounded step options; the step checks the value itself
 RANGES = {"min_confidence": (0.0, 1.0, 0.05), "min_typicality": (0.0, 1.0, 0.01), "teacher_forcing": (0.0, 1.0, 0.05),
           "beta": (0.0, 100.0, 0.1), "perplexity": (2.0, 200.0, 1.0), "size": (8, 512, 1), "n_latent": (2, 1024, 1),

@@ -120,6 +120,7 @@ def train_sequence_classifier(
     bidirectional: bool = True,
     use_time: bool | None = None,
     class_weight: ClassWeight | None = None,
+    linear_init: bool = True,
     sequence_key: str = "sequence",
     length_key: str = "length",
     run: RunOptions | None = None,
@@ -141,6 +142,12 @@ def train_sequence_classifier(
     class_weight
         ``"balanced"`` for rare classes (weights ∝ 1 / class frequency), ``"sampling"``
         (class-balanced mini-batches, where the model supports them) or ``None``: equal weights.
+    linear_init
+        Start from logistic regression on standardised summary features of each sequence (per
+        feature mean, std, min, max, first, last, slope; the length); the recurrent part starts
+        at zero and learns what it misses. If training ends worse (validation cross-entropy) than
+        the start, the start is kept (``params["kept_linear_start"]``). ``uns[key]["baseline"]``
+        holds a random forest's macro-F1 on the same summary features and held-out sequences.
     {common}
 
     Returns
@@ -151,7 +158,7 @@ def train_sequence_classifier(
     """
     return _train(adata, "classify", step="train_sequence_classifier", hidden=hidden, run=run, options=options,
                   sequence_key=sequence_key, length_key=length_key, labels_key=labels_key, cell=cell, n_layers=n_layers,
-                  bidirectional=bidirectional, use_time=use_time, class_weight=class_weight)
+                  bidirectional=bidirectional, use_time=use_time, class_weight=class_weight, linear_init=linear_init)
 
 
 @step("scnapse.tl.annotate_sequences", takes_model=True)
@@ -216,6 +223,8 @@ def train_forecaster(
     n_layers: int | None = None,
     teacher_forcing: float = 0.5,
     use_time: bool | None = None,
+    linear_init: bool = True,
+    ar_order: int = 8,
     sequence_key: str = "sequence",
     length_key: str = "length",
     run: RunOptions | None = None,
@@ -242,6 +251,14 @@ def train_forecaster(
         Probability of reading the true previous value at a decoder step during training.
     use_time
         Add the time since the previous step as an input; ``None``: when steps are uneven.
+    linear_init
+        Start from a linear autoregressive forecast (ridge on the last ``ar_order`` steps, fitted
+        in closed form on the training windows); the recurrent part starts at zero and learns what
+        it misses. If training ends worse than the start on the validation windows, the start is
+        kept (``params["kept_linear_start"]``). ``uns[key]["baseline"]`` holds linear AR's and
+        persistence's error on the same validation windows, next to the network's.
+    ar_order
+        Steps of history the linear path reads.
     {common}
 
     Returns
@@ -251,7 +268,7 @@ def train_forecaster(
     """
     return _train(adata, "forecast", step="train_forecaster", hidden=hidden, run=run, options=options,
                   sequence_key=sequence_key, length_key=length_key, cell=cell, n_layers=n_layers, horizon=horizon,
-                  teacher_forcing=teacher_forcing, use_time=use_time)
+                  teacher_forcing=teacher_forcing, use_time=use_time, linear_init=linear_init, ar_order=ar_order)
 
 
 @step("scnapse.tl.forecast", takes_model=True)

@@ -148,3 +148,15 @@ def test_dimensions_field_checks_when_typing_ends(h5ad_path, make_napari_viewer,
     qtbot.keyClick(edit, Qt.Key.Key_Return)
     assert errors == []
     assert panel.cells.value.metadata["scnapse_view"]["dims"] == (1, 0)
+
+
+def test_done_line_says_epochs_best_epoch_and_final_losses(h5ad_path, make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open(str(h5ad_path), plugin="scnapse")
+    panel = AutoencoderWidget(viewer)
+    panel.train_options.set_values(max_epochs=3, early_stopping=0, batch_size=64, validation_fraction=0.2)
+    panel.run()
+    qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
+    text = panel.status.text()
+    assert "done" in text and "3 epochs" in text and "best epoch" in text
+    assert f"train {panel.loss_plot.train[-1]:.4g}" in text and f"validation {panel.loss_plot.val[-1]:.4g}" in text

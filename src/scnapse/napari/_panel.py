@@ -437,8 +437,28 @@ class StepPanel(QWidget):
                 return
         what = "cancelled — the best model so far is kept" if cancelled else "done"
         summary = getattr(self, "_summary", None)
+        epochs = self._epochs_line()
+        if epochs:
+            summary = f"{epochs} {summary}" if summary else epochs
         self.status.setText(f"{self.title}: {what}." + (f" {summary}" if summary else ""))
         show_info(f"scnapse {self.title}: {what}.")
+
+    def _epochs_line(self) -> str:
+        """"30 epochs, best 27; final loss train 0.41, validation 0.44" (empty without training)."""
+        plot = self.loss_plot
+        if plot is None or not plot.epochs:
+            return ""
+        import math
+
+        val = [v for v in plot.val if not math.isnan(v)]
+        line = f"{len(plot.epochs)} epochs"
+        if val:
+            best = min(range(len(plot.val)), key=lambda i: math.inf if math.isnan(plot.val[i]) else plot.val[i])
+            line += f", best epoch {plot.epochs[best]}"
+        line += f"; final loss: train {plot.train[-1]:.4g}"
+        if val:
+            line += f", validation {plot.val[-1]:.4g}"
+        return line + "."
 
     def _on_errored(self, err: Exception) -> None:
         try:

@@ -44,7 +44,8 @@ class CellsWidget(QWidget):
         self._updating = False
         self.cells.changed.connect(self._on_cells)
         self.embedding.changed.connect(self._on_embedding)
-        self.dims.changed.connect(self._on_embedding)
+        # checked when typing ends (Enter or leaving the field), not on every keystroke
+        self.dims.native.editingFinished.connect(self._on_embedding)
         self.color_by.changed.connect(self._on_color)
         _connect_layer_events(self, self._refresh)
         self._refresh()

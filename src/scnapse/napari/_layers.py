@@ -66,6 +66,38 @@ def _palette(n: int) -> list[str]:
     return [mcolors.to_hex(cmap(i / n)) for i in range(n)]
 
 
+#: the label of cells no class fits (see :func:`scnapse.tl.annotate`), always drawn grey
+UNASSIGNED_LABEL = "Unassigned"
+UNASSIGNED_COLOR = "#bbbbbb"
+
+
+def _category_palette(adata: AnnData, column: str, categories: list[str]) -> list[str]:
+    from matplotlib import colors as mcolors
+
+    stored = adata.uns.get(f"{column}_colors")
+    if stored is not None and len(stored) == len(categories):
+        return [mcolors.to_hex(c) for c in stored]
+    return _palette(len(categories))
+
+
+def _truth_column(adata: AnnData, column: str, categories: list[str]) -> str | None:
+    """The categorical column ``column`` predicts: another one that holds all of its classes
+    (besides "Unassigned"), the one with the fewest extra classes."""
+    classes = set(categories) - {UNASSIGNED_LABEL}
+    if not classes or len(classes) == len(categories) and UNASSIGNED_LABEL not in categories \
+            and f"{column}_confidence" not in adata.obs:
+        return None
+    best = None
+    for other in adata.obs.columns:
+        values = adata.obs[other]
+        if other == column or not isinstance(values.dtype, pd.CategoricalDtype):
+            continue
+        cats = {str(c) for c in values.cat.categories} - {UNASSIGNED_LABEL}
+        if classes <= cats and (best is None or len(cats) < best[0]):
+            best = (len(cats), other)
+    return None if best is None else best[1]
+
+
 def cell_colors(adata: AnnData, column: str | None) -> tuple[np.ndarray, dict[str, str]]:
     """RGBA colour per cell for ``obs[column]`` and a legend ``{label: hex}``.
 
@@ -95,11 +127,13 @@ def cell_colors(adata: AnnData, column: str | None) -> tuple[np.ndarray, dict[st
                       f"{hi:.3g}": mcolors.to_hex(mpl.colormaps["viridis"](1.0))}
     cat = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype(str).astype("category")
     categories = [str(c) for c in cat.cat.categories]
-    stored = adata.uns.get(f"{column}_colors")
-    if stored is not None and len(stored) == len(categories):
-        palette = [mcolors.to_hex(c) for c in stored]
-    else:
-        palette = _palette(len(categories))
+    palette = _category_palette(adata, column, categories)
+    truth = _truth_column(adata, column, categories)
+    if truth is not None:  # a predicted column: the colours of the column it predicts
+        named = dict(zip([str(c) for c in adata.obs[truth].cat.categories],
+                         _category_palette(adata, truth, [str(c) for c in adata.obs[truth].cat.categories])))
+        palette = [named.get(c, p) for c, p in zip(categories, palette)]
+    palette = [UNASSIGNED_COLOR if c == UNASSIGNED_LABEL else p for c, p in zip(categories, palette)]
     lut = np.array([mcolors.to_rgba(c) for c in palette] + [mcolors.to_rgba("#bbbbbb")])
     codes = cat.cat.codes.to_numpy().copy()
     codes[codes < 0] = len(categories)  # missing values: grey

@@ -11,6 +11,7 @@ cannot compute different things.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,10 @@ import napari
 from magicgui.widgets import ComboBox, Container
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QObject, Signal
+from qtpy.QtWidgets import (
+    QApplication, QFileDialog, QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget,
+)
 
 from ._events import _connect_layer_events, adata_points_layers, refresh_cells_choice
 from ._layers import ADATA, SESSION, ModelRef, get_adata, refresh_features
@@ -58,6 +61,36 @@ class _Relay(QObject):
 
 #: key of the data made by a panel's ``prepare`` function (in the worker) among a run's results
 PREPARED = "__prepared__"
+#: at most this many characters of an error in a panel's status line (the notification has it all)
+STATUS_CHARS = 240
+_SLOTS = ("obsm", "varm", "obsp", "layers", "uns")
+
+
+def _snapshot(adata) -> dict:
+    """What a training step may overwrite, to put back when it is cancelled before its first epoch."""
+    saved = {attr: dict(getattr(adata, attr)) for attr in _SLOTS}
+    saved["obs"] = adata.obs.copy(deep=False)
+    return saved
+
+
+def _restore(adata, saved: dict) -> None:
+    for attr in _SLOTS:
+        mapping = getattr(adata, attr)
+        for key in [k for k in mapping.keys() if k not in saved[attr]]:
+            del mapping[key]
+        for key, value in saved[attr].items():
+            if key not in mapping or mapping[key] is not value:
+                mapping[key] = value
+    adata.obs = saved["obs"]
+
+
+def _clip(message: str, chars: int = STATUS_CHARS, lines: int = 3) -> str:
+    """The first few lines / characters of ``message`` (with … when something was left out)."""
+    parts = message.splitlines() or [""]
+    short = "\n".join(parts[:lines])
+    if len(short) > chars:
+        short = short[:chars].rstrip()
+    return short + (" …" if short != message else "")
 
 
 def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event, prepare=None) -> None:
@@ -76,9 +109,17 @@ def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event,
                 break
             func = call.func or get_step(call.name).func
             kwargs = {k: results[v.name] if isinstance(v, ModelRef) else v for k, v in call.params.items()}
+            epochs = []
             if call.trains:
-                kwargs.update(callback=relay.report.emit, cancel=cancel, progress=False)
+                def report(r, _epochs=epochs):
+                    _epochs.append(r.epoch)
+                    relay.report.emit(r)
+                kwargs.update(callback=report, cancel=cancel, progress=False)
+                saved = _snapshot(adata)
             out = func(adata, **kwargs)
+            if call.trains and cancel.is_set() and not epochs:
+                _restore(adata, saved)  # cancelled before the first epoch: nothing changed
+                break
             if call.returns:
                 results[call.returns] = out
             done.append(call)
@@ -107,7 +148,16 @@ class StepPanel(QWidget):
         self.last_error: str | None = None
         self.setMinimumWidth(320)
 
-        layout = QVBoxLayout(self)
+        # everything scrolls inside the dock: a panel fits any screen
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        outer.addWidget(self.scroll)
+        body = QWidget()
+        self.scroll.setWidget(body)
+        layout = QVBoxLayout(body)
         self.cells = ComboBox(label="cells", choices=self._adata_layers, nullable=True,
                               tooltip="The Points layer of the AnnData to run on (open an .h5ad or a sample).")
         self.inputs = Container(widgets=[self.cells], labels=True)
@@ -142,7 +192,36 @@ class StepPanel(QWidget):
         self._relay.done.connect(self._on_returned)
         self._relay.failed.connect(self._on_errored)
         _connect_layer_events(self, self._refresh_choices)
+        self.cells.changed.connect(self._on_cells_picked)
         self._refresh_choices()
+        # closing napari stops a running training (a worker thread must not outlive the viewer)
+        qt_window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
+        if qt_window is not None:
+            qt_window.installEventFilter(self)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+
+    def sizeHint(self):  # noqa: N802 - Qt's name
+        hint = super().sizeHint()
+        hint.setHeight(min(hint.height(), 900))
+        return hint
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Close:
+            self.shutdown()
+        return False
+
+    def shutdown(self, timeout: float = 1.0) -> bool:
+        """Stop a running step and wait (at most ``timeout`` s) for its thread to end; ``True`` if
+        nothing is left running. Called when the viewer closes."""
+        finished = getattr(self, "_finished", None)
+        if finished is None:
+            return True
+        if not finished.is_set():
+            self.stop_requested_at = time.perf_counter()
+        self._cancel.set()
+        return finished.wait(timeout)
 
     # -- for subclasses ------------------------------------------------------------------------------
     #: the costs the training options offer (``None``: all of ``TrainConfig``'s)
@@ -213,6 +292,14 @@ class StepPanel(QWidget):
     def _adata_layers(self, *_):
         return adata_points_layers(self.viewer)
 
+    def _on_cells_picked(self, *_):
+        if self._worker is not None:
+            return
+        try:
+            self.on_cells_changed(get_adata(self.cells.value) if self.cells.value is not None else None)
+        except ValueError:
+            self.on_cells_changed(None)
+
     def _refresh_choices(self, *_):
         if self._worker is not None:
             return
@@ -260,6 +347,7 @@ class StepPanel(QWidget):
             self.run()
 
     def _start(self, layer, adata, calls: list[Call], prepare=None) -> None:
+        self._calls = list(calls)
         self._cancel = threading.Event()
         self._last_report = None
         self._summary = None
@@ -269,7 +357,16 @@ class StepPanel(QWidget):
         self._set_running(True)
         self.status.setText(f"{self.title}: running…")
         self._running_layer = layer
-        worker = create_worker(_run_calls, adata, calls, self._relay, self._cancel, prepare,
+        self._finished = finished = threading.Event()
+
+        def body(*args):
+            try:
+                _run_calls(*args)
+            finally:
+                self.stopped_at = time.perf_counter()
+                finished.set()
+
+        worker = create_worker(body, adata, calls, self._relay, self._cancel, prepare,
                                _start_thread=False, _ignore_errors=True)
         self._worker = worker
         worker.start()
@@ -312,6 +409,15 @@ class StepPanel(QWidget):
         adata = layer.metadata[ADATA]
         session = layer.metadata[SESSION]
         cancelled = self._cancel.is_set()
+        if cancelled and self._last_report is None and any(c.trains for c in self._calls):
+            # cancelled before the first epoch: the data were put back; keep the layer, record nothing
+            first = next((i for i, c in enumerate(done) if c.trains), len(done))
+            done, results = done[:first], {}
+            if not done:
+                self.results = {}
+                self.status.setText(f"{self.title}: cancelled before the first epoch — nothing changed.")
+                show_info(f"scnapse {self.title}: cancelled before the first epoch — nothing changed.")
+                return
         self.results = results
         names = {key: session.add_model(key, model) for key, model in results.items()}
         for call in done:
@@ -331,8 +437,28 @@ class StepPanel(QWidget):
                 return
         what = "cancelled — the best model so far is kept" if cancelled else "done"
         summary = getattr(self, "_summary", None)
+        epochs = self._epochs_line()
+        if epochs:
+            summary = f"{epochs} {summary}" if summary else epochs
         self.status.setText(f"{self.title}: {what}." + (f" {summary}" if summary else ""))
         show_info(f"scnapse {self.title}: {what}.")
+
+    def _epochs_line(self) -> str:
+        """"30 epochs, best 27; final loss train 0.41, validation 0.44" (empty without training)."""
+        plot = self.loss_plot
+        if plot is None or not plot.epochs:
+            return ""
+        import math
+
+        val = [v for v in plot.val if not math.isnan(v)]
+        line = f"{len(plot.epochs)} epochs"
+        if val:
+            best = min(range(len(plot.val)), key=lambda i: math.inf if math.isnan(plot.val[i]) else plot.val[i])
+            line += f", best epoch {plot.epochs[best]}"
+        line += f"; final loss: train {plot.train[-1]:.4g}"
+        if val:
+            line += f", validation {plot.val[-1]:.4g}"
+        return line + "."
 
     def _on_errored(self, err: Exception) -> None:
         try:
@@ -357,7 +483,9 @@ class StepPanel(QWidget):
     def _error(self, err: Exception, trace: str | None = None) -> None:
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         self.last_error = message
-        self.status.setText(f"<span style='color:#d62728'>{self.title} failed: {message}</span>")
+        import html
+
+        self.status.setText(f"<span style='color:#d62728'>{self.title} failed: {html.escape(_clip(message))}</span>")
         from .._settings import logger
 
         if trace:

@@ -37,6 +37,7 @@ def train_classifier(
     class_weight: ClassWeight | None = "balanced",
     log_normalize: bool | None = None,
     scale: bool = False,
+    linear_init: bool = True,
     layer: str | None = None,
     use_highly_variable: bool | None = None,
     key_added: str = "classifier",
@@ -69,6 +70,9 @@ def train_classifier(
         (``"weights"`` / ``"sampling"`` / ``"none"``) is still read, with a FutureWarning.
     log_normalize, scale
         Input transforms; see :class:`scnapse.models.CellClassifier`.
+    linear_init
+        Start training at a multinomial logistic regression's solution (a linear path fitted
+        exactly first, the network's nonlinear part starting at zero); ``False``: the plain MLP.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_highly_variable
@@ -95,10 +99,11 @@ def train_classifier(
         CellClassifier, adata, run=run, options=options,
         fit={"labels_key": labels_key, "layer": layer, "use_highly_variable": use_highly_variable},
         hidden=hidden, log_normalize=log_normalize, scale=scale, class_weight=class_weight,
+        linear_init=linear_init,
     )
     adata.uns[key_added] = sanitize_for_uns(
         {"params": model.params, "history": model.history.to_dict(), "metrics": model.metrics,
-         "classes": list(model.classes)}
+         "classes": list(model.classes), "baseline": model.baseline}
     )
     logger.info(f"    added 'uns[{key_added!r}]' (held-out metrics, history, params)")
     return model

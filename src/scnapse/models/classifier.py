@@ -61,6 +61,20 @@ DEFAULT_HIDDEN = (256, 128)
 LINEAR_MAX_CELLS = 20_000
 
 
+def input_kind(summary, form: str, counts: bool) -> str:
+    """What a training matrix holds, detected once: ``"counts"`` (raw or ``normalize_total``-ed:
+    log-normalised inside the model), ``"log-normalised"``, or ``"features"`` (any other real
+    values, e.g. negative ones or values past any log scale: standardised inside the model with
+    the training mean and std)."""
+    if summary.min < 0:
+        return "features"
+    if counts or form == "normalised":
+        return "counts"
+    if form != "log-normalised" and summary.max > 50:
+        return "features"
+    return "log-normalised"
+
+
 def default_max_epochs(n_obs: int) -> int:
     """About 6,000 mini-batch steps of 32 cells on small data (early stopping usually ends
     training well before), fewer passes on large data: between 10 and 300."""
@@ -70,10 +84,13 @@ def default_max_epochs(n_obs: int) -> int:
 class CellClassifier(BaseModel):
     """A multi-layer perceptron cell-type classifier with calibrated confidence.
 
-    Give it **raw counts** (log-normalised for the network as ``log1p(x / total × 10⁴)``) or
-    **log-normalised** data (``sc.pp.normalize_total`` + ``sc.pp.log1p``), not scaled data. It
-    records which it was trained on; new cells may be given either way (counts are detected and
-    log-normalised the same way), and their genes are matched by name.
+    Give it **raw counts** (log-normalised for the network as ``log1p(x / total × 10⁴)``),
+    **log-normalised** data (``sc.pp.normalize_total`` + ``sc.pp.log1p``) or **any other
+    real-valued features** (protein z-scores, qPCR ΔCt, arcsinh cytometry, image features; negative
+    values allowed: standardised inside the model with the training mean and std). The kind is
+    detected once and recorded (``input_kind``, ``params["input"]``); new cells are brought to the
+    same form (counts and log-normalised data convert into each other), and their genes are
+    matched by name. Only NaN and infinite values are refused.
 
     Parameters
     ----------
@@ -190,8 +207,19 @@ class CellClassifier(BaseModel):
         summary = summarize(X, columns=columns)
         counts = self._check_input(summary, what)
         check_informative(summary, what)
-        log_normalize = counts if self.log_normalize is None else bool(self.log_normalize)
-        if not log_normalize and summary.max > 50:
+        form = training_form(X)
+        kind = input_kind(summary, form["form"], counts)
+        if kind == "features" and self.log_normalize:
+            raise ValueError(
+                f"log_normalize=True, but {what} has negative values (min {summary.min:g}): a log of "
+                "counts cannot be taken. Leave log_normalize unset (features are standardised inside "
+                "the model), or give the raw counts (e.g. layer='counts')."
+            )
+        log_normalize = (kind == "counts") if self.log_normalize is None else bool(self.log_normalize)
+        if kind != "features" and self.log_normalize is not None:
+            kind = "counts" if log_normalize else "log-normalised"
+        scale = self.scale or kind == "features"
+        if kind == "log-normalised" and summary.max > 50:
             warnings.warn(
                 f"{what} reaches {summary.max:g} and is not log-transformed by the model: give raw counts "
                 "or log1p-normalised data (sc.pp.normalize_total + sc.pp.log1p).",
@@ -200,8 +228,8 @@ class CellClassifier(BaseModel):
             )
         self.var_names = adata.var_names[columns] if columns is not None else adata.var_names.copy()
         self.classes = labels.classes
-        self.input_kind = "counts" if log_normalize else "log-normalised"
-        self.prep = Preprocessing(log_normalize=log_normalize, scale=self.scale)
+        self.input_kind = kind
+        self.prep = Preprocessing(log_normalize=log_normalize, scale=scale)
         self.prep.fit(chunks_as_tensors(X, columns))
         if self.prep.scale:
             self.prep.mean, self.prep.std = self.prep.mean.to(device), self.prep.std.to(device)
@@ -209,9 +237,9 @@ class CellClassifier(BaseModel):
         k = len(labels.classes)
         params = {
             "labels_key": labels_key, "hidden": list(self.hidden), "class_weight": self.class_weight,
-            "log_normalize": log_normalize, "scale": self.scale, "input": self.input_kind,
+            "log_normalize": log_normalize, "scale": scale, "input": self.input_kind,
             "linear_init": self.linear_init, "lr_penalty": self.lr_penalty,
-            "input_looked_like_counts": counts, "input_form": training_form(X),
+            "input_looked_like_counts": counts, "input_form": form,
             "preprocessing": self.prep.describe(),
             "layer": layer, "use_highly_variable": mask is not None, "n_vars": summary.n_vars,
             "n_obs": int(adata.n_obs), "n_labelled": int(len(labels.labelled)),
@@ -224,17 +252,11 @@ class CellClassifier(BaseModel):
 
     @staticmethod
     def _check_input(summary, what: str) -> bool:
-        """Refuse what a classifier cannot read; ``True`` when the data look like raw counts."""
+        """Refuse what a classifier cannot read (NaN, inf); ``True`` when the data look like raw counts."""
         if summary.n_nonfinite:
             raise ValueError(
                 f"{what} holds {summary.n_nonfinite} NaN or infinite value(s). Remove or impute them first "
                 "(e.g. adata.X = np.nan_to_num(adata.X)), or pick another layer=."
-            )
-        if summary.min < 0:
-            raise ValueError(
-                f"{what} has negative values (min {summary.min:g}): it looks scaled. Train on raw counts or "
-                "log-normalised data (e.g. layer='counts', or keep a copy before sc.pp.scale), so that new "
-                "cells can be brought to the same form."
             )
         return looks_like_counts(summary)
 
@@ -390,8 +412,12 @@ class CellClassifier(BaseModel):
         # path and the projection together
         parts = [first.weight.detach().t()] + ([] if linear is None else [linear.weight.detach().t()])
         fused = torch.cat([*parts, projection], dim=1).contiguous()
-        self.query_input, undo_log, prep = query_reading(self.prep, self.params.get("input_form"), first_rows(X),
-                                                         what="classifier", strict=False)
+        if self.input_kind == "features":
+            # any real-valued features: standardised with the training statistics, as they come
+            self.query_input, undo_log, prep = "features", False, self.prep
+        else:
+            self.query_input, undo_log, prep = query_reading(self.prep, self.params.get("input_form"),
+                                                             first_rows(X), what="classifier", strict=False)
         module.eval()
         with torch.inference_mode():
             for start, block in iter_row_chunks(X, batch_size):

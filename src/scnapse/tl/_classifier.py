@@ -49,9 +49,11 @@ def train_classifier(
     The one step that returns a model rather than ``None``: save it with ``model.save(path)`` and
     label new cells with :func:`annotate`.
 
-    Give raw counts (log-normalised inside the model) or log-normalised data
-    (``sc.pp.normalize_total`` + ``sc.pp.log1p``), not scaled data; the model records which, and
-    brings new cells to the same form whichever of the two they come in.
+    Give raw counts (log-normalised inside the model), log-normalised data
+    (``sc.pp.normalize_total`` + ``sc.pp.log1p``) or any other real-valued features, negative
+    values included (protein z-scores, ΔCt, image features: standardised inside the model with the
+    training statistics). The model detects and records which (``params["input"]``) and brings new
+    cells to the same form; only NaN and infinite values are refused.
 
     Parameters
     ----------

@@ -342,8 +342,8 @@ def test_bad_data_and_options(counts_adata, synthetic):
         CellClassifier(epochs=3)
     scaled = counts_adata.copy()
     scaled.X = scaled.X.toarray() - 1.0
-    with pytest.raises(ValueError, match="looks scaled"):
-        sn.tl.train_classifier(scaled, labels_key="cell_type", **FAST)
+    with pytest.raises(ValueError, match="negative values"):
+        sn.tl.train_classifier(scaled, labels_key="cell_type", log_normalize=True, **FAST)
     nan = counts_adata.copy()
     nan.X = nan.X.toarray()
     nan.X[0, 0] = np.nan

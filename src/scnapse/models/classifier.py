@@ -29,7 +29,7 @@ from ..nn.classifier import (
 from ..train import Loader, Matrix, RunOptions, TrainConfig
 from ..train.config import COSTS
 from ..train.data import iter_row_chunks, summarize
-from ._base import BaseModel, Prepared, check_count, check_widths
+from ._base import BaseModel, Prepared, baseline_record, check_count, check_widths
 from ._labels import (
     UNASSIGNED,
     as_categorical,
@@ -57,6 +57,22 @@ __all__ = ["DEFAULT_HIDDEN", "UNASSIGNED", "CellClassifier", "classification_met
 
 #: widths of the classifier's hidden layers unless ``hidden=`` says otherwise
 DEFAULT_HIDDEN = (256, 128)
+#: the logistic regression of ``linear_init`` is fitted on at most this many training cells
+LINEAR_MAX_CELLS = 20_000
+
+
+def input_kind(summary, form: str, counts: bool) -> str:
+    """What a training matrix holds, detected once: ``"counts"`` (raw or ``normalize_total``-ed:
+    log-normalised inside the model), ``"log-normalised"``, or ``"features"`` (any other real
+    values, e.g. negative ones or values past any log scale: standardised inside the model with
+    the training mean and std)."""
+    if summary.min < 0:
+        return "features"
+    if counts or form == "normalised":
+        return "counts"
+    if form != "log-normalised" and summary.max > 50:
+        return "features"
+    return "log-normalised"
 
 
 def default_max_epochs(n_obs: int) -> int:
@@ -68,10 +84,13 @@ def default_max_epochs(n_obs: int) -> int:
 class CellClassifier(BaseModel):
     """A multi-layer perceptron cell-type classifier with calibrated confidence.
 
-    Give it **raw counts** (log-normalised for the network as ``log1p(x / total × 10⁴)``) or
-    **log-normalised** data (``sc.pp.normalize_total`` + ``sc.pp.log1p``), not scaled data. It
-    records which it was trained on; new cells may be given either way (counts are detected and
-    log-normalised the same way), and their genes are matched by name.
+    Give it **raw counts** (log-normalised for the network as ``log1p(x / total × 10⁴)``),
+    **log-normalised** data (``sc.pp.normalize_total`` + ``sc.pp.log1p``) or **any other
+    real-valued features** (protein z-scores, qPCR ΔCt, arcsinh cytometry, image features; negative
+    values allowed: standardised inside the model with the training mean and std). The kind is
+    detected once and recorded (``input_kind``, ``params["input"]``); new cells are brought to the
+    same form (counts and log-normalised data convert into each other), and their genes are
+    matched by name. Only NaN and infinite values are refused.
 
     Parameters
     ----------
@@ -87,6 +106,13 @@ class CellClassifier(BaseModel):
     scale
         Standardise each gene (as ``sc.pp.scale``, clipped at ±10) before the network. ``False``
         (default) keeps sparse data sparse at prediction time, which is much faster.
+    linear_init
+        A linear path beside the network, fitted exactly first (multinomial logistic regression
+        on the standardised input, L-BFGS to convergence), with the network's nonlinear part
+        starting at zero: training starts at the logistic regression's solution and learns what
+        it misses (default ``True``; the linear path is then kept fixed). ``False``: the plain MLP.
+    lr_penalty
+        Inverse L2 strength ``C`` of that logistic regression (scikit-learn's ``C``).
     **train_options
         Any :class:`~scnapse.train.TrainConfig` field: ``activation``, ``dropout``, ``input_noise``,
         ``l1``, ``l2``, ``batch_norm``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``,
@@ -119,6 +145,8 @@ class CellClassifier(BaseModel):
         log_normalize: bool | None = None,
         scale: bool = False,
         class_balance: str | None = None,
+        linear_init: bool = True,
+        lr_penalty: float = 1e-3,
         **train_options,
     ):
         cost = train_options.get("cost")
@@ -133,6 +161,12 @@ class CellClassifier(BaseModel):
         self.class_weight = check_class_weight(class_weight, class_balance)
         if log_normalize not in (None, True, False) or scale not in (True, False):
             raise ValueError("log_normalize must be None, True or False, and scale True or False.")
+        if linear_init not in (True, False):
+            raise ValueError(f"linear_init={linear_init!r} must be True or False.")
+        if isinstance(lr_penalty, bool) or not isinstance(lr_penalty, (int, float)) or not lr_penalty > 0:
+            raise ValueError(f"lr_penalty={lr_penalty!r} must be a positive number (scikit-learn's C).")
+        self.linear_init = bool(linear_init)
+        self.lr_penalty = float(lr_penalty)
         self.hidden = hidden
         self.log_normalize = log_normalize
         self.scale = bool(scale)
@@ -173,8 +207,19 @@ class CellClassifier(BaseModel):
         summary = summarize(X, columns=columns)
         counts = self._check_input(summary, what)
         check_informative(summary, what)
-        log_normalize = counts if self.log_normalize is None else bool(self.log_normalize)
-        if not log_normalize and summary.max > 50:
+        form = training_form(X)
+        kind = input_kind(summary, form["form"], counts)
+        if kind == "features" and self.log_normalize:
+            raise ValueError(
+                f"log_normalize=True, but {what} has negative values (min {summary.min:g}): a log of "
+                "counts cannot be taken. Leave log_normalize unset (features are standardised inside "
+                "the model), or give the raw counts (e.g. layer='counts')."
+            )
+        log_normalize = (kind == "counts") if self.log_normalize is None else bool(self.log_normalize)
+        if kind != "features" and self.log_normalize is not None:
+            kind = "counts" if log_normalize else "log-normalised"
+        scale = self.scale or kind == "features"
+        if kind == "log-normalised" and summary.max > 50:
             warnings.warn(
                 f"{what} reaches {summary.max:g} and is not log-transformed by the model: give raw counts "
                 "or log1p-normalised data (sc.pp.normalize_total + sc.pp.log1p).",
@@ -183,8 +228,8 @@ class CellClassifier(BaseModel):
             )
         self.var_names = adata.var_names[columns] if columns is not None else adata.var_names.copy()
         self.classes = labels.classes
-        self.input_kind = "counts" if log_normalize else "log-normalised"
-        self.prep = Preprocessing(log_normalize=log_normalize, scale=self.scale)
+        self.input_kind = kind
+        self.prep = Preprocessing(log_normalize=log_normalize, scale=scale)
         self.prep.fit(chunks_as_tensors(X, columns))
         if self.prep.scale:
             self.prep.mean, self.prep.std = self.prep.mean.to(device), self.prep.std.to(device)
@@ -192,8 +237,9 @@ class CellClassifier(BaseModel):
         k = len(labels.classes)
         params = {
             "labels_key": labels_key, "hidden": list(self.hidden), "class_weight": self.class_weight,
-            "log_normalize": log_normalize, "scale": self.scale, "input": self.input_kind,
-            "input_looked_like_counts": counts, "input_form": training_form(X),
+            "log_normalize": log_normalize, "scale": scale, "input": self.input_kind,
+            "linear_init": self.linear_init, "lr_penalty": self.lr_penalty,
+            "input_looked_like_counts": counts, "input_form": form,
             "preprocessing": self.prep.describe(),
             "layer": layer, "use_highly_variable": mask is not None, "n_vars": summary.n_vars,
             "n_obs": int(adata.n_obs), "n_labelled": int(len(labels.labelled)),
@@ -206,24 +252,78 @@ class CellClassifier(BaseModel):
 
     @staticmethod
     def _check_input(summary, what: str) -> bool:
-        """Refuse what a classifier cannot read; ``True`` when the data look like raw counts."""
+        """Refuse what a classifier cannot read (NaN, inf); ``True`` when the data look like raw counts."""
         if summary.n_nonfinite:
             raise ValueError(
                 f"{what} holds {summary.n_nonfinite} NaN or infinite value(s). Remove or impute them first "
                 "(e.g. adata.X = np.nan_to_num(adata.X)), or pick another layer=."
             )
-        if summary.min < 0:
-            raise ValueError(
-                f"{what} has negative values (min {summary.min:g}): it looks scaled. Train on raw counts or "
-                "log-normalised data (e.g. layer='counts', or keep a copy before sc.pp.scale), so that new "
-                "cells can be brought to the same form."
-            )
         return looks_like_counts(summary)
 
     def _build(self, data: Prepared, train_rows, seed: int) -> ClassifierModule:
         cfg = self.config
-        return ClassifierModule(data.n_in, len(self.classes), self.hidden, activation=cfg.activation,
-                                dropout=cfg.dropout, batch_norm=cfg.batch_norm)
+        module = ClassifierModule(data.n_in, len(self.classes), self.hidden, activation=cfg.activation,
+                                  dropout=cfg.dropout, batch_norm=cfg.batch_norm, linear=self.linear_init)
+        self._linear_fit = None
+        if self.linear_init:
+            self._linear_fit = self._fit_logistic(data, train_rows, seed)
+            module.init_linear(*self._linear_fit)
+        return module
+
+    def _inputs(self, matrix, rows: np.ndarray, chunk: int = 4096):
+        """The model's input (after its preprocessing) for ``rows``, block by block."""
+        for s in range(0, len(rows), chunk):
+            idx = torch.as_tensor(rows[s : s + chunk], device=matrix.device)
+            yield self._model_input(matrix, idx)
+
+    def _model_input(self, matrix, idx: torch.Tensor) -> torch.Tensor:
+        return self.prep(matrix.take(idx))
+
+    def _fit_logistic(self, data: Prepared, train_rows, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multinomial logistic regression on the standardised input of (at most
+        ``LINEAR_MAX_CELLS``) training cells, fitted to convergence by L-BFGS in float64 with the
+        same class weights as the network's cost; returned folded into ``(weight, bias)`` that act
+        on the network's input directly (the standardisation is part of the linear map)."""
+        from sklearn.linear_model import LogisticRegression
+
+        rows = np.sort(np.asarray(train_rows))
+        if len(rows) > LINEAR_MAX_CELLS:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, LINEAR_MAX_CELLS, replace=False))
+        x = torch.cat(list(self._inputs(data.fields["x"], rows))).double().cpu().numpy()
+        y = data.labels.codes[rows]
+        mean, std = x.mean(0), x.std(0)
+        std[std < 1e-8] = 1.0
+        z = (x - mean) / std
+        weight = None if data.class_weight is None else data.class_weight.cpu().double().numpy()[y]
+        lr = LogisticRegression(C=self.lr_penalty, max_iter=2000, tol=1e-8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a ConvergenceWarning after 2000 steps: the fit is still used
+            lr.fit(z, y, sample_weight=weight)
+        k = len(self.classes)
+        coef, intercept = np.zeros((k, z.shape[1])), np.zeros(k)
+        present = lr.classes_.astype(int)
+        if coef[present].shape[0] == 2 and lr.coef_.shape[0] == 1:  # binary: one logit, split in two
+            coef[present] = np.vstack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
+            intercept[present] = [-lr.intercept_[0] / 2, lr.intercept_[0] / 2]
+        else:
+            coef[present], intercept[present] = lr.coef_, lr.intercept_
+        missing = np.setdiff1d(np.arange(k), present)
+        intercept[missing] = -30.0  # a class with no training cell here is never predicted
+        w = coef / std
+        b = intercept - w @ mean
+        return torch.from_numpy(w).float(), torch.from_numpy(b).float()
+
+    def _baseline(self, data: Prepared, train_rows, val_rows) -> dict | None:
+        """Logistic regression (the linear path's start, or fitted now) on the same held-out cells."""
+        if not len(val_rows) or "macro_f1" not in self.metrics:
+            return None
+        fit = self._linear_fit or self._fit_logistic(data, train_rows, self.config.resolved_seed)
+        w, b = (t.to(data.fields["x"].device) for t in fit)
+        rows = np.sort(np.asarray(val_rows))
+        pred = torch.cat([x @ w.T + b for x in self._inputs(data.fields["x"], rows)]).argmax(1).cpu().numpy()
+        score = classification_metrics(data.labels.codes[rows], pred, self.classes)["macro_f1"]
+        return baseline_record(method="logistic regression", metric="macro-F1", network=self.metrics["macro_f1"],
+                               baseline=score, n=len(rows))
 
     def _default_max_epochs(self, n_samples: int, data: Prepared) -> int:
         return default_max_epochs(len(data.rows))
@@ -305,11 +405,19 @@ class CellClassifier(BaseModel):
         first = module.body[0] if len(module.body) else module.head
         rest = list(module.body)[1:] + ([module.head] if len(module.body) else [])
         n_hidden = first.weight.shape[0]
+        linear = module.linear
+        n_linear = 0 if linear is None else linear.weight.shape[0]
         projection = self.typ_projection.to(device)
-        # one (genes × (hidden + components)) matrix: the first layer and the projection together
-        fused = torch.cat([first.weight.detach().t(), projection], dim=1).contiguous()
-        self.query_input, undo_log, prep = query_reading(self.prep, self.params.get("input_form"), first_rows(X),
-                                                         what="classifier", strict=False)
+        # one (genes × (hidden + linear path + components)) matrix: the first layer, the linear
+        # path and the projection together
+        parts = [first.weight.detach().t()] + ([] if linear is None else [linear.weight.detach().t()])
+        fused = torch.cat([*parts, projection], dim=1).contiguous()
+        if self.input_kind == "features":
+            # any real-valued features: standardised with the training statistics, as they come
+            self.query_input, undo_log, prep = "features", False, self.prep
+        else:
+            self.query_input, undo_log, prep = query_reading(self.prep, self.params.get("input_form"),
+                                                             first_rows(X), what="classifier", strict=False)
         module.eval()
         with torch.inference_mode():
             for start, block in iter_row_chunks(X, batch_size):
@@ -329,7 +437,9 @@ class CellClassifier(BaseModel):
                 h = h + first.bias if first.bias is not None else h
                 for layer_ in rest:
                     h = layer_(h)
-                yield start, h, self._distance(both[:, n_hidden:].contiguous())
+                if linear is not None:
+                    h = h + both[:, n_hidden : n_hidden + n_linear] + linear.bias
+                yield start, h, self._distance(both[:, n_hidden + n_linear :].contiguous())
 
     def predict_scores(self, adata: AnnData, *, layer: str | None = None,
                        batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -381,7 +491,9 @@ class CellClassifier(BaseModel):
         config = {
             "architecture": {"n_in": len(self.var_names), "n_classes": len(self.classes), "hidden": self.hidden,
                              "activation": self.config.activation, "dropout": self.config.dropout,
-                             "batch_norm": self.config.batch_norm},
+                             "batch_norm": self.config.batch_norm, "linear_init": self.linear_init,
+                             "lr_penalty": self.lr_penalty},
+            "baseline": self.baseline,
             "classes": list(self.classes),
             "input_kind": self.input_kind,
             "class_weight": self.class_weight,
@@ -404,6 +516,9 @@ class CellClassifier(BaseModel):
         try:
             arch = config["architecture"]
             self.hidden = list(arch["hidden"])
+            self.linear_init = bool(arch.get("linear_init", False))
+            self.lr_penalty = float(arch.get("lr_penalty", 1e-3))
+            self.baseline = config.get("baseline")
             tc = dict(config["train_config"])
             tc["augment"] = tuple(tc.get("augment") or ())
             self.config = TrainConfig(**tc)
@@ -426,7 +541,7 @@ class CellClassifier(BaseModel):
                 )
             self.module = ClassifierModule(
                 arch["n_in"], arch["n_classes"], self.hidden, activation=arch["activation"],
-                dropout=arch["dropout"], batch_norm=arch["batch_norm"],
+                dropout=arch["dropout"], batch_norm=arch["batch_norm"], linear=self.linear_init,
             )
             state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
             self.module.load_state_dict(state)

@@ -18,7 +18,9 @@ from .layers import MLP
 
 
 class ClassifierModule(nn.Module):
-    """``MLP(hidden) → Linear(n_classes)``: logits of ``n_classes`` classes.
+    """``MLP(hidden) → Linear(n_classes)``: logits of ``n_classes`` classes; with ``linear`` a
+    linear path ``Linear(n_in, n_classes)`` is added beside it (logits = linear path + MLP), so that
+    :meth:`init_linear` can start training at a logistic regression's solution.
 
     ``temperature`` (a buffer, saved with the weights) divides the logits in :meth:`probabilities`;
     it is 1 until :func:`fit_temperature` sets it.
@@ -33,17 +35,36 @@ class ClassifierModule(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         batch_norm: bool = False,
+        linear: bool = False,
     ):
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"A classifier needs at least 2 classes, got {n_classes}.")
         self.body = MLP(n_in, hidden, activation=activation, dropout=dropout, batch_norm=batch_norm)
         self.head = nn.Linear(self.body.n_out, n_classes)
+        # with no hidden layer the head is itself the linear model: no second path
+        self.linear = nn.Linear(n_in, n_classes) if linear and len(self.body) else None
         self.register_buffer("temperature", torch.ones(()))
         self.n_in, self.n_classes = int(n_in), int(n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        out = self.head(self.body(x))
+        return out if self.linear is None else out + self.linear(x)
+
+    @torch.no_grad()
+    def init_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Start at the linear model ``logits = x @ weight.T + bias``: the linear path (or, with
+        no hidden layer, the head) takes it and the nonlinear part's output layer starts at zero.
+        The linear path is then kept fixed (measured: training it too lets the network drift below
+        the logistic regression on small references); a head alone stays trainable."""
+        target = self.head if self.linear is None else self.linear
+        target.weight.copy_(weight.to(target.weight))
+        target.bias.copy_(bias.to(target.bias))
+        if self.linear is not None:
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+            # the linear path stays the exact logistic regression; the MLP learns what it misses
+            self.linear.requires_grad_(False)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities ``softmax(logits / temperature)``."""

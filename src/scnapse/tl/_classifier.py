@@ -37,6 +37,7 @@ def train_classifier(
     class_weight: ClassWeight | None = "balanced",
     log_normalize: bool | None = None,
     scale: bool = False,
+    linear_init: bool = True,
     layer: str | None = None,
     use_highly_variable: bool | None = None,
     key_added: str = "classifier",
@@ -48,9 +49,11 @@ def train_classifier(
     The one step that returns a model rather than ``None``: save it with ``model.save(path)`` and
     label new cells with :func:`annotate`.
 
-    Give raw counts (log-normalised inside the model) or log-normalised data
-    (``sc.pp.normalize_total`` + ``sc.pp.log1p``), not scaled data; the model records which, and
-    brings new cells to the same form whichever of the two they come in.
+    Give raw counts (log-normalised inside the model), log-normalised data
+    (``sc.pp.normalize_total`` + ``sc.pp.log1p``) or any other real-valued features, negative
+    values included (protein z-scores, ΔCt, image features: standardised inside the model with the
+    training statistics). The model detects and records which (``params["input"]``) and brings new
+    cells to the same form; only NaN and infinite values are refused.
 
     Parameters
     ----------
@@ -69,6 +72,9 @@ def train_classifier(
         (``"weights"`` / ``"sampling"`` / ``"none"``) is still read, with a FutureWarning.
     log_normalize, scale
         Input transforms; see :class:`scnapse.models.CellClassifier`.
+    linear_init
+        Start training at a multinomial logistic regression's solution (a linear path fitted
+        exactly first, the network's nonlinear part starting at zero); ``False``: the plain MLP.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_highly_variable
@@ -95,10 +101,11 @@ def train_classifier(
         CellClassifier, adata, run=run, options=options,
         fit={"labels_key": labels_key, "layer": layer, "use_highly_variable": use_highly_variable},
         hidden=hidden, log_normalize=log_normalize, scale=scale, class_weight=class_weight,
+        linear_init=linear_init,
     )
     adata.uns[key_added] = sanitize_for_uns(
         {"params": model.params, "history": model.history.to_dict(), "metrics": model.metrics,
-         "classes": list(model.classes)}
+         "classes": list(model.classes), "baseline": model.baseline}
     )
     logger.info(f"    added 'uns[{key_added!r}]' (held-out metrics, history, params)")
     return model

@@ -137,11 +137,18 @@ class BaseModel:
     # -- the training template ------------------------------------------------------------------
     def _fit(self, adata, run, run_options: dict, **data_options):
         """Train on ``adata``: the steps of the module docstring. Returns ``self``."""
-        from .._settings import logger, resolve_device
-        from ..train import RunOptions, environment, fit, seed_everything, split_indices
-        from ..train.distributed import world_size
+        from ..train import RunOptions, thread_limits
 
         run = RunOptions.resolve(run, run_options)
+        with thread_limits(run.n_threads()):
+            return self._fit_run(adata, run, **data_options)
+
+    def _fit_run(self, adata, run, **data_options):
+        """:meth:`_fit` with the run options resolved and the thread count set."""
+        from .._settings import logger, resolve_device
+        from ..train import environment, fit, seed_everything, split_indices
+        from ..train.distributed import world_size
+
         cfg = self.config
         seed, device = cfg.resolved_seed, resolve_device(cfg.device)
         gen = seed_everything(seed, deterministic=cfg.deterministic)

@@ -19,7 +19,7 @@ from ..nn.losses import (
 )
 from ..train import Matrix, RunOptions, TrainConfig
 from ..train.data import is_backed, iter_row_chunks, summarize
-from ._base import BaseModel, Prepared, check_count, check_widths
+from ._base import BaseModel, Prepared, check_count, check_number, check_widths
 from ._preprocess import (
     Preprocessing,
     check_informative,
@@ -277,7 +277,7 @@ class Autoencoder(BaseModel):
         self.hidden = hidden
         self._variational = None if variational is None else bool(variational)  # the option
         self.variational = self._variational  # resolved by fit
-        self.beta = float(beta)
+        self.beta = check_number(beta, "beta")
         self.log_normalize = log_normalize
         self.scale = scale
         self.pca_init = bool(pca_init)

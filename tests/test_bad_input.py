@@ -375,8 +375,7 @@ def _table() -> list[tuple]:
         if step == "tune":
             required = {"step": "autoencoder", "space": {"lr": [1e-3, 1e-2]}}
         for name, value in NOT_ANNDATA.items():
-            if (step, name) != ("autoencoder", "None"):
-                cases.append((f"{step}-adata={name}", ("given", value), getattr(sn.tl, step), required))
+            cases.append((f"{step}-adata={name}", ("given", value), getattr(sn.tl, step), required))
     return cases
 
 
@@ -384,7 +383,8 @@ CASES = _table()
 # What runs: a valid value, an option that only applies with another one, and annotating cells
 # whose values are all alike (a prediction is still defined). Every other case is a clear error.
 HANDLED = {"autoencoder-beta=2.0", "annotate-over_clustering='missing'", "annotate-over_clustering=3",
-           "annotate-data=zeros", "annotate-data=constant", "annotate-data=one_cell"}
+           "annotate-data=zeros", "annotate-data=constant", "annotate-data=one_cell",
+           "train_classifier-data=negative"}  # real-valued features (z-scores, ΔCt) are standardised
 CLEAR = (ValueError, TypeError, KeyError, FileNotFoundError)
 INTERNAL = ("Traceback", "torch.", "numpy.", "range() arg", "broadcast", "object of type")
 
@@ -412,3 +412,33 @@ def test_table(case):
     assert len(message) > 15 and not any(m in message for m in INTERNAL), message
     if before is not None:
         assert_unchanged(adata, before)
+
+
+def count_cases() -> dict:
+    """Cases of this file by outcome: the table's, and the other tests' (each counted once per
+    parametrised case; they check an error, a warning or a handled result)."""
+    import collections
+    import inspect as _inspect
+    import sys
+
+    counts = collections.Counter(outcome_of(c[0]) for c in CASES)
+    module = sys.modules[__name__]
+    for name, func in _inspect.getmembers(module, _inspect.isfunction):
+        if not name.startswith("test_") or name in ("test_table", "test_the_suite_counts_its_cases"):
+            continue
+        marks = [m for m in getattr(func, "pytestmark", []) if m.name == "parametrize"]
+        n = 1
+        for m in marks:
+            n *= len(m.args[1])
+        counts["other tests"] += n
+    return dict(counts)
+
+
+def test_the_suite_counts_its_cases():
+    counts = count_cases()
+    assert sum(counts.values()) >= 250, counts
+    assert counts["error"] >= 200 and counts["handled"] >= 1, counts
+
+
+if __name__ == "__main__":
+    print(count_cases())

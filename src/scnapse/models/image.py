@@ -565,6 +565,7 @@ class ImageModel(BaseModel):
                              "n_classes": len(self.classes), "n_features": len(self.feature_names),
                              "linear_init": self.linear_init},
             "features": self.features, "feature_names": list(self.feature_names),
+            "baseline": self.baseline,
             "crop": self.crop_params,
             "classes": list(self.classes),
             "class_weight": self.class_weight,
@@ -592,6 +593,7 @@ class ImageModel(BaseModel):
         self.features_key = self.features
         self.feature_names = list(config.get("feature_names") or [])
         self.linear_init = bool(arch.get("linear_init", False))
+        self.baseline = config.get("baseline")
         self.crop_params = dict(config["crop"])
         self.params = config.get("params", {})
         h = config.get("history")

@@ -193,7 +193,9 @@ def annotate_images(
         classes and ``"Unassigned"``), ``obs[key_added + "_confidence"]`` (the winning probability),
         ``obsm[key_added + "_probabilities"]`` (a DataFrame, one column per class),
         ``uns[key_added + "_colors"]`` (one colour per category, for plots and
-        :func:`scnapse.im.class_table`) and ``uns[key_added]`` (classes, parameters, the model's parameters).
+        :func:`scnapse.im.class_table`) and ``uns[key_added]`` (classes, parameters, the model's parameters,
+        and ``"baseline"``: a random forest on the same features beside the network, when the
+        classifier reads features).
     """
     model, model_path = annotation_model(model, ImageModel)
     check_adata_arg(adata)
@@ -202,5 +204,6 @@ def annotate_images(
     if copy:
         adata = copy_of(adata)
     write_annotation(adata, proba, model.classes, model, key=key_added, min_confidence=min_confidence,
-                     params={"crops_key": crops_key, "model": model_path})
+                     params={"crops_key": crops_key, "model": model_path},
+                     **({"baseline": model.baseline} if model.baseline else {}))
     return adata if copy else None

@@ -292,6 +292,7 @@ def main():
                     choices=["texture", "size", "bbbc007"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    sn.settings.n_threads = args.threads  # the steps set their own thread count from this
     print(f"torch {torch.__version__}, CPU, {args.threads} thread(s)")
     if "classify" in args.parts:
         df, held_out = classify(args.datasets, draws=args.draws)

@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bootstrap_se, versus  # noqa: E402
 
 sn.settings.verbosity = 30
+sn.settings.n_threads = 1  # the steps set their own thread count from this
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 # max_epochs: the default (about 3,000 optimizer steps); early stopping on a 15 % validation split

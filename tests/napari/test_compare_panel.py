@@ -61,8 +61,9 @@ def test_four_optimizers_from_the_panel_equal_the_api_runs(make_napari_viewer, q
     assert len(set(table["final_val_loss"])) == 4
     # the embeddings next to each other: one layer per run, side by side
     assert len(panel.embedding_layers) == 4
-    lefts = [lyr.translate[1] + np.asarray(lyr.data)[:, 1].min() for lyr in panel.embedding_layers]
+    lefts = [lyr.translate[1] + lyr.scale[1] * np.asarray(lyr.data)[:, 1].min() for lyr in panel.embedding_layers]
     assert all(b > a for a, b in zip(lefts, lefts[1:]))
+    assert all(lyr.visible for lyr in panel.embedding_layers)
     # recorded in the session like any step
     session = layer.metadata["scnapse_session"]
     assert session.steps[-1]["step"] == "scnapse.tl.compare_runs"

@@ -105,7 +105,7 @@ class CompareRunsWidget(StepPanel):
         from matplotlib.figure import Figure
 
         self.canvas = FigureCanvasQTAgg(Figure(figsize=(4, 3)))
-        self.canvas.setMinimumHeight(360)
+        self.canvas.setMinimumHeight(440)
         layout.insertWidget(layout.count() - 1, self.canvas)
         self.figure = None
         self.embedding_layers: list = []
@@ -177,22 +177,29 @@ class CompareRunsWidget(StepPanel):
         fig = compare_runs(adata, key, show=False)
         plt.close(fig)
         canvas = FigureCanvasQTAgg(fig)
-        canvas.setMinimumHeight(360)
+        canvas.setMinimumHeight(440)
         layout = self.scroll.widget().layout()
         layout.replaceWidget(self.canvas, canvas)
         self.canvas.setParent(None)
         self.canvas, self.figure = canvas, fig
         canvas.draw_idle()
 
-    def show_embeddings(self, layer, keys) -> list:
-        """A Points layer per run's embedding, laid out side by side (same scale, shifted right)."""
+    def show_embeddings(self, layer, keys, size: float = 100.0) -> list:
+        """A Points layer per run's embedding, side by side: each scaled to the same ``size`` (an
+        untrained run's embedding may be far smaller than a trained one's) and shifted right."""
         out, offset = [], 0.0
         for k in keys:
             target = show_embedding(self.viewer, layer, k)
             data = np.asarray(target.data, float)
             if len(data):
-                target.translate = (0.0, offset - data[:, 1].min())
-                offset += float(np.ptp(data[:, 1])) * 1.15
+                lo, extent = data.min(axis=0), float(np.ptp(data, axis=0).max()) or 1.0
+                f = size / extent
+                target.scale = (f, f)
+                target.translate = (-lo[0] * f, offset - lo[1] * f)
+                offset += size * 1.15
             out.append(target)
+        for target in out:  # all of them shown, next to each other
+            target.visible = True
+        if out:
+            self.viewer.reset_view()
         return out
-

@@ -12,7 +12,6 @@ import scnapse as sn
 from scnapse.cli import main
 from scnapse.pipeline import Pipeline
 
-pytest.importorskip("scib_metrics")
 
 
 @pytest.fixture(scope="module")
@@ -32,25 +31,43 @@ def files(tmp_path_factory):
             {"scnapse.tl.autoencoder": {"batch_key": "batch", "n_latent": 4, "hidden": [16], "max_epochs": 3,
                                         "key_added": "X_integrated"}},
             {"scnapse.tl.map_query": {"model": str(root / "reference"), "max_epochs": 5, "key_added": "X_mapped"}},
-            {"scnapse.tl.integration_metrics": {"keys": ["X_integrated", "X_mapped"], "batch_key": "batch",
-                                                "labels_key": "cell_type", "kbet": False, "n_comps": 10}},
         ],
     }
     path = root / "batches.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return root, path
+    spec["steps"].append(
+        {"scnapse.tl.integration_metrics": {"keys": ["X_integrated", "X_mapped"], "batch_key": "batch",
+                                            "labels_key": "cell_type", "kbet": False, "n_comps": 10}})
+    metrics = root / "batches_metrics.yaml"
+    metrics.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return root, path, metrics
 
 
-def test_batch_steps_in_a_pipeline_file_rerun_bit_identical(files):
-    root, path = files
+def _run_twice(path, out):
     a = Pipeline.from_yaml(path).run(write=False)
-    assert main(["run", str(path), "--output", str(root / "out.h5ad")]) == 0
-    b = ad.read_h5ad(root / "out.h5ad")
+    assert main(["run", str(path), "--output", str(out)]) == 0
+    b = ad.read_h5ad(out)
     for key in ("X_integrated", "X_mapped"):
         assert a.obsm[key].shape == (240, 4)
         assert np.array_equal(a.obsm[key], b.obsm[key]), key
+    return a, b
+
+
+def test_batch_key_and_map_query_in_a_pipeline_file_rerun_bit_identical(files):
+    root, path, _ = files
+    a, b = _run_twice(path, root / "out.h5ad")
     assert a.uns["X_integrated"]["params"]["batch_key"] == "batch"
-    assert list(a.uns["X_mapped"]["params"]["map_query"]["new_batches"]) == ["batch2"]
+    assert list(a.uns["X_integrated"]["params"]["batches"]) == ["batch0", "batch1", "batch2"]
+    info = a.uns["X_mapped"]["params"]["map_query"]
+    assert list(info["new_batches"]) == ["batch2"] and list(info["reference_batches"]) == ["batch0", "batch1"]
+    assert not np.array_equal(a.obsm["X_integrated"], a.obsm["X_mapped"])
+
+
+@pytest.mark.slow  # scib-metrics compiles its metrics on first use (about a minute on one core)
+def test_integration_metrics_step_reruns_to_the_same_table(files):
+    pytest.importorskip("scib_metrics")
+    root, _, path = files
+    a, b = _run_twice(path, root / "out_metrics.h5ad")
     ta, tb = a.uns["integration_metrics"], b.uns["integration_metrics"]
     assert list(ta.index) == ["X_integrated", "X_mapped"]
     pd.testing.assert_frame_equal(ta.drop(columns="seconds"), pd.DataFrame(tb).drop(columns="seconds"),

@@ -62,7 +62,7 @@ def test_four_optimizers_from_the_panel_equal_the_api_runs(make_napari_viewer, q
     # the embeddings next to each other: one layer per run, side by side
     assert len(panel.embedding_layers) == 4
     lefts = [lyr.translate[1] + lyr.scale[1] * np.asarray(lyr.data)[:, 1].min() for lyr in panel.embedding_layers]
-    assert all(b > a for a, b in zip(lefts, lefts[1:]))
+    assert all(b > a for a, b in zip(lefts[:-1], lefts[1:], strict=True))
     assert all(lyr.visible for lyr in panel.embedding_layers)
     # recorded in the session like any step
     session = layer.metadata["scnapse_session"]
@@ -97,6 +97,34 @@ def test_values_and_fixed_fields_and_bad_input(make_napari_viewer, qtbot):
     assert panel.run() is not None
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert "valid names" in panel.last_error  # the step's own check, in the panel
+
+
+def test_compare_runs_recorded_for_the_cells(make_napari_viewer, qtbot):
+    from scnapse.napari._compare_panel import vary_from_steps
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = sample_pbmc68k()[0]
+    layer = viewer.add_points(data, **kwargs)
+    session = layer.metadata["scnapse_session"]
+    for opt in ("sgd", "adam"):
+        session.record("scnapse.tl.autoencoder", {**FIXED, "optimizer": opt, "seed": 2})
+    session.record("scanpy.pp.neighbors", {"use_rep": "X_autoencoder"})
+    panel = CompareRunsWidget(viewer)
+    panel.cells.value = layer
+    assert panel.recorded_runs() == ["autoencoder", "autoencoder_2"] and panel.runs.count() == 2
+    for i in range(2):
+        panel.runs.item(i).setSelected(True)
+    panel.compare_button.click()
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.last_error is None, panel.last_error
+    table = layer.metadata["adata"].uns["compare_runs"]["table"]
+    assert list(table.index) == ["optimizer=sgd", "optimizer=adam"] and panel.table.rowCount() == 2
+    rec = session.steps[-1]["params"]
+    assert rec["vary"] == {"optimizer": ["sgd", "adam"]} and rec["seed"] == 2 and rec["fixed"]["n_latent"] == 4
+    with pytest.raises(ValueError, match="several options"):
+        vary_from_steps([{"step": "scnapse.tl.autoencoder", "id": "a", "params": {"lr": 0.1, "l2": 0}},
+                         {"step": "scnapse.tl.autoencoder", "id": "b", "params": {"lr": 0.2, "l2": 1}}])
+    assert panel.compare_recorded(["autoencoder"]) is None and "two or more" in panel.last_error
 
 
 def _batches():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from magicgui.widgets import ComboBox, LineEdit, SpinBox
-from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QLabel, QListWidget, QPushButton, QTableWidget, QTableWidgetItem
 
 from ._layers import show_embedding
 from ._options import LABELS_KEY, label_columns
@@ -62,6 +62,39 @@ def parse_fixed(text: str) -> dict:
     return value
 
 
+#: parameters that say how a run is carried out, not what it computes (never what a comparison varies)
+_NOT_COMPARED = ("threads", "progress", "device", "key_added", "copy")
+
+
+def vary_from_steps(steps: list[dict]) -> dict:
+    """``compare_runs`` parameters re-making recorded runs of one training step side by side: the one
+    option they differ in becomes ``vary``, the options they share ``fixed``."""
+    if len(steps) < 2:
+        raise ValueError("Pick two or more recorded runs of one training step to compare.")
+    names = {s["step"] for s in steps}
+    if len(names) != 1:
+        raise ValueError(f"The picked runs are of different steps ({sorted(names)}); pick runs of one step.")
+    name = names.pop().rsplit(".", 1)[-1]
+    if name not in STEPS.values():
+        raise ValueError(f"{name} is not a training step the panel compares ({sorted(STEPS.values())}).")
+    params = [{k: v for k, v in s["params"].items() if k not in _NOT_COMPARED} for s in steps]
+    keys = sorted(set().union(*params))
+    missing = object()
+    differ = [k for k in keys if len({repr(p.get(k, missing)) for p in params}) > 1]
+    if not differ:
+        raise ValueError("The picked runs have the same options: nothing to compare.")
+    if len(differ) > 1:
+        raise ValueError(f"The picked runs differ in several options ({differ}); pick runs that differ in one.")
+    key = differ[0]
+    if any(key not in p for p in params):
+        raise ValueError(f"Some of the picked runs do not set {key!r}; set it in each to compare them.")
+    fixed = {k: v for k, v in params[0].items() if k != key}
+    seed = fixed.pop("seed", 0)
+    labels_key = fixed.pop("labels_key", None)
+    return {"vary": {key: [p[key] for p in params]}, "step": name, "fixed": fixed, "labels_key": labels_key,
+            "seed": int(seed or 0), "key_added": "compare_runs"}
+
+
 class CompareRunsWidget(StepPanel):
     """``scnapse.tl.compare_runs`` from napari: pick the step, the parameter to vary and its values."""
 
@@ -97,6 +130,17 @@ class CompareRunsWidget(StepPanel):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         layout = self.scroll.widget().layout()
+        self.runs = QListWidget()
+        self.runs.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        self.runs.setMaximumHeight(90)
+        self.runs.setToolTip("Training steps recorded for these cells: pick two or more that differ in one option.")
+        self.compare_button = QPushButton("Compare picked runs")
+        self.compare_button.setToolTip("Run the picked recorded runs again side by side (same seed and split).")
+        self.compare_button.clicked.connect(
+            lambda *_: self.compare_recorded([i.text().split(":", 1)[0] for i in self.runs.selectedItems()]))
+        layout.insertWidget(layout.count() - 1, QLabel("<b>…or runs recorded for these cells</b>"))
+        layout.insertWidget(layout.count() - 1, self.runs)
+        layout.insertWidget(layout.count() - 1, self.compare_button)
         self.table = QTableWidget(0, 0)
         self.table.setMinimumHeight(140)
         layout.insertWidget(layout.count() - 1, QLabel("<b>Final scores</b>"))
@@ -109,6 +153,20 @@ class CompareRunsWidget(StepPanel):
         layout.insertWidget(layout.count() - 1, self.canvas)
         self.figure = None
         self.embedding_layers: list = []
+        self._list_runs()
+
+    def _list_runs(self) -> None:
+        from ._layers import SESSION
+
+        if not hasattr(self, "runs"):
+            return
+        self.runs.clear()
+        layer = self.cells.value
+        session = None if layer is None else layer.metadata.get(SESSION)
+        for sid in self.recorded_runs():
+            step = session.steps[session.index(sid)]
+            shown = ", ".join(f"{k}={v}" for k, v in step["params"].items() if k not in _NOT_COMPARED)
+            self.runs.addItem(f"{sid}: {shown}")
 
     def _on_vary(self, *_):
         name = self.vary.value
@@ -117,6 +175,7 @@ class CompareRunsWidget(StepPanel):
             self.values.value = PRESETS[name]
 
     def on_cells_changed(self, adata) -> None:
+        self._list_runs()
         current = self.labels_key.value
         self.labels_key.choices = label_columns(adata)
         if current in self.labels_key.choices:
@@ -134,8 +193,37 @@ class CompareRunsWidget(StepPanel):
                 "labels_key": self.labels_key.value, "seed": int(self.seed.value),
                 "key_added": self.key_added.value.strip() or "compare_runs"}
 
+    def recorded_runs(self) -> list[str]:
+        """Ids of the training steps recorded for the selected cells that the panel can compare."""
+        from ._layers import SESSION
+
+        layer = self.cells.value
+        session = None if layer is None else layer.metadata.get(SESSION)
+        if session is None:
+            return []
+        return [s["id"] for s in session.steps if s["step"].rsplit(".", 1)[-1] in STEPS.values()]
+
+    def compare_recorded(self, ids: list[str]):
+        """Run the recorded training steps ``ids`` again side by side (the option they differ in
+        varied, the rest fixed); returns the worker, or ``None`` with the reason in the status."""
+        from ._layers import SESSION
+
+        try:
+            session = self.cells.value.metadata[SESSION] if self.cells.value is not None else None
+            if session is None:
+                raise ValueError("cells: choose the cells layer whose recorded runs to compare.")
+            steps = [session.steps[session.index(i)] for i in ids]
+            self._recorded = vary_from_steps(steps)
+        except (ValueError, KeyError, IndexError) as err:
+            self._error(err)
+            return None
+        try:
+            return self.run()
+        finally:
+            self._recorded = None
+
     def calls(self, adata) -> list[Call]:
-        params = self.params()
+        params = getattr(self, "_recorded", None) or self.params()
         if params["step"] == "train_classifier" and not params["labels_key"]:
             raise ValueError("labels (obs): a classifier comparison needs the obs column of the classes.")
         return [Call("scnapse.tl.compare_runs", params, step_id="compare_runs")]

@@ -14,7 +14,7 @@ def _cmd_run(args) -> int:
     for assignment in args.set or []:
         pipe.set(assignment)
     if args.output:
-        pipe.output = args.output
+        _follow_output(pipe, args.output)
     if not pipe.output:
         raise SystemExit("error: the pipeline names no 'output'; give --output PATH.")
     if args.checkpoint_dir or args.resume:
@@ -31,6 +31,24 @@ def _cmd_run(args) -> int:
     finally:
         distributed.destroy()
     return 0
+
+
+def _follow_output(pipe, output: str) -> None:
+    """--output PATH: write there, and put the plots (relative ``save:`` paths) in PATH's folder,
+    where they lay relative to the pipeline's own output folder; absolute paths stay."""
+    old_dir = Path(pipe.output).parent if pipe.output else Path(".")
+    new_dir = Path(output).parent
+    for step in pipe.steps:
+        save = step.params.get("save")
+        if not isinstance(save, str) or not save or Path(save).is_absolute():
+            continue
+        rel = Path(save)
+        try:
+            rel = rel.relative_to(old_dir)
+        except ValueError:
+            pass
+        step.params["save"] = str(new_dir / rel)
+    pipe.output = output
 
 
 def _dry_run(pipe, args) -> int:
@@ -122,14 +140,30 @@ def _cmd_info(args) -> int:
     print(f"\ninput: {rec.get('input')}  sha256: {rec.get('input_sha256')}")
     print(f"seed: {rec.get('seed')}  device: {rec.get('device')}")
     steps = rec.get("resolved_steps", {})
-    secs = list(rec.get("step_seconds", []))
+    secs = list(_plain(rec.get("step_seconds", [])))
     print("\nsteps (resolved parameters, seconds):")
-    items = steps.values() if isinstance(steps, dict) else steps
+    if isinstance(steps, dict):  # stored as {"0": .., "1": ..}; read back sorted as text ("10" < "2")
+        items = [steps[k] for k in sorted(steps, key=lambda k: int(k) if str(k).isdigit() else 1 << 30)]
+    else:
+        items = list(steps)
     for i, s in enumerate(items):
         t = f"{secs[i]:.2f}s" if i < len(secs) else ""
-        print(f"  {i + 1}. {s.get('step')} {dict(s.get('params', {}))} {t}")
+        params = {k: _plain(v) for k, v in dict(s.get("params", {})).items()}
+        print(f"  {i + 1}. {s.get('step')} {params} {t}")
     print("\nversions:", ", ".join(f"{k} {v}" for k, v in dict(rec.get("versions", {})).items()))
     return 0
+
+
+def _plain(value):
+    """A value read back from ``uns`` as the pipeline file wrote it: arrays as lists, numpy
+    scalars as Python numbers, 'None' as None."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return None if value == "None" else value
 
 
 def _read_for_info(file: str):

@@ -42,6 +42,7 @@ def run_pipeline(pipe, adata=None, *, output: str | os.PathLike | None = None, w
         t0 = time.perf_counter()
         _run_step(spec, step.id, adata, params, pipe.models, save=write and main)
         timings.append(round(time.perf_counter() - t0, 4))
+        logger.info(f"[{i + 1}/{len(pipe.steps)}] {step.name} … {timings[-1]:.1f} s")
         resolved.append({"step": step.name, "id": step.id, "params": params})
     adata.uns["scnapse"] = provenance(pipe, resolved, timings, source_path, checksum)
     if write and out_path and main:

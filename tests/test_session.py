@@ -66,7 +66,8 @@ def test_registry_gives_functions_and_their_names():
     assert get_step(sn.tl.forecast).takes_model
     assert public_name(get_step("scanpy.pp.pca").func) == "scanpy.pp.pca"
     assert set(MODEL_STEPS) == {"scnapse.tl.train_classifier", "scnapse.tl.train_image_classifier",
-                                "scnapse.tl.train_sequence_classifier", "scnapse.tl.train_forecaster"}
+                                "scnapse.tl.train_sequence_classifier", "scnapse.tl.train_forecaster",
+                                "scnapse.tl.map_query"}
     assert not get_step("scnapse.pl.loss").trains  # a plot gets no seed or device
     with pytest.raises(PipelineError, match="is not a registered step"):
         public_name(len)

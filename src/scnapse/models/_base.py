@@ -61,6 +61,15 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_number(value, name: str, minimum: float = 0.0) -> float:
+    """A finite real number ``>= minimum`` (a string, ``None``, NaN or infinity is refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}={value!r} must be a number >= {minimum:g}.")
+    if not np.isfinite(value) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be a finite number >= {minimum:g}.")
+    return float(value)
+
+
 def check_widths(value, name: str = "hidden", *, allow_empty: bool = True) -> list[int]:
     """Layer widths as a list of positive ints; a string, a float or a bare number is refused
     (``hidden="128"`` would otherwise read as widths 1, 2, 8)."""

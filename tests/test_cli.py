@@ -143,3 +143,80 @@ def test_make_test_without_a_display_skips_gui_tests_with_the_reason():
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "skipped" in res.stdout and "passed" not in res.stdout and "failed" not in res.stdout
     assert "need a display" in res.stdout and "xvfb-run" in res.stdout
+
+
+def test_saved_models_get_the_usual_file_mode(tmp_path):
+    from conftest import make_counts
+
+    model = sn.models.Autoencoder(n_latent=2, hidden=[4], max_epochs=1, early_stopping=0, pca_init=False)
+    model.fit(make_counts(n_obs=40, n_vars=8), progress=False)
+    umask = os.umask(0o022)
+    try:
+        folder = model.save(tmp_path / "model")
+    finally:
+        os.umask(umask)
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["config.json", "model.safetensors"]  # no temporary file left
+    assert all((folder / f).stat().st_mode & 0o777 == 0o644 for f in files)
+
+
+def test_a_mistyped_step_name_gets_a_suggestion():
+    from scnapse.pipeline import Pipeline, PipelineError
+
+    with pytest.raises(PipelineError) as info:
+        Pipeline.from_dict({"steps": [{"scanpy.pp.normalise_total": {}}]})
+    assert "Did you mean 'scanpy.pp.normalize_total'?" in str(info.value)
+    with pytest.raises(PipelineError, match=r"Did you mean 'scnapse\.tl\.autoencoder'\?"):
+        Pipeline.from_dict({"steps": ["scnapse.tl.autoencodr"]})
+    with pytest.raises(PipelineError, match="Registered steps: ") as info:  # nothing close: the list
+        Pipeline.from_dict({"steps": ["scnapse.tl.zzzzzz"]})
+    assert "Did you mean" not in str(info.value)
+
+
+def test_every_bad_value_of_a_pipeline_is_reported_at_once():
+    from scnapse.pipeline import Pipeline, PipelineError
+
+    data = {"seed": -1, "steps": [
+        {"scanpy.pp.normalise_total": {}},
+        {"scnapse.tl.autoencoder": {"lr": -1, "dropout": 2, "early_stopping": None, "learning_rate": 3}},
+        {"scnapse.pl.loss": {"ax": 1}},
+    ]}
+    with pytest.raises(PipelineError) as info:
+        Pipeline.from_dict(data, where="p.yaml")
+    msg = str(info.value)
+    assert msg.startswith("p.yaml: 7 problems:\n")
+    for part in ("seed=-1", "step 1 (normalise_total): Unknown step", "step 2 (autoencoder): lr=-1 must be > 0",
+                 "dropout=2 must be <= 0.95", "early_stopping=None", "'learning_rate'. Did you mean 'lr'?",
+                 "step 3 (loss): 'ax' cannot be set in a pipeline"):
+        assert part in msg, part
+    assert len(msg.splitlines()) == 8
+    # a single problem stays one line, as before
+    with pytest.raises(PipelineError, match=r"^p\.yaml: step 1 \(autoencoder\): dropout=2 must be <= 0\.95\.$"):
+        Pipeline.from_dict({"steps": [{"scnapse.tl.autoencoder": {"dropout": 2}}]}, where="p.yaml")
+
+
+def test_early_stopping_errors_say_that_0_turns_it_off():
+    from scnapse.train import TrainConfig
+
+    for bad in (None, -1, "no"):
+        with pytest.raises(ValueError, match="0 turns early stopping off"):
+            TrainConfig(early_stopping=bad)
+    assert TrainConfig(early_stopping=0).early_stopping == 0
+
+
+def test_an_unknown_option_lists_the_step_s_own_names_not_python_only_ones():
+    from scnapse.pipeline import Pipeline, PipelineError
+    from scnapse.pipeline.schema import PYTHON_ONLY, step_options
+    from scnapse.pipeline.registry import get_step
+
+    with pytest.raises(PipelineError) as info:
+        Pipeline.from_dict({"steps": [{"scnapse.tl.autoencoder": {"zzzz": 1}}]})
+    msg = str(info.value)
+    listed = msg[msg.index("own parameters: [") + len("own parameters: "):msg.index("]") + 1]
+    names = eval(listed)  # the list as printed
+    assert "n_latent" in names and "hidden" in names and "save_model" not in names
+    for name in (*PYTHON_ONLY, "lr", "dropout", "checkpoint_dir"):  # python-only / shared options: not listed
+        assert name not in names
+    assert len(names) < 20 and "TrainConfig" in msg
+    own, train, run = step_options(get_step("scnapse.pl.loss"))
+    assert "ax" not in own and "key" in own and train == run == []

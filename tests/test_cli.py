@@ -107,11 +107,12 @@ def test_run_output_elsewhere_moves_relative_plots_with_it(tmp_path, monkeypatch
     assert pipe.steps[0].params["save"] == "loss.png"
 
 
-def test_run_logs_each_step_with_its_seconds(tmp_path):
+@pytest.fixture
+def log_lines():
+    """The messages scnapse logs (at INFO) while the test runs."""
     import logging
 
     from scnapse._settings import logger
-    from scnapse.pipeline import Pipeline
 
     records = []
     handler = logging.Handler()
@@ -119,15 +120,50 @@ def test_run_logs_each_step_with_its_seconds(tmp_path):
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    try:
-        Pipeline.from_yaml(_many_steps_pipeline(tmp_path)).run(write=False)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_run_logs_each_step_with_its_seconds(tmp_path, log_lines):
     import re
 
-    ends = [m for m in records if re.fullmatch(r"\[\d+/13\] scanpy\.\S+ … \d+\.\d s", m)]
-    assert len(ends) == 13 and ends[-1].startswith("[13/13] scanpy.pp.log1p")
+    from scnapse.pipeline import Pipeline
+
+    Pipeline.from_yaml(_many_steps_pipeline(tmp_path)).run(write=False)
+    starts = [m for m in log_lines if re.fullmatch(r"\[\d+/13\] scanpy\.\S+", m)]
+    ends = [m for m in log_lines if re.fullmatch(r"\[\d+/13\] scanpy\.\S+ done in \d+\.\d s", m)]
+    assert len(starts) == len(ends) == 13 and ends[-1].startswith("[13/13] scanpy.pp.log1p")
+
+
+def test_training_steps_log_their_epochs(monkeypatch, log_lines):
+    import re
+
+    from conftest import make_counts
+
+    from scnapse.pipeline import Pipeline, runner
+
+    pipe = Pipeline.from_dict({"steps": [
+        {"scanpy.pp.normalize_total": {}}, "scanpy.pp.log1p",
+        {"step": "scnapse.tl.autoencoder", "id": "ae",
+         "params": {"n_latent": 2, "hidden": [4], "max_epochs": 4, "early_stopping": 0, "pca_init": False}}]})
+    monkeypatch.setattr(runner, "EPOCH_LOG_SECONDS", 1e9)  # only the first and the last epoch
+    pipe.run(make_counts(n_obs=60, n_vars=20), write=False)
+    pattern = r"  ae: epoch (\d)/4  train loss \S+  validation loss \S+  best epoch \d"
+    assert [re.fullmatch(pattern, m).group(1) for m in log_lines if re.fullmatch(pattern, m)] == ["1", "4"]
+    log_lines.clear()
+    monkeypatch.setattr(runner, "EPOCH_LOG_SECONDS", 0.0)  # every epoch
+    pipe.run(make_counts(n_obs=60, n_vars=20), write=False)
+    assert [re.fullmatch(pattern, m).group(1) for m in log_lines if re.fullmatch(pattern, m)] == ["1", "2", "3", "4"]
+
+
+def test_tune_counts_its_trials(lognorm_adata, log_lines):
+    import re
+
+    sn.tl.tune(lognorm_adata, space={"lr": {"log_uniform": [1e-3, 1e-2]}}, n_trials=3, sampler="random",
+               fixed={"max_epochs": 2}, prune=False)
+    trials = [m for m in log_lines if re.fullmatch(r"trial \d/3: val_loss = \S+ \(best \S+\) · \d+\.\d s", m)]
+    assert [t.split(":")[0] for t in trials] == ["trial 1/3", "trial 2/3", "trial 3/3"]
 
 
 def test_make_test_without_a_display_skips_gui_tests_with_the_reason():
@@ -220,3 +256,34 @@ def test_an_unknown_option_lists_the_step_s_own_names_not_python_only_ones():
     assert len(names) < 20 and "TrainConfig" in msg
     own, train, run = step_options(get_step("scnapse.pl.loss"))
     assert "ax" not in own and "key" in own and train == run == []
+
+
+def _run_cli(args, **kw):
+    import pathlib
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pathlib.Path(sn.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120,
+                          check=False, **kw)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["tune"], ["info"], ["demo"], ["export"]])
+def test_help_imports_neither_torch_nor_scanpy(command):
+    res = _run_cli(["-X", "importtime", "-m", "scnapse", *command, "--help"])
+    assert res.returncode == 0 and "usage: scnapse" in res.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in res.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "scanpy", "anndata", "numpy", "matplotlib"}, imported
+
+
+def test_help_explains_positional_arguments_and_shows_examples():
+    res = _run_cli(["-m", "scnapse", "--help"])
+    assert "examples:" in res.stdout and "scnapse demo" in res.stdout and "scnapse info results/" in res.stdout
+    for command, arg in [("run", "pipeline"), ("export", "pipeline"), ("info", "file"), ("tune", "file")]:
+        out = _run_cli(["-m", "scnapse", command, "--help"]).stdout
+        block = out[out.index("positional arguments:"):out.index("options:")]
+        line = next(ln for ln in block.splitlines() if ln.strip().startswith(arg))
+        help_text = (line.strip()[len(arg):] + block.split(line, 1)[1]).strip()
+        assert len(help_text) > 20, (command, block)  # the argument has a help text
+    assert "--output other/run2.h5ad" in _run_cli(["-m", "scnapse", "run", "--help"]).stdout

@@ -14,8 +14,11 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test,napari]"
+	@echo "Installing PyTorch (the largest download; a few minutes on a slow connection) ..."
+	$(PY) -m pip install --progress-bar on torch==2.13.0
+	@echo "Installing scnapse with scanpy, napari and the test tools ..."
+	$(PY) -m pip install --progress-bar on -e ".[test,napari]"
+	@echo "Installed into $(VENV)/ (run it as $(VENV)/bin/scnapse, or $(VENV)/bin/python)."
 	touch $(STAMP)
 
 demo: $(STAMP)

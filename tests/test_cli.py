@@ -336,3 +336,16 @@ def test_the_sample_pipeline_titles_its_figure():
     pipe = Pipeline.from_yaml(sample_path("pbmc_autoencoder.yaml"))
     (plot,) = [s for s in pipe.steps if s.name == "scnapse.pl.embedding"]
     assert plot.params["title"] == "PBMC cell types (bulk_labels)"
+
+
+def test_make_install_shows_progress():
+    import pathlib
+    import re
+
+    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
+    recipe = makefile[makefile.index("$(STAMP): pyproject.toml"):makefile.index("touch $(STAMP)")]
+    installs = [ln for ln in recipe.splitlines() if re.search(r"pip install .*(torch|-e )", ln)]
+    assert len(installs) == 2
+    for line in installs:  # the long downloads are not silenced; each is announced first
+        assert "--quiet" not in line and " -q" not in line
+    assert recipe.count("@echo") >= 2

@@ -98,7 +98,13 @@ class Pipeline:
         raise_problems(where, self.problems())
 
     def problems(self) -> list[str]:
-        """Every problem of the steps (``"step 3 (id): what is wrong"``); empty when it can run."""
+        """Every problem of the steps.
+
+        Returns
+        -------
+        list of str
+            One line per problem (``"step 3 (id): what is wrong"``); empty when the pipeline can run.
+        """
         problems: list[str] = []
         model_ids = []
         for i, step in enumerate(self.steps):
@@ -226,7 +232,20 @@ _ALIASES = {"learning_rate": "lr", "epochs": "max_epochs", "n_epochs": "max_epoc
 
 
 def raise_problems(where: str, problems: list[str]) -> None:
-    """Raise one :class:`PipelineError` naming every problem (none: return)."""
+    """Raise one :class:`PipelineError` naming every problem; return when there is none.
+
+    Parameters
+    ----------
+    where
+        Where the problems are (the pipeline file's path), the message's first words.
+    problems
+        One line per problem; one problem gives a one-line message, several a numbered list.
+
+    Returns
+    -------
+    None
+        Only when ``problems`` is empty.
+    """
     if len(problems) == 1:
         raise PipelineError(f"{where}: {problems[0]}")
     if problems:
@@ -234,7 +253,21 @@ def raise_problems(where: str, problems: list[str]) -> None:
 
 
 def did_you_mean(name: str, names) -> str:
-    """`` Did you mean 'x'?`` for the closest of ``names`` (or the usual alias), else ``""``."""
+    """A suggestion for a mistyped name.
+
+    Parameters
+    ----------
+    name
+        The name as written.
+    names
+        The valid names.
+
+    Returns
+    -------
+    str
+        `` Did you mean 'x'?`` for the closest of ``names`` (or the usual other name, ``lr`` for
+        ``learning_rate``), else ``""``.
+    """
     import difflib
 
     names = list(names)
@@ -243,8 +276,20 @@ def did_you_mean(name: str, names) -> str:
 
 
 def step_options(spec: StepSpec) -> tuple[list[str], list[str], list[str]]:
-    """What a pipeline may set on a step: ``(its own parameters, training options, run options)``,
-    each sorted; Python-only parameters (:data:`PYTHON_ONLY`) left out."""
+    """What a pipeline file may set on a step.
+
+    Parameters
+    ----------
+    spec
+        The registered step (:func:`~scnapse.pipeline.get_step`).
+
+    Returns
+    -------
+    tuple of three lists
+        Its own parameters, the training options (:class:`~scnapse.train.TrainConfig` fields) and
+        the run options (:class:`~scnapse.train.RunOptions` fields), each sorted; Python-only
+        parameters (:data:`PYTHON_ONLY`) left out.
+    """
     sig = inspect.signature(spec.func)
     own = {n for n, p in sig.parameters.items()
            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("adata", "data")}

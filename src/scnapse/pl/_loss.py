@@ -97,7 +97,8 @@ def _embedding_subtitle(adata: AnnData, basis: str, color: str | None) -> list[s
             others = ", ".join(f"{_readable(i) if i == 'X_pca' else i} {table.loc[i, col]:.2f}"
                                for i in table.index if i != rep)
             k = "".join(ch for ch in str(col) if ch.isdigit()) or "k"
-            lines.append(f"{k}-NN accuracy of {color}: {table.loc[rep, col]:.2f}" + (f" (vs {others})" if others else ""))
+            vs = f" (vs {others})" if others else ""
+            lines.append(f"{k}-NN accuracy of {color}: {table.loc[rep, col]:.2f}{vs}")
     return lines
 
 

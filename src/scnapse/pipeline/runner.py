@@ -84,7 +84,7 @@ def _run_step(spec: StepSpec, step_id: str, adata, params: dict, models: dict, *
             from ..models import load as load_model
 
             call["model"] = load_model(ref)
-    if spec.trains and call.get("callback") is None:
+    if spec.trains and spec.run_options and call.get("callback") is None:
         call["callback"] = EpochLog(step_id)  # a training step shows how far it is
     result = spec.func(adata, **call)
     if spec.returns_model:

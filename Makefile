@@ -1,5 +1,5 @@
 # make demo  — the bundled sample pipeline (CPU when there is no GPU); writes results/
-# make test  — the test suite (napari tests under Xvfb when xvfb-run exists)
+# make test  — the test suite (napari tests under Xvfb when xvfb-run exists; without a display they are skipped, with the reason)
 # make bench — the benchmarks (slow; see README)
 # make docs  — the documentation site (every tutorial executed) → docs/_build/html
 PYTHON ?= python3
@@ -28,6 +28,7 @@ test: $(STAMP)
 	@if command -v xvfb-run >/dev/null 2>&1; then \
 	  xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest -q; \
 	else \
+	  if [ -z "$$DISPLAY" ]; then echo "No display and no xvfb-run: the napari tests are skipped (install xvfb to run them)."; fi; \
 	  $(PY) -m pytest -q; \
 	fi
 

@@ -108,12 +108,11 @@ class EpochLog:
     def __call__(self, report) -> None:
         now = time.perf_counter()
         if self._last is not None and now - self._last < EPOCH_LOG_SECONDS and report.epoch != report.max_epochs:
-            return None
+            return
         self._last = now
         val = "" if report.val_loss is None else f"  validation loss {report.val_loss:.4g}"
         logger.info(f"  {self.label}: epoch {report.epoch}/{report.max_epochs}  train loss "
                     f"{report.train_loss:.4g}{val}  best epoch {report.best_epoch}")
-        return None
 
 
 def provenance(pipe, resolved: list[dict], timings: list[float], source_path, checksum) -> dict:

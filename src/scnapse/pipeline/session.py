@@ -26,6 +26,16 @@ def _takes_run_options(name: str) -> bool:
         return False
 
 
+def _thread_workload(name: str) -> str | None:
+    """The kind of training of the registered step ``name``, for its default thread count."""
+    from .registry import PipelineError, get_step
+
+    try:
+        return getattr(get_step(name).func, "thread_workload", None)
+    except PipelineError:
+        return None
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A parameter that is a model trained in the session (saved beside the pipeline on export)."""
@@ -72,7 +82,8 @@ class Session:
         if "threads" not in params and _takes_run_options(name):
             from .._settings import resolve_threads
 
-            params["threads"] = resolve_threads()  # the CLI re-run uses the same count: same numbers
+            # the count the step used, so the CLI re-run uses the same: same numbers
+            params["threads"] = resolve_threads(None, _thread_workload(name))
         self.steps.append({"step": name, "id": sid, "params": params})
         self.status[sid] = {"state": "ran"}
 

@@ -326,6 +326,8 @@ def test_demo_figures_have_readable_titles_that_say_what_the_autoencoder_added()
     assert ax.get_ylabel() == "loss: mean squared error (mse)"
     ax = sn.pl.loss(_embedded(variational=True), "autoencoder")
     assert ax.get_ylabel() == "loss: mean squared error (mse) + β·KL"
+    adata.uns["autoencoder"]["params"]["batch_mmd"] = 0.01
+    assert sn.pl.loss(adata, "autoencoder").get_ylabel() == "loss: mean squared error (mse) + batch MMD"
     plt.close("all")
 
 

@@ -46,13 +46,19 @@ COST_NAMES = {"mse": "mean squared error", "bce": "binary cross-entropy", "cross
 
 def cost_label(params) -> str:
     """The loss axis label of a training step's recorded ``params``: the cost by name (and, for a
-    variational autoencoder, its β-weighted KL term), e.g. ``"loss: mean squared error (mse)"``."""
+    variational autoencoder, its β-weighted KL term; with batches, the batch-mixing penalty),
+    e.g. ``"loss: mean squared error (mse)"``."""
     cost = params.get("cost") if hasattr(params, "get") else None
     if not isinstance(cost, str) or not cost:
         return "loss"
     label = f"loss: {COST_NAMES.get(cost, cost)} ({cost})"
     if bool(params.get("variational", False)):
         label += " + β·KL"
+    try:
+        if float(params.get("batch_mmd", 0) or 0) > 0:
+            label += " + batch MMD"
+    except (TypeError, ValueError):
+        pass
     return label
 
 

@@ -71,7 +71,7 @@ def autoencoder(
         standardised numbers, e.g. percent mitochondrial).
     batch_mmd
         Weight of the penalty that pulls the batches' codes together (maximum mean discrepancy
-        between each batch and the rest); ``None``: 0.1 with ``batch_key``, 0 without. Raise it
+        between each batch and the rest); ``None``: 0.01 with ``batch_key``, 0 without. Raise it
         for stronger mixing, lower it if batch-specific cell types merge.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.

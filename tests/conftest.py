@@ -25,7 +25,44 @@ def _has_gpu() -> bool:
     )
 
 
+def _no_display() -> str | None:
+    """Why the GUI tests cannot run here (no display and no offscreen Qt platform), else None."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    return ("napari tests need a display: none here (DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM unset); "
+            "run them under xvfb-run, or with QT_QPA_PLATFORM=offscreen")
+
+
+class _SkippedGuiModule(pytest.File):
+    """A GUI test module that is not imported (importing Qt without a display can abort Python):
+    it stands as one test, reported skipped with the reason."""
+
+    def collect(self):
+        yield _SkippedGuiTests.from_parent(self, name="gui_tests")
+
+
+class _SkippedGuiTests(pytest.Item):
+    def runtest(self):
+        pytest.skip(_no_display())
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.name} (not imported: no display)"
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    # before the module is imported, so before anything imports Qt
+    if "napari" in module_path.parts[-2:-1] and _no_display():
+        return _SkippedGuiModule.from_parent(parent, path=module_path)
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
+    reason = _no_display()
+    if reason:
+        skip_gui = pytest.mark.skip(reason=reason)
+        for item in items:
+            if "napari" in item.keywords and item.get_closest_marker("napari") is not None:
+                item.add_marker(skip_gui)
     if _has_gpu():
         return
     skip = pytest.mark.skip(reason="needs a CUDA or MPS device")

@@ -14,7 +14,7 @@ def _cmd_run(args) -> int:
     for assignment in args.set or []:
         pipe.set(assignment)
     if args.output:
-        pipe.output = args.output
+        _follow_output(pipe, args.output)
     if not pipe.output:
         raise SystemExit("error: the pipeline names no 'output'; give --output PATH.")
     if args.checkpoint_dir or args.resume:
@@ -31,6 +31,24 @@ def _cmd_run(args) -> int:
     finally:
         distributed.destroy()
     return 0
+
+
+def _follow_output(pipe, output: str) -> None:
+    """--output PATH: write there, and put the plots (relative ``save:`` paths) in PATH's folder,
+    where they lay relative to the pipeline's own output folder; absolute paths stay."""
+    old_dir = Path(pipe.output).parent if pipe.output else Path(".")
+    new_dir = Path(output).parent
+    for step in pipe.steps:
+        save = step.params.get("save")
+        if not isinstance(save, str) or not save or Path(save).is_absolute():
+            continue
+        rel = Path(save)
+        try:
+            rel = rel.relative_to(old_dir)
+        except ValueError:
+            pass
+        step.params["save"] = str(new_dir / rel)
+    pipe.output = output
 
 
 def _dry_run(pipe, args) -> int:
@@ -122,14 +140,30 @@ def _cmd_info(args) -> int:
     print(f"\ninput: {rec.get('input')}  sha256: {rec.get('input_sha256')}")
     print(f"seed: {rec.get('seed')}  device: {rec.get('device')}")
     steps = rec.get("resolved_steps", {})
-    secs = list(rec.get("step_seconds", []))
+    secs = list(_plain(rec.get("step_seconds", [])))
     print("\nsteps (resolved parameters, seconds):")
-    items = steps.values() if isinstance(steps, dict) else steps
+    if isinstance(steps, dict):  # stored as {"0": .., "1": ..}; read back sorted as text ("10" < "2")
+        items = [steps[k] for k in sorted(steps, key=lambda k: int(k) if str(k).isdigit() else 1 << 30)]
+    else:
+        items = list(steps)
     for i, s in enumerate(items):
         t = f"{secs[i]:.2f}s" if i < len(secs) else ""
-        print(f"  {i + 1}. {s.get('step')} {dict(s.get('params', {}))} {t}")
+        params = {k: _plain(v) for k, v in dict(s.get("params", {})).items()}
+        print(f"  {i + 1}. {s.get('step')} {params} {t}")
     print("\nversions:", ", ".join(f"{k} {v}" for k, v in dict(rec.get("versions", {})).items()))
     return 0
+
+
+def _plain(value):
+    """A value read back from ``uns`` as the pipeline file wrote it: arrays as lists, numpy
+    scalars as Python numbers, 'None' as None."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return None if value == "None" else value
 
 
 def _read_for_info(file: str):
@@ -150,15 +184,38 @@ def _read_for_info(file: str):
                          f"{str(err).splitlines()[0] if str(err) else ''}).") from None
 
 
+_EXAMPLES = """examples:
+  scnapse demo                                   # the bundled PBMC pipeline; writes results/
+  scnapse run sample_data/pbmc_autoencoder.yaml --dry-run
+  scnapse run my_pipeline.yaml --set steps.autoencoder.lr=3e-4 --output other/run2.h5ad
+  scnapse tune sample_data/tune_autoencoder.yaml --trials 10
+  scnapse info results/pbmc_autoencoder.h5ad
+  scnapse export my_pipeline.yaml > my_pipeline.py
+
+`scnapse COMMAND --help` tells more about each command."""
+
+_RUN_EXAMPLES = """examples:
+  scnapse run sample_data/pbmc_autoencoder.yaml
+  scnapse run sample_data/pbmc_autoencoder.yaml --dry-run
+  scnapse run p.yaml --set steps.autoencoder.max_epochs=50 --set seed=1
+  scnapse run p.yaml --output other/run2.h5ad         # plots go to other/ too
+  scnapse run p.yaml --checkpoint-dir ckpt            # then, after an interruption: --resume
+  torchrun --nproc-per-node 4 -m scnapse run p.yaml   # distributed data parallel"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scnapse", description="Deep learning steps for single-cell data.")
+    parser = argparse.ArgumentParser(prog="scnapse", description="Deep learning steps for single-cell data.",
+                                     epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"scnapse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a pipeline file (under torchrun: distributed data parallel)")
-    p.add_argument("pipeline")
-    p.add_argument("--output", help="write here instead of the pipeline's output")
+    p = sub.add_parser("run", help="run a pipeline file (under torchrun: distributed data parallel)",
+                       epilog=_RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pipeline", help="the pipeline file (YAML), e.g. sample_data/pbmc_autoencoder.yaml")
+    p.add_argument("--output", metavar="PATH",
+                   help="write the .h5ad here instead of the pipeline's output; relative plot paths move "
+                        "with it into PATH's folder")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a parameter, e.g. steps.autoencoder.lr=3e-4 (repeatable)")
     p.add_argument("--checkpoint-dir", metavar="DIR",
@@ -173,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="refuse any write outside the pipeline file's folder (absolute paths, '..')")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("demo", help="run the bundled sample pipeline (PBMC autoencoder vs PCA)")
-    p.add_argument("--output-dir", default="results")
+    p.add_argument("--output-dir", default="results", metavar="DIR",
+                   help="folder for the result .h5ad and the two figures (default: results)")
     p.set_defaults(func=_cmd_demo)
     p = sub.add_parser("export", help="print a pipeline as a plain Python script")
-    p.add_argument("pipeline")
+    p.add_argument("pipeline", help="the pipeline file (YAML) to turn into a script")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("tune", help="search hyperparameters of a pipeline step; write the best pipeline")
     p.add_argument("file", help="tuning file (see scnapse.pipeline.tune_from_yaml)")
@@ -184,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="where to write the best pipeline (overrides the file)")
     p.set_defaults(func=_cmd_tune)
     p = sub.add_parser("info", help="show what produced an .h5ad file")
-    p.add_argument("file")
+    p.add_argument("file", help="an .h5ad written by `scnapse run` (its pipeline, parameters, timings)")
     p.set_defaults(func=_cmd_info)
     args = parser.parse_args(argv)
     try:

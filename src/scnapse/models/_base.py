@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -286,12 +285,14 @@ class BaseModel:
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
                 "scnapse_version": __version__, **_jsonable(config)}
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        with tempfile.NamedTemporaryFile(dir=path, suffix=".tmp", delete=False) as tmp:
-            save_file(tensors, tmp.name)
-        os.replace(tmp.name, path / WEIGHTS_FILE)
-        with tempfile.NamedTemporaryFile("w", dir=path, suffix=".tmp", delete=False) as tmp:
-            json.dump(meta, tmp, indent=1)
-        os.replace(tmp.name, path / CONFIG_FILE)
+        from ..pipeline.writer import atomic_path
+
+        # atomic_path: a temporary file renamed over the target, with the usual file mode (0644
+        # under umask 022, so others in a lab group can read a shared model), not mkstemp's 0600
+        with atomic_path(path / WEIGHTS_FILE) as tmp:
+            save_file(tensors, tmp)
+        with atomic_path(path / CONFIG_FILE) as tmp, open(tmp, "w") as fh:
+            json.dump(meta, fh, indent=1)
         return path
 
     @classmethod

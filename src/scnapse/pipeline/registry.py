@@ -151,7 +151,17 @@ def get_step(name: str | Callable) -> StepSpec:
     if name not in _ENTRIES and str(name).startswith("scnapse."):
         load_steps()
     if name not in _ENTRIES:
-        raise PipelineError(f"Unknown step {name!r}. Registered steps: {step_names()}.")
+        import difflib
+
+        names = step_names()
+        # a near miss of the whole name, or of its last part ('autoencodr', 'normalise_total')
+        close = difflib.get_close_matches(str(name), names, n=2, cutoff=0.75)
+        if not close:
+            tails = {n.rsplit(".", 1)[-1]: n for n in names}
+            close = [tails[t] for t in difflib.get_close_matches(str(name).rsplit(".", 1)[-1], list(tails), n=2)]
+        if close:
+            raise PipelineError(f"Unknown step {name!r}. Did you mean {' or '.join(repr(c) for c in close)}?")
+        raise PipelineError(f"Unknown step {name!r}. Registered steps: {names}.")
     entry = _ENTRIES[name]
     func = entry.func if entry.func is not None else _resolve(name, entry.target)
     params = inspect.signature(func).parameters

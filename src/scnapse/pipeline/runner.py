@@ -42,6 +42,7 @@ def run_pipeline(pipe, adata=None, *, output: str | os.PathLike | None = None, w
         t0 = time.perf_counter()
         _run_step(spec, step.id, adata, params, pipe.models, save=write and main)
         timings.append(round(time.perf_counter() - t0, 4))
+        logger.info(f"[{i + 1}/{len(pipe.steps)}] {step.name} done in {timings[-1]:.1f} s")
         resolved.append({"step": step.name, "id": step.id, "params": params})
     adata.uns["scnapse"] = provenance(pipe, resolved, timings, source_path, checksum)
     if write and out_path and main:
@@ -83,11 +84,35 @@ def _run_step(spec: StepSpec, step_id: str, adata, params: dict, models: dict, *
             from ..models import load as load_model
 
             call["model"] = load_model(ref)
+    if spec.trains and spec.run_options and call.get("callback") is None:
+        call["callback"] = EpochLog(step_id)  # a training step shows how far it is
     result = spec.func(adata, **call)
     if spec.returns_model:
         models[step_id] = result
         if save_model and save:
             result.save(save_model)
+
+
+#: seconds between two epoch lines of a training step (the first and the last epoch are always shown)
+EPOCH_LOG_SECONDS = 10.0
+
+
+class EpochLog:
+    """A training callback that logs a line per epoch, at most every :data:`EPOCH_LOG_SECONDS`:
+    ``  autoencoder: epoch 12/200  train loss 0.41  validation loss 0.43  best epoch 11``."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self._last: float | None = None
+
+    def __call__(self, report) -> None:
+        now = time.perf_counter()
+        if self._last is not None and now - self._last < EPOCH_LOG_SECONDS and report.epoch != report.max_epochs:
+            return
+        self._last = now
+        val = "" if report.val_loss is None else f"  validation loss {report.val_loss:.4g}"
+        logger.info(f"  {self.label}: epoch {report.epoch}/{report.max_epochs}  train loss "
+                    f"{report.train_loss:.4g}{val}  best epoch {report.best_epoch}")
 
 
 def provenance(pipe, resolved: list[dict], timings: list[float], source_path, checksum) -> dict:

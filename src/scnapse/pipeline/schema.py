@@ -74,12 +74,13 @@ class Pipeline:
         seen: dict[str, int] = {}
         steps = [_parse_step(item, i, where, seen) for i, item in enumerate(raw_steps)]
         seed = data.get("seed", 0)
+        problems = []
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise PipelineError(f"{where}: seed={seed!r} must be a non-negative integer.")
+            problems.append(f"seed={seed!r} must be a non-negative integer.")
         pipe = cls(steps=steps, input=data.get("input"), output=data.get("output"), seed=seed,
                    device=str(data.get("device", "auto")), deterministic=bool(data.get("deterministic", False)),
                    name=str(data.get("name", "pipeline")))
-        pipe.validate(where=where)
+        raise_problems(where, problems + pipe.problems())
         return pipe
 
     def to_dict(self) -> dict:
@@ -92,22 +93,36 @@ class Pipeline:
 
     # -- checking ----------------------------------------------------------------------------------
     def validate(self, *, where: str = "pipeline") -> None:
-        """Check every step's name and parameters, and that every model a step uses exists."""
+        """Check every step's name and parameters, and that every model a step uses exists; every
+        problem found is reported at once (one :class:`PipelineError`, one line per problem)."""
+        raise_problems(where, self.problems())
+
+    def problems(self) -> list[str]:
+        """Every problem of the steps.
+
+        Returns
+        -------
+        list of str
+            One line per problem (``"step 3 (id): what is wrong"``); empty when the pipeline can run.
+        """
+        problems: list[str] = []
         model_ids = []
         for i, step in enumerate(self.steps):
-            here = f"{where}: step {i + 1} ({step.id})"
+            here = f"step {i + 1} ({step.id})"
             try:
                 spec = get_step(step.name)
             except PipelineError as err:
-                raise PipelineError(f"{here}: {err}") from None
-            _check_params(spec, step, here)
+                problems.append(f"{here}: {err}")
+                continue
+            problems += [f"{here}: {p}" for p in _param_problems(spec, step)]
             if spec.takes_model:
                 ref = step.params.get("model")
                 if not isinstance(ref, str) or not (ref in model_ids or "/" in ref or Path(ref).exists()):
-                    raise PipelineError(f"{here}: model={ref!r} must name an earlier training step "
-                                        f"(ids: {model_ids}) or the folder of a saved model.")
+                    problems.append(f"{here}: model={ref!r} must name an earlier training step "
+                                    f"(ids: {model_ids}) or the folder of a saved model.")
             if spec.returns_model:
                 model_ids.append(step.id)
+        return problems
 
     def set(self, assignment: str) -> None:
         """Apply ``steps.<id>.<param>=<value>`` (or ``seed=``, ``output=``, ``device=``); the value is YAML."""
@@ -207,43 +222,136 @@ def _parse_step(item, i: int, where: str, seen: dict) -> Step:
 
 
 _SIMPLE = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+#: parameters that take a Python object (or make no sense in a file): refused in a pipeline, and not
+#: listed among its valid parameters
+PYTHON_ONLY = ("copy", "inplace", "ax", "run", "callback", "cancel")
+#: names people write for a parameter that has another name here
+_ALIASES = {"learning_rate": "lr", "epochs": "max_epochs", "n_epochs": "max_epochs", "patience": "early_stopping",
+            "loss": "cost", "latent_dim": "n_latent", "n_components": "n_latent", "hidden_layers": "hidden",
+            "weight_decay_l2": "l2"}
 
 
-def _check_params(spec: StepSpec, step: Step, where: str) -> None:
-    """Unknown parameters, invalid training options and values of the wrong simple type."""
+def raise_problems(where: str, problems: list[str]) -> None:
+    """Raise one :class:`PipelineError` naming every problem; return when there is none.
+
+    Parameters
+    ----------
+    where
+        Where the problems are (the pipeline file's path), the message's first words.
+    problems
+        One line per problem; one problem gives a one-line message, several a numbered list.
+
+    Returns
+    -------
+    None
+        Only when ``problems`` is empty.
+    """
+    if len(problems) == 1:
+        raise PipelineError(f"{where}: {problems[0]}")
+    if problems:
+        raise PipelineError(f"{where}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def did_you_mean(name: str, names) -> str:
+    """A suggestion for a mistyped name.
+
+    Parameters
+    ----------
+    name
+        The name as written.
+    names
+        The valid names.
+
+    Returns
+    -------
+    str
+        `` Did you mean 'x'?`` for the closest of ``names`` (or the usual other name, ``lr`` for
+        ``learning_rate``), else ``""``.
+    """
+    import difflib
+
+    names = list(names)
+    close = [_ALIASES[name]] if _ALIASES.get(name) in names else difflib.get_close_matches(str(name), names, n=2)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def step_options(spec: StepSpec) -> tuple[list[str], list[str], list[str]]:
+    """What a pipeline file may set on a step.
+
+    Parameters
+    ----------
+    spec
+        The registered step (:func:`~scnapse.pipeline.get_step`).
+
+    Returns
+    -------
+    tuple of three lists
+        Its own parameters, the training options (:class:`~scnapse.train.TrainConfig` fields) and
+        the run options (:class:`~scnapse.train.RunOptions` fields), each sorted; Python-only
+        parameters (:data:`PYTHON_ONLY`) left out.
+    """
     sig = inspect.signature(spec.func)
-    named = [n for n, p in sig.parameters.items()
-             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("adata", "data", "copy")]
-    train_fields: set[str] = set()
+    own = {n for n, p in sig.parameters.items()
+           if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("adata", "data")}
+    train: set[str] = set()
     if spec.trains:
         from ..train.config import TrainConfig
 
-        train_fields = set(TrainConfig.field_names())
-    valid = set(named) | train_fields | ({"save_model"} if spec.returns_model else set())
+        train = set(TrainConfig.field_names()) - own
+    if spec.returns_model:
+        own.add("save_model")
+    run: set[str] = set()
     if spec.run_options:
         from ..train.run import RUN_OPTIONS
 
-        valid |= set(RUN_OPTIONS) - {"callback", "cancel"}
-    valid.discard("run")
+        run = set(RUN_OPTIONS) - own - train
+    drop = set(PYTHON_ONLY)
+    return sorted(own - drop), sorted(train - drop), sorted(run - drop)
+
+
+def _param_problems(spec: StepSpec, step: Step) -> list[str]:
+    """Unknown parameters, invalid training options and values of the wrong simple type."""
+    own, train_fields, run = step_options(spec)
+    valid = set(own) | set(train_fields) | set(run)
+    problems = []
     for key in step.params:
-        if key not in valid:
-            raise PipelineError(f"{where}: unknown parameter {key!r}; valid parameters: {sorted(valid)}.")
-        if key in ("copy", "inplace"):
-            raise PipelineError(f"{where}: {key!r} cannot be set in a pipeline (steps work in place).")
-    train = {k: v for k, v in step.params.items() if k in train_fields and k not in named}
-    if train:
-        try:
-            TrainConfig.from_kwargs(**train)
-        except (TypeError, ValueError) as err:
-            raise PipelineError(f"{where}: {err}") from None
-    _check_types(spec.func, step.params, where)
+        if key in PYTHON_ONLY:
+            problems.append(f"{key!r} cannot be set in a pipeline (steps work in place and take no Python "
+                            "objects).")
+        elif key not in valid:
+            listed = f"{spec.name}'s own parameters: {own}"
+            if train_fields:
+                listed += (" and the training options of every training step (see `TrainConfig`; e.g. lr, "
+                           "max_epochs, early_stopping)")
+                if run:
+                    listed += " and run options (checkpoint_dir, threads, ...)"
+            hint = did_you_mean(key, valid)
+            problems.append(f"unknown parameter {key!r}." + (hint or f" Valid: {listed}."))
+    if spec.trains:
+        from ..train.config import TrainConfig
+
+        train = {k: v for k, v in step.params.items() if k in train_fields}
+        bad = []
+        for key, value in train.items():  # one by one, so that every bad value is reported
+            try:
+                TrainConfig.from_kwargs(**{key: value})
+            except (TypeError, ValueError) as err:
+                bad.append(str(err))
+        if not bad and train:
+            try:
+                TrainConfig.from_kwargs(**train)
+            except (TypeError, ValueError) as err:
+                bad.append(str(err))
+        problems += bad
+    return problems + _type_problems(spec.func, step.params)
 
 
-def _check_types(func, params: dict, where: str) -> None:
+def _type_problems(func, params: dict) -> list[str]:
     try:
         hints = typing.get_type_hints(func)
     except Exception:  # scanpy's annotations may need optional packages
         hints = {}
+    problems = []
     for key, value in params.items():
         hint = hints.get(key)
         if hint in _SIMPLE and value is not None:
@@ -251,4 +359,5 @@ def _check_types(func, params: dict, where: str) -> None:
             if hint is float and isinstance(value, int) and not isinstance(value, bool):
                 ok = True
             if not ok:
-                raise PipelineError(f"{where}: parameter {key}={value!r} must be {_SIMPLE[hint]}.")
+                problems.append(f"parameter {key}={value!r} must be {_SIMPLE[hint]}.")
+    return problems

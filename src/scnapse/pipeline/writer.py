@@ -51,6 +51,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ""):
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the output the usual permissions
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)  # again: some writers (safetensors) recreate the file as 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -112,7 +112,7 @@ def tune(
     plan = _plan(adata, _tunable(step), space, fixed, metric, labels_key, seed, prune)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, n_trials = _study(plan, sampler, n_trials)
-    study.optimize(_objective(plan, adata), n_trials=n_trials, catch=())
+    study.optimize(_objective(plan, adata), n_trials=n_trials, catch=(), callbacks=[_trial_log(plan, n_trials)])
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError("No trial completed; widen the search space or turn pruning off (prune=False).")
@@ -225,6 +225,24 @@ def _objective(plan: _Plan, adata: AnnData) -> Callable:
             return float(plan.score.score(outcome))
 
     return objective
+
+
+def _trial_log(plan: _Plan, n_trials: int) -> Callable:
+    """An Optuna callback logging ``trial 3/20: knn_accuracy = 0.81 (best 0.83) · 4.2 s`` per trial."""
+
+    def log(study, trial) -> None:
+        head = f"trial {trial.number + 1}/{n_trials}"
+        secs = f" · {trial.duration.total_seconds():.1f} s" if trial.duration is not None else ""
+        if trial.value is None:
+            logger.info(f"{head}: {trial.state.name.lower()}{secs}")
+            return
+        try:
+            best = f" (best {study.best_value:.4g})"
+        except ValueError:
+            best = ""
+        logger.info(f"{head}: {plan.metric} = {trial.value:.4g}{best}{secs}")
+
+    return log
 
 
 def _study(plan: _Plan, sampler: str, n_trials: int):

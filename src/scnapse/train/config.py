@@ -58,6 +58,11 @@ BOUNDS: dict[str, Bound] = {
 }
 
 
+#: what an error about a number adds, so that the message says how to get what was meant
+_HINTS = {"early_stopping": " (the patience in epochs; 0 turns early stopping off)",
+          "max_epochs": " (or None: chosen from the number of cells)"}
+
+
 class OptionError(TypeError, ValueError):
     """An unknown or invalid option. Both a ``TypeError`` (as Python's own unknown keyword) and a
     ``ValueError`` (as the rest of scnapse's input checks)."""
@@ -185,13 +190,13 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 integer and not float(value).is_integer()
             ):
-                raise OptionError(f"{name}={value!r} must be {kind}.")
+                raise OptionError(f"{name}={value!r} must be {kind}{_HINTS.get(name, '')}.")
             if value != value:  # NaN
                 raise OptionError(f"{name} must not be NaN.")
             if value in (float("inf"), float("-inf")):
                 raise OptionError(f"{name}={value!r} must be a finite number.")
             if lo is not None and (value < lo or (lo_open and value == lo)):
-                raise OptionError(f"{name}={value!r} must be {'>' if lo_open else '>='} {lo}.")
+                raise OptionError(f"{name}={value!r} must be {'>' if lo_open else '>='} {lo}{_HINTS.get(name, '')}.")
             if hi is not None and value > hi:
                 raise OptionError(f"{name}={value!r} must be <= {hi}.")
             if integer:

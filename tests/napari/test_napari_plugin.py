@@ -86,7 +86,7 @@ def test_manifest_validates_with_imports():
     contrib = pm.contributions
     assert {w.display_name for w in contrib.widgets} == {
         "Cells", "Classic (PCA, t-SNE, UMAP)", "Autoencoder", "Cell classifier", "Image model", "Time course",
-        "Pipeline"}
+        "Pipeline", "Scatter view"}
     assert {s.key for s in contrib.sample_data} == {"pbmc68k", "pbmc160", "nuclei", "tracks"}
     assert contrib.readers[0].filename_patterns == ["*.h5ad"]
     assert contrib.writers[0].layer_types == ["points"]
@@ -418,7 +418,9 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
     wait_done(qtbot, panel, timeout=120_000)
     assert panel.last_error is None, panel.last_error
     assert cells.obsm["X_cnn"].shape == (len(ids), 4)
-    np.testing.assert_allclose(panel.result_layer.data, embedding_coords(cells, "X_cnn"))
+    # shown in the scatter view (not as points over the image), linked to the Labels layer
+    assert panel.result_layer is lab and panel.scatter.embedding.value == "X_cnn"
+    np.testing.assert_allclose(panel.scatter.xy, cells.obsm["X_cnn"][:, :2])
     files = panel.save_pipeline(tmp_path / "image.yaml")
     pipe = Pipeline.from_yaml(files[0])
     assert [s.name for s in pipe.steps] == ["scnapse.tl.image_embedding"]
@@ -443,7 +445,8 @@ def test_time_course_panel_embeds_and_forecasts_tracks(tmp_path, make_napari_vie
     seqs = tracks.metadata["adata"]
     n_tracks = len(np.unique(data[:, 0]))
     assert seqs.obsm["X_rnn"].shape == (n_tracks, 3)
-    np.testing.assert_allclose(panel.result_layer.data, embedding_coords(seqs, "X_rnn"))
+    assert panel.result_layer is tracks and panel.scatter.source.value is tracks
+    np.testing.assert_allclose(panel.scatter.xy, seqs.obsm["X_rnn"][:, :2])
 
     panel.task.value = "forecast"
     panel.horizon.value = 2

@@ -1,7 +1,7 @@
 """The Image model panel: pick Image and Labels layers, annotate a few cells by clicking with a
 class (a Points layer), train a CNN classifier and predict every cell (the Labels layer coloured
 by class, the class table in its ``features``), or embed every cell with a CNN autoencoder (the
-embedding shown as a Points layer)."""
+embedding shown in the scatter view, linked to the Labels layer)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import ComboBox, LineEdit, PushButton
 
-from ._layers import ADATA, SESSION, VIEW, ModelRef, Session, show_embedding
+from ._layers import ADATA, SESSION, VIEW, ModelRef, Session
 from ._options import Option, StepOptions, form
 from ._panel import Call, StepPanel
 
@@ -200,8 +200,11 @@ class ImageModelWidget(StepPanel):
 
         cells = layer.metadata[ADATA]
         if calls[-1].name == "scnapse.tl.image_embedding":
-            # the embedding as its own Points layer (the image's cells, one point each)
-            self.result_layer = show_embedding(self.viewer, layer, "X_cnn", color_by=None)
+            # the embedding in the scatter view, linked to the Labels layer (not drawn over the image)
+            from ._scatter import open_scatter
+
+            self.scatter = open_scatter(self.viewer, layer, "X_cnn", color_by=None)
+            self.result_layer = layer
             return
         table = class_table(cells, PREDICTED)
         layer.colormap = DirectLabelColormap(color_dict=label_colors(table))

@@ -1,6 +1,6 @@
 """The Time course panel: a Tracks layer becomes one sequence per track (``sn.ts.from_tracks``);
 embed the tracks with a recurrent autoencoder, classify them from a labelled column, or forecast
-their next steps. Embeddings appear as a Points layer, forecasts as points after each track's end,
+their next steps. Embeddings appear in the scatter view (linked to the tracks), forecasts as points after each track's end,
 classes as the tracks' colours."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import ComboBox
 
-from ._layers import ADATA, SESSION, VIEW, ModelRef, Session, show_embedding
+from ._layers import ADATA, SESSION, VIEW, ModelRef, Session
 from ._options import Option, Picker, StepOptions, form
 from ._panel import Call, StepPanel
 
@@ -144,7 +144,11 @@ class TimeCourseWidget(StepPanel):
         seqs = layer.metadata[ADATA]
         name = calls[-1].name
         if name == "scnapse.tl.sequence_embedding":
-            self.result_layer = show_embedding(self.viewer, layer, "X_rnn", color_by=None)
+            # the embedding in the scatter view, linked to the Tracks layer (not drawn over the tracks)
+            from ._scatter import open_scatter
+
+            self.scatter = open_scatter(self.viewer, layer, "X_rnn", color_by=None)
+            self.result_layer = layer
         elif name == "scnapse.tl.forecast":
             self.result_layer = self._show_forecast(layer, seqs)
         else:

@@ -333,7 +333,7 @@ class ScatterView(QWidget):
         from napari.utils.colormaps import DirectLabelColormap
 
         name = layer.name + SELECTION_SUFFIX
-        existing = self.viewer.layers.get(name, None)
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
         if not mask.any():
             if existing is not None:
                 self.viewer.layers.remove(existing)

@@ -383,6 +383,11 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
             pix = np.argwhere(labels == i)
             ann.add(pix[len(pix) // 2].astype(float))
     assert panel.annotations(labels) == {**{int(i): "small" for i in order[:3]}, **{int(i): "large" for i in order[-3:]}}
+    # each click drawn in its class's colour, with a legend
+    clicked = ann.metadata["scnapse_view"]["legend"]
+    assert set(clicked) == {"small", "large"} and clicked["small"] != clicked["large"]
+    np.testing.assert_allclose(ann.face_color[:3, :3], [mcolors.to_rgb(clicked["small"])] * 3)
+    assert set(panel.legend.legend) == {"small", "large"}
     # crops larger than the image: the core's message, from the worker thread, as a notification
     panel.size.value = 400
     panel.run()
@@ -408,6 +413,8 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
     shot = screenshot(viewer, "image_classes")
     for cls in set(cells.obs["predicted_class"].astype(str)):
         assert shows_colour(shot, colours[cls]) > 50, cls
+        assert colours[cls] == clicked[cls]  # a predicted class has the colour of its clicks
+    assert "predicted_class" in panel.legend.text() and "small" in panel.legend.text()
 
     # embed every cell with the CNN autoencoder; export and re-run the pipeline
     panel.mode.value = "embed (CNN autoencoder)"
@@ -489,9 +496,16 @@ def test_time_course_panel_classifies_tracks_and_colours_them(make_napari_viewer
     seqs = tracks.metadata["adata"]
     assert set(seqs.obs["predicted"].astype(str)) <= {"even", "odd"}
     assert tracks.color_by == "predicted"
-    # each vertex carries its track's predicted class code
-    codes = dict(zip(seqs.obs["track_id"], seqs.obs["predicted"].cat.codes))
-    np.testing.assert_array_equal(tracks.properties["predicted"], [codes[t] for t in tracks.data[:, 0]])
+    # each vertex carries its track's predicted class (as a position on the classes' colormap)
+    k = len(seqs.obs["predicted"].cat.categories)
+    codes = dict(zip(seqs.obs["track_id"], (seqs.obs["predicted"].cat.codes + 0.5) / k))
+    np.testing.assert_allclose(tracks.properties["predicted"], [codes[t] for t in tracks.data[:, 0]])
+    # drawn in the legend's colour of its class
+    legend = panel.legend.legend
+    assert set(legend) == {str(c) for c in seqs.obs["predicted"].cat.categories}
+    cls = dict(zip(seqs.obs["track_id"], seqs.obs["predicted"].astype(str)))
+    expected = np.array([mcolors.to_rgb(legend[cls[t]]) for t in tracks._manager.data[:, 0]])
+    np.testing.assert_allclose(tracks.track_colors[:, :3], expected, atol=1e-3)
     # and the layer's other features stay with their vertices
     np.testing.assert_array_equal(tracks.features["fate"], np.where(tracks.data[:, 0] % 2 == 0, "even", "odd"))
 

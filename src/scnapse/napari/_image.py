@@ -92,10 +92,26 @@ class ImageModelWidget(StepPanel):
                 np.zeros((0, 2)), name=ANNOTATION_LAYER, features=pd.DataFrame({ANNOTATION_KEY: pd.Series([], dtype=object)}),
                 size=8, face_color="white", border_color="black", border_width=0.2,
             )
+            layer.events.data.connect(lambda *_: self._color_annotations(layer))
         layer.feature_defaults[ANNOTATION_KEY] = str(self.class_name.value)
         self.viewer.layers.selection.active = layer
         layer.mode = "add"
         return layer
+
+    def legend_layers(self):
+        """The painted classes and the annotation points (one colour per class)."""
+        return [self.labels_layer.value if hasattr(self, "labels_layer") else None, self._annotation_layer_or_none()]
+
+    def _annotation_layer_or_none(self):
+        return next((x for x in self.viewer.layers
+                     if isinstance(x, napari.layers.Points) and x.name == ANNOTATION_LAYER), None)
+
+    def _color_annotations(self, layer) -> None:
+        """Each clicked point in its class's colour (the colour its predicted class will get)."""
+        from ._legend import color_annotations
+
+        color_annotations(layer, ANNOTATION_KEY)
+        self.legend.update_legend()
 
     def _set_click_class(self, *_):
         for layer in self.viewer.layers:

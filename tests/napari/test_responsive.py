@@ -63,3 +63,27 @@ def test_heartbeat_keeps_beating_during_autoencoder_training(make_napari_viewer,
         assert "cell_type" in panel.legend.text() and "type0" in panel.legend.text()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_label_painting_kernel_is_compiled_off_the_gui_thread(make_napari_viewer):
+    """The first class colouring of a Labels layer compiles a numba kernel (seconds): the image
+    panel compiles it in its worker; painting afterwards is quick."""
+    import threading
+
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from scnapse.napari._image import warm_label_painting
+
+    viewer = make_napari_viewer()
+    labels = np.repeat(np.arange(1, 201, dtype=np.int32), 400).reshape(320, 250)
+    layer = viewer.add_labels(labels)
+    worker = threading.Thread(target=warm_label_painting, args=(labels.dtype,))
+    worker.start()
+    worker.join()
+    colors = {None: np.zeros(4), 0: np.zeros(4)}
+    colors.update({i: np.array([1.0, 0, 0, 1]) if i % 2 else np.array([0, 0, 1.0, 1]) for i in range(1, 201)})
+    start = time.perf_counter()
+    layer.colormap = DirectLabelColormap(color_dict=colors)
+    took = time.perf_counter() - start
+    assert took < 1.0, f"painting the classes took {took:.2f} s on the GUI thread"
+    np.testing.assert_allclose(layer.colormap.map(np.int32(2))[..., :3].ravel(), [0, 0, 1])

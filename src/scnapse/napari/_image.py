@@ -22,6 +22,21 @@ ANNOTATION_KEY = "annotation"
 PREDICTED = "predicted_class"
 
 
+def warm_label_painting(dtype) -> None:
+    """Compile napari's kernel that colours a Labels layer by a ``DirectLabelColormap`` (numba:
+    seconds on first use) for labels of ``dtype``. Called in the worker thread, so that painting
+    the predicted classes afterwards does not freeze the interface."""
+    try:
+        from napari.utils.colormaps import DirectLabelColormap
+        from napari.utils.colormaps import _accelerated_cmap as accel
+
+        colors = {None: np.zeros(4), 0: np.zeros(4), 1: np.array([1.0, 0, 0, 1]), 2: np.array([0, 0, 1.0, 1])}
+        accel.labels_raw_to_texture_direct(np.arange(4, dtype=dtype).reshape(2, 2),
+                                           DirectLabelColormap(color_dict=colors))
+    except Exception:  # noqa: BLE001 - a speed-up only; napari's internals may change
+        pass
+
+
 class ImageModelWidget(StepPanel):
     """CNN on per-cell crops of an Image layer segmented by a Labels layer. The crop options are
     ``scnapse.im.cells_from_labels``'s, the model options those of ``train_image_classifier`` /
@@ -155,6 +170,7 @@ class ImageModelWidget(StepPanel):
                                           **options)
                 initial = cells.copy()
             if marks is not None:
+                warm_label_painting(np.asarray(label_data).dtype)  # here, not when the classes are painted
                 classes = sorted(set(marks.values()))
                 ann = cells.obs["label"].map(marks).to_numpy()
                 cells.obs[ANNOTATION_KEY] = pd.Categorical(ann, categories=classes)

@@ -13,6 +13,8 @@ class LossPlot(QWidget):
     curves leave the axes' range, which grows with headroom (a handful of times per run)."""
 
     redraw_ms = 250
+    #: at most one whole-figure draw (new axes range) per this many seconds; the lines in between
+    full_draw_s = 3.0
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -35,6 +37,7 @@ class LossPlot(QWidget):
         self._timer.setInterval(self.redraw_ms)
         self._timer.timeout.connect(self.redraw)
         self._background = None
+        self._last_full = float("-inf")
         self.full_draws = 0  # how many times the whole figure was drawn (the slow part)
         self.canvas.mpl_connect("draw_event", self._on_draw)
         self.reset()
@@ -105,7 +108,11 @@ class LossPlot(QWidget):
         self.val_line.set_data(self.epochs, self.val)
         if not self.epochs:
             return
-        if self._background is None or not self._limits_ok():
+        import time
+
+        now = time.monotonic()
+        if self._background is None or (not self._limits_ok() and now - self._last_full >= self.full_draw_s):
+            self._last_full = now
             self._set_limits()
             self._background = None
             self.canvas.draw_idle()  # the draw event saves the background and paints the lines

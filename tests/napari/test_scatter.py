@@ -80,6 +80,13 @@ def test_scatter_view_of_cells_links_selections_both_ways(make_napari_viewer, qt
     layer.selected_data = {0, 1, 2}
     assert list(view.selected) == [0, 1, 2]
 
+    # a step that writes a new embedding under the same key: the view follows
+    from scnapse.napari._scatter import refresh_scatter
+
+    adata.obsm["X_autoencoder"] = adata.obsm["X_autoencoder"] * 2
+    refresh_scatter(viewer)
+    np.testing.assert_allclose(view.xy, adata.obsm["X_autoencoder"][:, :2])
+
     # other dimensions and another colouring
     view.dims.value = "1, 2"
     view.dims.native.editingFinished.emit()

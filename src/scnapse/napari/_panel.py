@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 from ._events import _connect_layer_events, adata_points_layers, refresh_cells_choice
 from ._layers import ADATA, SESSION, ModelRef, get_adata, refresh_features
 from ._legend import LegendLabel
+from ._scatter import refresh_scatter
 from ._lossplot import LossPlot
 from ._options import StepOptions, family_train_defaults
 from ._train_options import TrainOptions
@@ -440,6 +441,7 @@ class StepPanel(QWidget):
             try:
                 self.show_results(layer, done)
                 self.legend.update_legend()
+                refresh_scatter(self.viewer)  # an open scatter view shows the new results
             except Exception as err:  # a display problem must not lose the computed result
                 self._error(err, trace=traceback.format_exc())
                 return

@@ -391,17 +391,46 @@ class ScatterView(QWidget):
         return callback
 
 
+def _view_of(viewer) -> ScatterView | None:
+    view = _VIEWS.get(id(viewer))
+    if view is None:
+        return None
+    try:
+        view.objectName()  # a view whose widget Qt has deleted, or of a closed viewer
+        alive = view.viewer is viewer
+    except RuntimeError:
+        alive = False
+    return view if alive else None
+
+
+def refresh_scatter(viewer) -> None:
+    """Draw the viewer's scatter view again, if it has one (after a step wrote new results)."""
+    view = _view_of(viewer)
+    if view is not None:
+        view._on_source()
+
+
 def open_scatter(viewer, layer, obsm_key: str, *, color_by: str | None = "keep") -> ScatterView:
     """Show ``obsm[obsm_key]`` of ``layer``'s AnnData in the viewer's scatter view (docked on the
-    right, made if absent). Returns the view."""
-    view = _VIEWS.get(id(viewer))
-    if view is not None:
-        try:
-            view.objectName()  # a view whose widget Qt has deleted, or of a closed viewer
-            alive = view.viewer is viewer
-        except RuntimeError:
-            alive = False
-        view = view if alive else None
+    right, made if absent).
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    layer
+        A layer carrying an AnnData (cells Points, image-object Labels, Tracks).
+    obsm_key
+        The embedding to plot.
+    color_by
+        The ``obs`` column colouring the points; ``"keep"``: the view's current choice.
+
+    Returns
+    -------
+    ScatterView
+        The view (``view.selected``: the selected rows of ``obs``).
+    """
+    view = _view_of(viewer)
     if view is None:
         view = ScatterView(viewer)
         window = getattr(viewer, "window", None)

@@ -127,6 +127,14 @@ def test_scatter_view_selects_image_objects_and_tracks(make_napari_viewer):
     view.show(tracks, "X_rnn", color_by=None)
     view.select_box((0.2, 1), (0.05, 1))
     assert set(viewer.layers["tracks (selected)"].data[:, 0]) == {2, 3}
+    # a click on a track in the viewer (time 2, on track 3's position) selects its point
+    from scnapse.napari._scatter import nearest_track
+
+    assert nearest_track(tracks, (2, 4.0, 30.0)) == 3 and nearest_track(tracks, (2, 4.0, 15.0)) is None
+    assert any(cb.__qualname__.endswith("_track_clicked.<locals>.callback") for cb in tracks.mouse_drag_callbacks)
+    view.select_track(tracks, nearest_track(tracks, (2, 4.0, 20.5)))
+    assert list(view.selected) == [1]
+    assert set(viewer.layers["tracks (selected)"].data[:, 0]) == {2}
 
 
 def test_image_and_tracks_sources_listed_only_with_an_embedding(make_napari_viewer):

@@ -3,7 +3,8 @@ own, coloured by any ``obs`` column with a legend, linked to the main view.
 
 Selecting points in the plot (lasso or rectangle) highlights the same objects in the main view —
 the points of every cells layer of the same AnnData, the objects of its Labels layer, the tracks of
-its Tracks layer — and selecting there (points selected, a label picked) highlights them here.
+its Tracks layer — and selecting there (points selected, a label picked, a track clicked)
+highlights them here.
 """
 
 from __future__ import annotations
@@ -369,6 +370,9 @@ class ScatterView(QWidget):
             elif kind == "Labels":
                 emitter = layer.events.selected_label
                 callback = self._label_picked(layer)
+            elif kind == "Tracks":
+                emitter = _CallbackList(layer.mouse_drag_callbacks)
+                callback = self._track_clicked(layer)
             else:
                 continue
             emitter.connect(callback)
@@ -381,6 +385,25 @@ class ScatterView(QWidget):
             self.select(sorted(layer.selected_data), from_viewer=True)
         return callback
 
+    def _track_clicked(self, layer):
+        def callback(_layer, event):
+            dragged = False
+            yield
+            while event.type == "mouse_move":
+                dragged = True
+                yield
+            if not dragged:
+                self.select_track(layer, nearest_track(layer, event.position))
+        return callback
+
+    def select_track(self, layer, track_id) -> np.ndarray:
+        """Select the point of ``track_id`` (a click on a track in the viewer); ``None``: nothing."""
+        adata = self.adata
+        if adata is None or "track_id" not in adata.obs:
+            return self.selected
+        rows = [] if track_id is None else np.flatnonzero(adata.obs["track_id"].to_numpy() == track_id)
+        return self.select(rows)
+
     def _label_picked(self, layer):
         def callback(*_):
             adata = self.adata
@@ -389,6 +412,38 @@ class ScatterView(QWidget):
             rows = np.flatnonzero(adata.obs["label"].to_numpy() == layer.selected_label)
             self.select(rows, from_viewer=True)
         return callback
+
+
+class _CallbackList:
+    """A layer's list of mouse callbacks, with the connect / disconnect of an event emitter."""
+
+    def __init__(self, callbacks: list):
+        self.callbacks = callbacks
+
+    def connect(self, callback) -> None:
+        self.callbacks.append(callback)
+
+    def disconnect(self, callback) -> None:
+        if callback in self.callbacks:
+            self.callbacks.remove(callback)
+
+
+def nearest_track(layer, position, radius: float | None = None):
+    """The id of the track of a Tracks layer nearest to ``position`` (world coordinates: time
+    first) at that time point, or ``None`` when none is within ``radius`` (default: a twentieth
+    of the tracks' extent)."""
+    data = np.asarray(layer.data, dtype=float)
+    if len(data) == 0:
+        return None
+    pos = np.asarray(layer.world_to_data(position), dtype=float)[-(data.shape[1] - 1):]
+    rows = data[np.round(data[:, 1]) == np.round(pos[0])]
+    if len(rows) == 0:
+        return None
+    dist = np.linalg.norm(rows[:, 2:] - pos[1:], axis=1)
+    if radius is None:
+        radius = max(float(np.max(np.ptp(data[:, 2:], axis=0))) / 20.0, 1e-9)
+    i = int(np.argmin(dist))
+    return rows[i, 0] if dist[i] <= radius else None
 
 
 def _view_of(viewer) -> ScatterView | None:

@@ -86,7 +86,7 @@ def test_manifest_validates_with_imports():
     contrib = pm.contributions
     assert {w.display_name for w in contrib.widgets} == {
         "Cells", "Classic (PCA, t-SNE, UMAP)", "Autoencoder", "Cell classifier", "Image model", "Time course",
-        "Pipeline", "Compare runs", "Map query"}
+        "Pipeline", "Compare runs", "Map query", "Scatter view"}
     assert {s.key for s in contrib.sample_data} == {"pbmc68k", "pbmc160", "nuclei", "tracks"}
     assert contrib.readers[0].filename_patterns == ["*.h5ad"]
     assert contrib.writers[0].layer_types == ["points"]
@@ -383,6 +383,11 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
             pix = np.argwhere(labels == i)
             ann.add(pix[len(pix) // 2].astype(float))
     assert panel.annotations(labels) == {**{int(i): "small" for i in order[:3]}, **{int(i): "large" for i in order[-3:]}}
+    # each click drawn in its class's colour, with a legend
+    clicked = ann.metadata["scnapse_view"]["legend"]
+    assert set(clicked) == {"small", "large"} and clicked["small"] != clicked["large"]
+    np.testing.assert_allclose(ann.face_color[:3, :3], [mcolors.to_rgb(clicked["small"])] * 3)
+    assert set(panel.legend.legend) == {"small", "large"}
     # crops larger than the image: the core's message, from the worker thread, as a notification
     panel.size.value = 400
     panel.run()
@@ -408,6 +413,8 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
     shot = screenshot(viewer, "image_classes")
     for cls in set(cells.obs["predicted_class"].astype(str)):
         assert shows_colour(shot, colours[cls]) > 50, cls
+        assert colours[cls] == clicked[cls]  # a predicted class has the colour of its clicks
+    assert "predicted_class" in panel.legend.text() and "small" in panel.legend.text()
 
     # embed every cell with the CNN autoencoder; export and re-run the pipeline
     panel.mode.value = "embed (CNN autoencoder)"
@@ -418,7 +425,9 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
     wait_done(qtbot, panel, timeout=120_000)
     assert panel.last_error is None, panel.last_error
     assert cells.obsm["X_cnn"].shape == (len(ids), 4)
-    np.testing.assert_allclose(panel.result_layer.data, embedding_coords(cells, "X_cnn"))
+    # shown in the scatter view (not as points over the image), linked to the Labels layer
+    assert panel.result_layer is lab and panel.scatter.embedding.value == "X_cnn"
+    np.testing.assert_allclose(panel.scatter.xy, cells.obsm["X_cnn"][:, :2])
     files = panel.save_pipeline(tmp_path / "image.yaml")
     pipe = Pipeline.from_yaml(files[0])
     assert [s.name for s in pipe.steps] == ["scnapse.tl.image_embedding"]
@@ -443,7 +452,8 @@ def test_time_course_panel_embeds_and_forecasts_tracks(tmp_path, make_napari_vie
     seqs = tracks.metadata["adata"]
     n_tracks = len(np.unique(data[:, 0]))
     assert seqs.obsm["X_rnn"].shape == (n_tracks, 3)
-    np.testing.assert_allclose(panel.result_layer.data, embedding_coords(seqs, "X_rnn"))
+    assert panel.result_layer is tracks and panel.scatter.source.value is tracks
+    np.testing.assert_allclose(panel.scatter.xy, seqs.obsm["X_rnn"][:, :2])
 
     panel.task.value = "forecast"
     panel.horizon.value = 2
@@ -486,9 +496,16 @@ def test_time_course_panel_classifies_tracks_and_colours_them(make_napari_viewer
     seqs = tracks.metadata["adata"]
     assert set(seqs.obs["predicted"].astype(str)) <= {"even", "odd"}
     assert tracks.color_by == "predicted"
-    # each vertex carries its track's predicted class code
-    codes = dict(zip(seqs.obs["track_id"], seqs.obs["predicted"].cat.codes))
-    np.testing.assert_array_equal(tracks.properties["predicted"], [codes[t] for t in tracks.data[:, 0]])
+    # each vertex carries its track's predicted class (as a position on the classes' colormap)
+    k = len(seqs.obs["predicted"].cat.categories)
+    codes = dict(zip(seqs.obs["track_id"], (seqs.obs["predicted"].cat.codes + 0.5) / k))
+    np.testing.assert_allclose(tracks.properties["predicted"], [codes[t] for t in tracks.data[:, 0]])
+    # drawn in the legend's colour of its class
+    legend = panel.legend.legend
+    assert set(legend) == {str(c) for c in seqs.obs["predicted"].cat.categories}
+    cls = dict(zip(seqs.obs["track_id"], seqs.obs["predicted"].astype(str)))
+    expected = np.array([mcolors.to_rgb(legend[cls[t]]) for t in tracks._manager.data[:, 0]])
+    np.testing.assert_allclose(tracks.track_colors[:, :3], expected, atol=1e-3)
     # and the layer's other features stay with their vertices
     np.testing.assert_array_equal(tracks.features["fate"], np.where(tracks.data[:, 0] % 2 == 0, "even", "odd"))
 

@@ -21,6 +21,7 @@ _WHERE = {
     **dict.fromkeys(("ModelRef", "Session", "adata_layer_data", "cell_colors", "embedding_coords", "get_adata",
                      "show_embedding"), "_layers"),
     **dict.fromkeys(("Call", "LossPlot", "StepPanel"), "_panel"),
+    **dict.fromkeys(("ScatterView", "open_scatter"), "_scatter"),
     "TimeCourseWidget": "_timecourse",
     **dict.fromkeys(("ScientificEntry", "TrainOptions"), "_train_options"),
     **dict.fromkeys(("AutoencoderWidget", "CellClassifierWidget", "CellsWidget", "ClassicWidget"), "_widgets"),
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         ModelRef, Session, adata_layer_data, cell_colors, embedding_coords, get_adata, show_embedding,
     )
     from ._panel import Call, LossPlot, StepPanel
+    from ._scatter import ScatterView, open_scatter
     from ._timecourse import TimeCourseWidget
     from ._train_options import ScientificEntry, TrainOptions
     from ._widgets import AutoencoderWidget, CellClassifierWidget, CellsWidget, ClassicWidget

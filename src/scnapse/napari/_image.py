@@ -1,7 +1,7 @@
 """The Image model panel: pick Image and Labels layers, annotate a few cells by clicking with a
 class (a Points layer), train a CNN classifier and predict every cell (the Labels layer coloured
 by class, the class table in its ``features``), or embed every cell with a CNN autoencoder (the
-embedding shown as a Points layer)."""
+embedding shown in the scatter view, linked to the Labels layer)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import ComboBox, LineEdit, PushButton
 
-from ._layers import ADATA, SESSION, VIEW, ModelRef, Session, show_embedding
+from ._layers import ADATA, SESSION, VIEW, ModelRef, Session
 from ._options import Option, StepOptions, form
 from ._panel import Call, StepPanel
 
@@ -20,6 +20,21 @@ ANNOTATION_LAYER = "scnapse annotations"
 ANNOTATION_KEY = "annotation"
 #: the obs column of the predicted classes (``annotate_images``'s ``key_added``)
 PREDICTED = "predicted_class"
+
+
+def warm_label_painting(dtype) -> None:
+    """Compile napari's kernel that colours a Labels layer by a ``DirectLabelColormap`` (numba:
+    seconds on first use) for labels of ``dtype``. Called in the worker thread, so that painting
+    the predicted classes afterwards does not freeze the interface."""
+    try:
+        from napari.utils.colormaps import DirectLabelColormap
+        from napari.utils.colormaps import _accelerated_cmap as accel
+
+        colors = {None: np.zeros(4), 0: np.zeros(4), 1: np.array([1.0, 0, 0, 1]), 2: np.array([0, 0, 1.0, 1])}
+        accel.labels_raw_to_texture_direct(np.arange(4, dtype=dtype).reshape(2, 2),
+                                           DirectLabelColormap(color_dict=colors))
+    except Exception:  # noqa: BLE001 - a speed-up only; napari's internals may change
+        pass
 
 
 class ImageModelWidget(StepPanel):
@@ -92,10 +107,26 @@ class ImageModelWidget(StepPanel):
                 np.zeros((0, 2)), name=ANNOTATION_LAYER, features=pd.DataFrame({ANNOTATION_KEY: pd.Series([], dtype=object)}),
                 size=8, face_color="white", border_color="black", border_width=0.2,
             )
+            layer.events.data.connect(lambda *_: self._color_annotations(layer))
         layer.feature_defaults[ANNOTATION_KEY] = str(self.class_name.value)
         self.viewer.layers.selection.active = layer
         layer.mode = "add"
         return layer
+
+    def legend_layers(self):
+        """The painted classes and the annotation points (one colour per class)."""
+        return [self.labels_layer.value if hasattr(self, "labels_layer") else None, self._annotation_layer_or_none()]
+
+    def _annotation_layer_or_none(self):
+        return next((x for x in self.viewer.layers
+                     if isinstance(x, napari.layers.Points) and x.name == ANNOTATION_LAYER), None)
+
+    def _color_annotations(self, layer) -> None:
+        """Each clicked point in its class's colour (the colour its predicted class will get)."""
+        from ._legend import color_annotations
+
+        color_annotations(layer, ANNOTATION_KEY)
+        self.legend.update_legend()
 
     def _set_click_class(self, *_):
         for layer in self.viewer.layers:
@@ -139,6 +170,7 @@ class ImageModelWidget(StepPanel):
                                           **options)
                 initial = cells.copy()
             if marks is not None:
+                warm_label_painting(np.asarray(label_data).dtype)  # here, not when the classes are painted
                 classes = sorted(set(marks.values()))
                 ann = cells.obs["label"].map(marks).to_numpy()
                 cells.obs[ANNOTATION_KEY] = pd.Categorical(ann, categories=classes)
@@ -200,8 +232,11 @@ class ImageModelWidget(StepPanel):
 
         cells = layer.metadata[ADATA]
         if calls[-1].name == "scnapse.tl.image_embedding":
-            # the embedding as its own Points layer (the image's cells, one point each)
-            self.result_layer = show_embedding(self.viewer, layer, "X_cnn", color_by=None)
+            # the embedding in the scatter view, linked to the Labels layer (not drawn over the image)
+            from ._scatter import open_scatter
+
+            self.scatter = open_scatter(self.viewer, layer, "X_cnn", color_by=None)
+            self.result_layer = layer
             return
         table = class_table(cells, PREDICTED)
         layer.colormap = DirectLabelColormap(color_dict=label_colors(table))

@@ -7,20 +7,27 @@ from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 
 class LossPlot(QWidget):
-    """Training and validation loss per epoch, redrawn with ``draw_idle`` (never blocks the GUI),
-    at most every ``redraw_ms`` milliseconds however fast the epochs come."""
+    """Training and validation loss per epoch, at most every ``redraw_ms`` milliseconds however
+    fast the epochs come. A redraw only repaints the two lines over a saved background (blitting,
+    a few milliseconds); the whole figure (axes, ticks, legend) is drawn again only when the
+    curves leave the axes' range, which grows with headroom (a handful of times per run)."""
 
     redraw_ms = 250
+    #: at most one whole-figure draw (new axes range) per this many seconds; the lines in between
+    full_draw_s = 3.0
 
     def __init__(self, parent=None):
         super().__init__(parent)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
+        self.figure = Figure(figsize=(3.2, 2.0), dpi=90)
+        # fixed margins: tight_layout would measure every text at every draw
+        self.figure.subplots_adjust(left=0.2, right=0.97, bottom=0.24, top=0.95)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.canvas.setMinimumHeight(150)
+        # a fixed height: a status line that wraps differently must not resize (and redraw) the plot
+        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.canvas.setFixedHeight(170)
         self.ax = self.figure.add_subplot(111)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -29,6 +36,10 @@ class LossPlot(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(self.redraw_ms)
         self._timer.timeout.connect(self.redraw)
+        self._background = None
+        self._last_full = float("-inf")
+        self.full_draws = 0  # how many times the whole figure was drawn (the slow part)
+        self.canvas.mpl_connect("draw_event", self._on_draw)
         self.reset()
 
     def reset(self) -> None:
@@ -36,8 +47,10 @@ class LossPlot(QWidget):
         self.train: list[float] = []
         self.val: list[float] = []
         self.ax.clear()
-        (self.train_line,) = self.ax.plot([], [], "-", color="#1f77b4", label="train")
-        (self.val_line,) = self.ax.plot([], [], "-", color="#ff7f0e", label="validation")
+        self.max_epochs: int | None = None
+        self._background = None
+        (self.train_line,) = self.ax.plot([], [], "-", color="#1f77b4", label="train", animated=True)
+        (self.val_line,) = self.ax.plot([], [], "-", color="#ff7f0e", label="validation", animated=True)
         self.ax.set_xlabel("epoch", fontsize=8)
         self.ax.set_ylabel("loss", fontsize=8)
         self.ax.tick_params(labelsize=7)
@@ -48,12 +61,61 @@ class LossPlot(QWidget):
         self.epochs.append(report.epoch)
         self.train.append(report.train_loss)
         self.val.append(float("nan") if report.val_loss is None else report.val_loss)
+        self.max_epochs = getattr(report, "max_epochs", None) or self.max_epochs
         if not self._timer.isActive():
             self._timer.start()
 
+    def _on_draw(self, _event) -> None:
+        """After a full draw: keep the background (without the lines), then paint the lines."""
+        self.full_draws += 1
+        self._background = self.canvas.copy_from_bbox(self.ax.bbox)
+        self.ax.draw_artist(self.train_line)  # the canvas shows them when the draw ends
+        self.ax.draw_artist(self.val_line)
+
+    def _blit_lines(self) -> None:
+        self.ax.draw_artist(self.train_line)
+        self.ax.draw_artist(self.val_line)
+        self.canvas.blit(self.ax.bbox)
+
+    def _limits_ok(self) -> bool:
+        """Whether the curves fit the current axes and still fill a fair part of them."""
+        import math
+
+        values = [v for v in (*self.train, *self.val) if not math.isnan(v) and math.isfinite(v)]
+        if not values:
+            return True
+        lo, hi = min(values), max(values)
+        y0, y1 = self.ax.get_ylim()
+        x0, x1 = self.ax.get_xlim()
+        fits = y0 <= lo and hi <= y1 and self.epochs[-1] <= x1 and x0 <= self.epochs[0]
+        return fits and (hi - lo) >= 0.25 * (y1 - y0)
+
+    def _set_limits(self) -> None:
+        import math
+
+        values = [v for v in (*self.train, *self.val) if not math.isnan(v) and math.isfinite(v)]
+        right = max(self.max_epochs or 0, self.epochs[-1] if self.epochs else 1, 2)
+        self.ax.set_xlim(0, right)
+        if values:
+            lo, hi = min(values), max(values)
+            span = hi - lo if hi > lo else 0.05 * (abs(hi) or 1.0)
+            # losses fall: room below for the next epochs, so that few full draws are needed
+            self.ax.set_ylim(lo - 0.6 * span, hi + 0.08 * span)
+
     def redraw(self) -> None:
+        """Show the epochs so far: the lines alone when the axes still fit them, else everything."""
         self.train_line.set_data(self.epochs, self.train)
         self.val_line.set_data(self.epochs, self.val)
-        self.ax.relim()
-        self.ax.autoscale_view()
-        self.canvas.draw_idle()
+        if not self.epochs:
+            return
+        import time
+
+        now = time.monotonic()
+        if self._background is None or (not self._limits_ok() and now - self._last_full >= self.full_draw_s):
+            self._last_full = now
+            self._set_limits()
+            self._background = None
+            self.canvas.draw_idle()  # the draw event saves the background and paints the lines
+            return
+        self.canvas.restore_region(self._background)
+        self._blit_lines()

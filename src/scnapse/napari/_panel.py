@@ -27,6 +27,8 @@ from qtpy.QtWidgets import (
 
 from ._events import _connect_layer_events, adata_points_layers, refresh_cells_choice
 from ._layers import ADATA, SESSION, ModelRef, get_adata, refresh_features
+from ._legend import LegendLabel
+from ._scatter import refresh_scatter
 from ._lossplot import LossPlot
 from ._options import StepOptions, family_train_defaults
 from ._train_options import TrainOptions
@@ -182,6 +184,8 @@ class StepPanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
+        self.legend = LegendLabel(self.legend_layers)  # the colours of the result, explained
+        layout.addWidget(self.legend)
         self.loss_plot = LossPlot() if self.trains else None
         if self.loss_plot is not None:
             layout.addWidget(self.loss_plot)
@@ -272,6 +276,10 @@ class StepPanel(QWidget):
         self.on_task_changed()
         if hasattr(self, "run_button") and not self.running:
             self.run_button.setText(self.run_text)
+
+    def legend_layers(self) -> list:
+        """The layers whose colouring the panel's legend explains (the one it ran on)."""
+        return [getattr(self, "result_layer", None) or self.layer]
 
     def on_task_changed(self) -> None:
         """Show or hide widgets that depend on the task (after :meth:`show_task`)."""
@@ -432,6 +440,8 @@ class StepPanel(QWidget):
         if done:
             try:
                 self.show_results(layer, done)
+                self.legend.update_legend()
+                refresh_scatter(self.viewer)  # an open scatter view shows the new results
             except Exception as err:  # a display problem must not lose the computed result
                 self._error(err, trace=traceback.format_exc())
                 return

@@ -1,6 +1,6 @@
 """The Time course panel: a Tracks layer becomes one sequence per track (``sn.ts.from_tracks``);
 embed the tracks with a recurrent autoencoder, classify them from a labelled column, or forecast
-their next steps. Embeddings appear as a Points layer, forecasts as points after each track's end,
+their next steps. Embeddings appear in the scatter view (linked to the tracks), forecasts as points after each track's end,
 classes as the tracks' colours."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import ComboBox
 
-from ._layers import ADATA, SESSION, VIEW, ModelRef, Session, show_embedding
+from ._layers import ADATA, SESSION, VIEW, ModelRef, Session
 from ._options import Option, Picker, StepOptions, form
 from ._panel import Call, StepPanel
 
@@ -144,14 +144,25 @@ class TimeCourseWidget(StepPanel):
         seqs = layer.metadata[ADATA]
         name = calls[-1].name
         if name == "scnapse.tl.sequence_embedding":
-            self.result_layer = show_embedding(self.viewer, layer, "X_rnn", color_by=None)
+            # the embedding in the scatter view, linked to the Tracks layer (not drawn over the tracks)
+            from ._scatter import open_scatter
+
+            self.scatter = open_scatter(self.viewer, layer, "X_rnn", color_by=None)
+            self.result_layer = layer
         elif name == "scnapse.tl.forecast":
             self.result_layer = self._show_forecast(layer, seqs)
         else:
+            from napari.utils.colormaps import Colormap
+
+            from ._layers import cell_colors
+
+            # one colour per class (a predicted column takes its truth column's colours), with a legend
+            _, legend = cell_colors(seqs, PREDICTED)
             codes = seqs.obs[PREDICTED].astype("category").cat.codes
-            by_track = dict(zip(seqs.obs["track_id"].to_numpy(), codes.to_numpy()))
+            k = max(len(legend), 1)
+            by_track = dict(zip(seqs.obs["track_id"].to_numpy(), (codes.to_numpy() + 0.5) / k))
             feats = layer.features.copy()  # rows in the layer's (track, time) order
-            feats[PREDICTED] = np.array([by_track.get(t, -1) for t in layer.data[:, 0]], dtype=float)
+            feats[PREDICTED] = np.array([by_track.get(t, 0.0) for t in layer.data[:, 0]], dtype=float)
             # napari's Tracks setters take rows in the order the data were given, then sort them
             order = getattr(getattr(layer, "_manager", None), "_order", None)
             if order is not None:
@@ -163,7 +174,11 @@ class TimeCourseWidget(StepPanel):
                     given[col] = unsorted
                 feats = pd.DataFrame(given)
             layer.features = feats
+            layer.colormaps_dict = {**layer.colormaps_dict, PREDICTED: Colormap(
+                colors=list(legend.values()) or ["#7f7f7f"], controls=np.linspace(0, 1, k + 1),
+                interpolation="zero", name="scnapse predicted")}
             layer.color_by = PREDICTED
+            layer.metadata[VIEW] = {**layer.metadata.get(VIEW, {}), "color_by": PREDICTED, "legend": legend}
             self.result_layer = layer
 
     def _show_forecast(self, layer, seqs):

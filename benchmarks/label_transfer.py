@@ -1,11 +1,14 @@
 """Label transfer across batches: train on one study of ``sn.datasets.pbmc_cross_study()``,
 annotate the other, both directions; macro-F1 on the cell types the reference has.
 
-    OMP_NUM_THREADS=1 python benchmarks/label_transfer.py [--seed 0]
+    OMP_NUM_THREADS=1 python benchmarks/label_transfer.py [--seed 0] [--celltypist-path /tmp/ctlib]
 
 Compares the classifier without ``batch_key``, with ``batch_key="batch"`` (per-batch centring)
 and with ``batch_key="batch", batch_scale=True`` (per-batch centring and scaling); every run with
 the defaults (seed 0). The query is annotated as one batch of its own (a batch the model never saw).
+With ``--celltypist-path`` (a folder holding CellTypist and scikit-learn < 1.7, see
+``benchmarks/classifier.py``), CellTypist trained on the reference with its defaults (log-normalised
+counts, ``majority_voting=False``) runs beside them on the same cells.
 """
 
 from __future__ import annotations
@@ -43,10 +46,42 @@ def transfer(data, ref_batch: str, query_batch: str, options: dict, seed: int) -
             "unassigned_novel": float(np.mean(called[~keep] == "Unassigned")) if (~keep).any() else float("nan")}
 
 
+def celltypist_transfer(data, ref_batch: str, query_batch: str, path: str, tmp) -> dict | None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import classifier as bench  # the CellTypist subprocess runner of the classifier benchmark
+
+    log = bench.log_normalized(data)
+    ref = log[log.obs["batch"] == ref_batch].copy()
+    query = log[log.obs["batch"] == query_batch].copy()
+    ref.write_h5ad(tmp / "ref.h5ad")
+    query.write_h5ad(tmp / "query.h5ad")
+    out = bench.run_celltypist([{"train": str(tmp / "ref.h5ad"), "query": str(tmp / "query.h5ad"),
+                                 "labels": "cell_type"}], path, tmp)
+    if out is None:
+        return None
+    pred_all = np.asarray(out["results"][0]["predicted"])
+    known = set(ref.obs["cell_type"].astype(str))
+    truth_all = query.obs["cell_type"].astype(str).to_numpy()
+    keep = np.isin(truth_all, list(known))
+    truth, pred = truth_all[keep], pred_all[keep]
+    labels = sorted(known & set(truth))
+    return {"macro_f1": f1_score(truth, pred, labels=labels, average="macro"),
+            "accuracy": float(np.mean(truth == pred)), "unassigned_known": float("nan"),
+            "unassigned_novel": float("nan")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--celltypist-path", default=None)
     args = parser.parse_args()
+    import tempfile
+    from pathlib import Path
+
+    tmp = Path(tempfile.mkdtemp(prefix="label_transfer_"))
     data = sn.datasets.pbmc_cross_study()
     directions = [("pbmc68k", "pbmc160"), ("pbmc160", "pbmc68k")]
     print("| reference → query | method | macro-F1 (shared types) | accuracy | Unassigned, known types | "
@@ -59,6 +94,12 @@ def main() -> None:
             print(f"| {ref_batch} → {query_batch} | {name} | {r['macro_f1']:.3f} | {r['accuracy']:.3f} | "
                   f"{r['unassigned_known']:.1%} | {r['unassigned_novel']:.1%} | {time.perf_counter() - t0:.0f} |",
                   flush=True)
+        if args.celltypist_path:
+            t0 = time.perf_counter()
+            r = celltypist_transfer(data, ref_batch, query_batch, args.celltypist_path, tmp)
+            if r is not None:
+                print(f"| {ref_batch} → {query_batch} | CellTypist | {r['macro_f1']:.3f} | {r['accuracy']:.3f} | "
+                      f"— | — | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ NOT_ADATA_FIRST = {
     "ts.simulate_oscillations": "simulates a sequence AnnData",
 }
 #: steps that return a model and also write into the AnnData (so they take ``key_added``)
-MODEL_AND_RECORD = {"tl.train_classifier": "writes uns[key_added], the held-out metrics"}
+MODEL_AND_RECORD = {"tl.train_classifier": "writes uns[key_added], the held-out metrics",
+                    "tl.map_query": "writes obsm/uns of the query, returns the mapped model"}
 TRAINING_STEPS = ["autoencoder", "image_embedding", "sequence_embedding", "train_classifier",
                   "train_image_classifier", "train_sequence_classifier", "train_forecaster"]
 

@@ -276,3 +276,169 @@ def test_copy_of_a_backed_anndata(counts, classifier, tmp_path):
         assert emb.obsm["X_autoencoder"].shape == (counts.n_obs, 2) and "X_autoencoder" not in backed.obsm
     finally:
         backed.file.close()
+
+
+# -- the table: every public step and the CLI against hostile-but-realistic input --------------
+# Each case is (step, argument, value, expected outcome). Outcomes: "error" (a ValueError,
+# TypeError, KeyError or FileNotFoundError from scnapse that names the problem, never a torch or
+# numpy traceback), "warning" (runs and warns) or "handled" (runs and does the right thing). The
+# user's AnnData is fingerprinted before each call and compared after any error.
+
+ONE = {"max_epochs": 1, "progress": False, "seed": 0}
+BAD_INT = [0, -1, 2.7, "10", True, None, float("nan"), [4]]
+BAD_WIDTHS = ["128", (0,), (-4,), (8.5,), ("a",), 16.5, [None]]
+BAD_FLOAT = [-1.0, float("nan"), float("inf"), "0.5", None, 2.0]
+BAD_KEY = ["missing", 3, ""]
+BAD_EPOCHS = [0, -1, 1.5, "3", float("nan")]
+BAD_BATCH = [0, -1, 2.5, "a", float("nan")]
+BAD_LR = [0.0, -1.0, "x", float("nan"), float("inf")]
+BAD_SEED = ["a", 1.5, -1]
+
+
+_MODEL: dict = {}
+
+
+def _model():
+    """A classifier trained once (one epoch) for the annotate cases."""
+    if "m" not in _MODEL:
+        _MODEL["m"] = sn.tl.train_classifier(make_counts(60, 40, seed=3), labels_key="cell_type", hidden=(8,), **ONE)
+    return _MODEL["m"]
+
+
+def _ae(a, **kw):
+    return sn.tl.autoencoder(a, **{"n_latent": 3, "hidden": (8,), **ONE, **kw})
+
+
+def _clf(a, **kw):
+    return sn.tl.train_classifier(a, **{"labels_key": "cell_type", "hidden": (8,), **ONE, **kw})
+
+
+def _annotate(a, **kw):
+    model = kw.pop("model", None) or _model()
+    return sn.tl.annotate(a, model, **kw)
+
+
+def _bad_data(kind: str):
+    a = make_counts(60, 40, seed=3)
+    X = (a.X.toarray() if sparse.issparse(a.X) else np.asarray(a.X)).astype(np.float32)
+    if kind == "nan":
+        X[3, 4] = np.nan
+    elif kind == "inf":
+        X[0, 0] = np.inf
+    elif kind == "negative":
+        X[1, 1] = -5
+    elif kind == "zeros":
+        X[:] = 0
+    elif kind == "constant":
+        X[:] = 2
+    elif kind == "one_cell":
+        return a[:1].copy()
+    elif kind == "no_genes":
+        return a[:, :0].copy()
+    a.X = X
+    return a
+
+
+NOT_ANNDATA = {"None": None, "array": np.ones((5, 4)), "frame": pd.DataFrame(np.ones((5, 4))), "list": [[1, 2]],
+               "path": "cells.h5ad", "dict": {"X": 1}, "int": 3, "set": {1}}
+STEPS = ["annotate", "annotate_images", "annotate_sequences", "autoencoder", "compare_embeddings", "forecast",
+         "image_embedding", "sequence_embedding", "train_classifier", "train_forecaster", "train_image_classifier",
+         "train_sequence_classifier", "tune"]
+BAD_DATA = ["nan", "inf", "negative", "zeros", "constant", "one_cell", "no_genes"]
+
+
+def _cells(adata):
+    return adata
+
+
+def _table() -> list[tuple]:
+    """(case id, what the call gets, the call) for every case."""
+    cases = []
+    for step, call in (("autoencoder", _ae), ("train_classifier", _clf)):
+        for arg, values in (("hidden", BAD_WIDTHS), ("max_epochs", BAD_EPOCHS), ("batch_size", BAD_BATCH),
+                            ("lr", BAD_LR), ("layer", BAD_KEY), ("seed", BAD_SEED)):
+            cases += [(f"{step}-{arg}={v!r}", None, call, {arg: v}) for v in values]
+    cases += [(f"autoencoder-n_latent={v!r}", None, _ae, {"n_latent": v}) for v in BAD_INT + [41, 1000]]
+    cases += [(f"autoencoder-beta={v!r}", None, _ae, {"beta": v}) for v in BAD_FLOAT]
+    cases += [(f"train_classifier-labels_key={v!r}", None, _clf, {"labels_key": v}) for v in BAD_KEY + ["n_genes"]]
+    for arg, values in (("min_confidence", BAD_FLOAT), ("min_typicality", BAD_FLOAT), ("batch_size", BAD_BATCH),
+                        ("key_added", [3, "", None]), ("layer", BAD_KEY), ("over_clustering", ["missing", 3]),
+                        ("model", ["nope.pt", 3, "."])):
+        cases += [(f"annotate-{arg}={v!r}", None, _annotate, {arg: v}) for v in values]
+    for kind in BAD_DATA:
+        for step, call in (("autoencoder", _ae), ("train_classifier", _clf), ("annotate", _annotate)):
+            cases.append((f"{step}-data={kind}", kind, call, {}))
+    for step in STEPS:
+        required = {"labels_key": "cell_type"} if step.startswith(("train_", "compare")) else {}
+        if step.startswith(("annotate", "forecast")):
+            required = {"model": "model"}
+        if step == "tune":
+            required = {"step": "autoencoder", "space": {"lr": [1e-3, 1e-2]}}
+        for name, value in NOT_ANNDATA.items():
+            cases.append((f"{step}-adata={name}", ("given", value), getattr(sn.tl, step), required))
+    return cases
+
+
+CASES = _table()
+# What runs: a valid value, an option that only applies with another one, and annotating cells
+# whose values are all alike (a prediction is still defined). Every other case is a clear error.
+HANDLED = {"autoencoder-beta=2.0", "annotate-over_clustering='missing'", "annotate-over_clustering=3",
+           "annotate-data=zeros", "annotate-data=constant", "annotate-data=one_cell",
+           "train_classifier-data=negative"}  # real-valued features (z-scores, ΔCt) are standardised
+CLEAR = (ValueError, TypeError, KeyError, FileNotFoundError)
+INTERNAL = ("Traceback", "torch.", "numpy.", "range() arg", "broadcast", "object of type")
+
+
+def outcome_of(case_id: str) -> str:
+    """The expected outcome class of a case: "error", "warning" or "handled"."""
+    return "handled" if case_id in HANDLED else "error"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_table(case):
+    case_id, data, call, kwargs = case
+    kwargs = {k: (_model() if v == "model" and k == "model" else v) for k, v in kwargs.items()}
+    if data is None:
+        adata = make_counts(60, 40, seed=3)
+    else:
+        adata = data[1] if isinstance(data, tuple) else _bad_data(data)
+    if outcome_of(case_id) == "handled":
+        call(adata, **kwargs)
+        return
+    before = snapshot(adata) if isinstance(adata, ad.AnnData) else None
+    with pytest.raises(CLEAR) as info:
+        call(adata, **kwargs)
+    message = str(info.value)
+    assert len(message) > 15 and not any(m in message for m in INTERNAL), message
+    if before is not None:
+        assert_unchanged(adata, before)
+
+
+def count_cases() -> dict:
+    """Cases of this file by outcome: the table's, and the other tests' (each counted once per
+    parametrised case; they check an error, a warning or a handled result)."""
+    import collections
+    import inspect as _inspect
+    import sys
+
+    counts = collections.Counter(outcome_of(c[0]) for c in CASES)
+    module = sys.modules[__name__]
+    for name, func in _inspect.getmembers(module, _inspect.isfunction):
+        if not name.startswith("test_") or name in ("test_table", "test_the_suite_counts_its_cases"):
+            continue
+        marks = [m for m in getattr(func, "pytestmark", []) if m.name == "parametrize"]
+        n = 1
+        for m in marks:
+            n *= len(m.args[1])
+        counts["other tests"] += n
+    return dict(counts)
+
+
+def test_the_suite_counts_its_cases():
+    counts = count_cases()
+    assert sum(counts.values()) >= 250, counts
+    assert counts["error"] >= 200 and counts["handled"] >= 1, counts
+
+
+if __name__ == "__main__":
+    print(count_cases())

@@ -278,7 +278,7 @@ def test_augmentation():
 # -- classifier ---------------------------------------------------------------------------------
 def test_classifier_learns_texture_from_20_cells_per_class(texture_cells, texture_model):
     # training read the cells and wrote nothing into them
-    assert "predicted" not in texture_cells.obs and set(texture_cells.obsm.keys()) == {"crops", "spatial"}
+    assert "predicted" not in texture_cells.obs and set(texture_cells.obsm.keys()) == {"crops", "spatial", "features"}
     cells = texture_cells.copy()
     sn.tl.annotate_images(cells, texture_model)
     held_out = cells.obs["annotation"].isna().to_numpy()

@@ -73,7 +73,9 @@ def test_every_registered_scnapse_training_step_is_covered():
                "scnapse.tl.image_embedding", "scnapse.tl.train_image_classifier", "scnapse.tl.annotate_images",
                "scnapse.tl.sequence_embedding", "scnapse.tl.train_sequence_classifier",
                "scnapse.tl.annotate_sequences", "scnapse.tl.train_forecaster", "scnapse.tl.forecast",
-               "scnapse.tl.compare_embeddings", "scnapse.tl.integration_metrics"}
+               "scnapse.tl.compare_embeddings", "scnapse.tl.integration_metrics",
+               "scnapse.tl.compare_runs",  # tests/test_compare_runs.py
+               "scnapse.tl.map_query"}  # tests/test_batches.py
     steps = {n for n in step_names() if n.startswith("scnapse.tl.")}
     assert steps <= covered | {"scnapse.tl.tune"}, steps - covered
     assert set(MODEL_STEPS) <= steps

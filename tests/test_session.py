@@ -23,7 +23,7 @@ def test_session_records_unique_ids_and_becomes_a_pipeline():
     pipe = session.to_pipeline(output="out.h5ad")
     assert isinstance(pipe, Pipeline) and pipe.seed == 4 and pipe.output == "out.h5ad"
     assert [s.id for s in pipe.steps] == ["log1p", "ae", "ae_2"]
-    assert pipe.steps[2].params == {"n_latent": 2, "max_epochs": 2}
+    assert pipe.steps[2].params == {"n_latent": 2, "max_epochs": 2, "threads": sn._settings.resolve_threads()}
 
 
 def test_session_saves_its_models_beside_the_pipeline(tmp_path, lognorm_adata):
@@ -66,7 +66,8 @@ def test_registry_gives_functions_and_their_names():
     assert get_step(sn.tl.forecast).takes_model
     assert public_name(get_step("scanpy.pp.pca").func) == "scanpy.pp.pca"
     assert set(MODEL_STEPS) == {"scnapse.tl.train_classifier", "scnapse.tl.train_image_classifier",
-                                "scnapse.tl.train_sequence_classifier", "scnapse.tl.train_forecaster"}
+                                "scnapse.tl.train_sequence_classifier", "scnapse.tl.train_forecaster",
+                                "scnapse.tl.map_query"}
     assert not get_step("scnapse.pl.loss").trains  # a plot gets no seed or device
     with pytest.raises(PipelineError, match="is not a registered step"):
         public_name(len)

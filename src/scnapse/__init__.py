@@ -7,6 +7,11 @@ torch nor scanpy, so ``scnapse info`` and the napari reader start without them.
 from __future__ import annotations
 
 import importlib
+import os
+
+# OpenMP threads that spin while waiting for work steal the CPU from the other threads (and other
+# processes) on a busy machine; passive waiting, unless the user chose otherwise, before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 

@@ -1,8 +1,10 @@
-"""Package-wide settings: the default device, seed and verbosity."""
+"""Package-wide settings: the default device, seed, threads and verbosity."""
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,11 +25,14 @@ class Settings:
     """Defaults used where a step is given none.
 
     ``device`` is ``"auto"`` (CUDA, else Apple MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``
-    or ``"mps"``. ``seed`` is the seed of every step that is not given one.
+    or ``"mps"``. ``seed`` is the seed of every step that is not given one. ``n_threads`` is the
+    number of CPU threads training uses (torch and the BLAS/OpenMP pools alike): ``"auto"`` is the
+    number of CPUs this process may actually use (its CPU affinity and cgroup quota).
     """
 
     device: str = "auto"
     seed: int = 0
+    n_threads: int | str = "auto"
     verbosity: int = logging.INFO
 
     def __setattr__(self, name, value):
@@ -37,6 +42,54 @@ class Settings:
 
 
 settings = Settings()
+
+
+def _cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """CPUs allowed by the cgroup v2 quota (``/sys/fs/cgroup/cpu.max``), or ``None``."""
+    try:
+        with open(path) as fh:
+            quota, period = fh.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return max(1, math.floor(int(quota) / int(period)))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def available_cpus() -> int:
+    """The number of CPUs this process may use: its CPU affinity, capped by the cgroup quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    return max(1, min(n, quota) if quota else n)
+
+
+def resolve_threads(threads: int | str | None = None) -> int:
+    """The thread count for ``threads`` (``None``: ``settings.n_threads``; ``"auto"``: the CPUs
+    available to this process).
+
+    Parameters
+    ----------
+    threads
+        A positive integer, ``"auto"`` or ``None``.
+
+    Returns
+    -------
+    int
+        The number of threads.
+    """
+    if threads is None:
+        threads = settings.n_threads
+    if isinstance(threads, str) and threads.strip().lower() == "auto":
+        return available_cpus()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={threads!r}: give a positive whole number of threads or 'auto'.")
+    return threads
 
 
 def available_devices() -> list[str]:

@@ -152,6 +152,9 @@ def _read_for_info(file: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scnapse", description="Deep learning steps for single-cell data.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"scnapse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a pipeline file (under torchrun: distributed data parallel)")
     p.add_argument("pipeline")

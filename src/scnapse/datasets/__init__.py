@@ -107,19 +107,17 @@ def pbmc_cross_study() -> ad.AnnData:
     ``obs['batch']`` is ``"pbmc68k"`` or ``"pbmc160"``; ``obs['cell_type']`` holds the harmonised
     names of :data:`CROSS_STUDY_LABELS`; ``obs['original_cell_type']`` the study's own label.
 
-    ========================================  ====================  ===========================
-    pbmc68k (``bulk_labels``)                 pbmc160 (``cell_type``)  ``cell_type``
-    ========================================  ====================  ===========================
-    CD19+ B                                   B                     B
-    CD14+ Monocyte                            CD14+ Mono            CD14 monocytes
-    CD56+ NK                                  NK                    NK
-    CD8+ Cytotoxic T, CD8+/CD45RA+ Naive      CD8 T                 CD8 T
-    CD4+/CD25 T Reg, CD4+/CD45RO+ Memory,     Memory CD4 T,         CD4 T
-    CD4+/CD45RA+/CD25- Naive T                Naive CD4 T
-    Dendritic                                 DC                    DC
-    CD34+                                     —                     CD34+ progenitors
-    —                                         FCGR3A+ Mono          FCGR3A+ monocytes
-    ========================================  ====================  ===========================
+    Harmonised ``cell_type`` ← pbmc68k's ``bulk_labels``; pbmc160's ``cell_type``:
+
+    - B: pbmc68k ``CD19+ B``; pbmc160 ``B``
+    - CD14 monocytes: ``CD14+ Monocyte``; ``CD14+ Mono``
+    - NK: ``CD56+ NK``; ``NK``
+    - CD8 T: ``CD8+ Cytotoxic T``, ``CD8+/CD45RA+ Naive Cytotoxic``; ``CD8 T``
+    - CD4 T: ``CD4+/CD25 T Reg``, ``CD4+/CD45RO+ Memory``, ``CD4+/CD45RA+/CD25- Naive T``;
+      ``Memory CD4 T``, ``Naive CD4 T``
+    - DC: ``Dendritic``; ``DC``
+    - CD34+ progenitors: ``CD34+`` (pbmc68k only)
+    - FCGR3A+ monocytes: ``FCGR3A+ Mono`` (pbmc160 only)
 
     The two types with no counterpart are kept (13 and 20 cells) under their own names: they are
     the batch-specific populations an over-correcting integration merges into a shared type.

@@ -5,6 +5,11 @@ centroid, zero-padded where the window leaves the image. Frames of a time-lapse 
 at a time, and each object's window is cut from its frame directly, so memory holds one frame and
 the crops, never one full image per object; with ``crops_file=`` the crops themselves go to a
 ``.npy`` file on disk and are read lazily (a NumPy memory map in ``obsm["crops"]``).
+
+Each object also gets hand-made features, computed once (scikit-image ``regionprops``): the shape
+of its mask (for 3-D objects, of the mask projected over z) and the statistics of its raw
+intensities per channel (over all its pixels / voxels), in ``obsm["features"]``, named in
+``uns["crops"]["feature_names"]`` (see :data:`SHAPE_FEATURES`, :data:`INTENSITY_FEATURES`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,34 @@ PROJECTIONS = ("max", "mid")
 MIN_SIZE = 8
 #: the percentiles that map an image (``normalize="image"``) or a crop (``"crop"``) onto [0, 1]
 PERCENTILES = {"image": (1.0, 99.8), "crop": (1.0, 99.0)}
+#: shape features of each object (regionprops of its 2-D mask; a 3-D mask projected over z first,
+#: except ``area``, which counts the object's own pixels / voxels)
+SHAPE_FEATURES = ("area", "perimeter", "eccentricity", "solidity", "extent", "major_axis_length",
+                  "minor_axis_length")
+#: intensity statistics of each object's raw pixels, per channel (``intensity_mean_<channel>``...)
+INTENSITY_FEATURES = ("intensity_mean", "intensity_std", "intensity_min", "intensity_max")
+
+
+def feature_names(channel_names: list[str]) -> list[str]:
+    """The columns of ``obsm["features"]``: the shape features, then the intensity statistics of
+    each channel."""
+    return list(SHAPE_FEATURES) + [f"{f}_{c}" for c in channel_names for f in INTENSITY_FEATURES]
+
+
+def _object_features(own: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """Shape features of the mask ``own`` (2-D, or 3-D projected over z) and intensity statistics
+    of ``pix`` (object pixels × channels), float64; undefined values (a one-pixel object) are 0."""
+    from skimage.measure import regionprops
+
+    area = float(own.sum())
+    mask2d = own.any(axis=0) if own.ndim == 3 else own
+    # one pixel of background around the mask, so that perimeter and the convex hull see its edge
+    props = regionprops(np.pad(mask2d, 1).astype(np.uint8))[0]
+    shape = [area, props.perimeter, props.eccentricity, props.solidity, props.extent,
+             props.axis_major_length, props.axis_minor_length]
+    inten = np.stack([pix.mean(axis=0), pix.std(axis=0), pix.min(axis=0), pix.max(axis=0)], axis=1).ravel()
+    out = np.concatenate([np.asarray(shape, dtype=np.float64), inten])
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _choice(name, value, valid):
@@ -186,7 +219,12 @@ def cells_from_labels(
         An AnnData with no ``X`` and one row per object: ``obs`` ``label``, ``frame`` (time-lapse),
         ``centroid_y``, ``centroid_x`` (``centroid_z`` for 3-D), ``area``, ``mean_intensity_<channel>``,
         ``clipped``; ``obsm["crops"]`` (objects × channels × size × size, float32) and
-        ``obsm["spatial"]`` (``x``, ``y`` of the centroid); ``uns["crops"]`` records every choice.
+        ``obsm["spatial"]`` (``x``, ``y`` of the centroid); ``obsm["features"]`` (objects ×
+        features, float32: hand-made features from scikit-image ``regionprops`` — area,
+        perimeter, eccentricity, solidity, extent, major / minor axis length of the object's mask,
+        projected over z for 3-D objects, and the mean, std, min and max of its raw intensities
+        per channel), their names in ``uns["crops"]["feature_names"]``; ``uns["crops"]`` records
+        every choice.
     """
     size = _check_size(size)
     _choice("normalize", normalize, NORMALIZE)
@@ -226,7 +264,7 @@ def cells_from_labels(
         "time_axis": "None" if time_axis is None else time_axis,
         "image_shape": [int(s) for s in np.shape(image)], "image_dtype": str(np.dtype(image.dtype)),
         "padding": "zeros", "crops_file": "None" if crops_file is None else str(crops_file),
-        "min_area": int(min_area),
+        "min_area": int(min_area), "feature_names": feature_names(channel_names),
     }
     return _cells(rows, crops, record, time_lapse=spec.time_lapse)
 
@@ -293,7 +331,8 @@ def _find_objects(lab) -> list[tuple[list[int], list]]:
 
 
 def _crop_frame(spec: _CropSpec, t: int, frame, frame_labels, ids, slices, crops, n: int) -> list[dict]:
-    """The ``obs`` rows of one frame's objects; their crops are written to ``crops[n:]``."""
+    """The ``obs`` rows of one frame's objects (their features under the key ``"_features"``);
+    their crops are written to ``crops[n:]``."""
     limits = _frame_limits(frame) if spec.normalize == "image" else None
     rows = []
     for lab_id in ids:
@@ -321,6 +360,7 @@ def _object_row(spec: _CropSpec, t: int, lab_id: int, sl, own, frame) -> dict:
     row["area"] = int(own.sum())
     for c, name in enumerate(spec.channel_names):
         row[f"mean_intensity_{name}"] = float(pix[:, c].mean())
+    row["_features"] = _object_features(own, pix)
     return row
 
 
@@ -388,6 +428,7 @@ def _keep_first(crops, n: int, n_total: int, crops_file: str | None):
 
 
 def _cells(rows: list[dict], crops, record: dict, *, time_lapse: bool) -> AnnData:
+    features = np.stack([row.pop("_features") for row in rows]).astype(np.float32)
     obs = pd.DataFrame(rows)
     if time_lapse:
         obs.index = [f"t{f}_{lab_id}" for f, lab_id in zip(obs["frame"], obs["label"])]
@@ -398,5 +439,6 @@ def _cells(rows: list[dict], crops, record: dict, *, time_lapse: bool) -> AnnDat
     # a plain ndarray view of a memory map: read lazily from the file, and writable by write_h5ad
     cells.obsm["crops"] = crops.view(np.ndarray) if isinstance(crops, np.memmap) else crops
     cells.obsm["spatial"] = obs[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64)
+    cells.obsm["features"] = features
     cells.uns["crops"] = record
     return cells

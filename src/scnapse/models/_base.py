@@ -61,6 +61,15 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_number(value, name: str, minimum: float = 0.0) -> float:
+    """A finite real number ``>= minimum`` (a string, ``None``, NaN or infinity is refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}={value!r} must be a number >= {minimum:g}.")
+    if not np.isfinite(value) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be a finite number >= {minimum:g}.")
+    return float(value)
+
+
 def check_widths(value, name: str = "hidden", *, allow_empty: bool = True) -> list[int]:
     """Layer widths as a list of positive ints; a string, a float or a bare number is refused
     (``hidden="128"`` would otherwise read as widths 1, 2, 8)."""
@@ -137,11 +146,18 @@ class BaseModel:
     # -- the training template ------------------------------------------------------------------
     def _fit(self, adata, run, run_options: dict, **data_options):
         """Train on ``adata``: the steps of the module docstring. Returns ``self``."""
-        from .._settings import logger, resolve_device
-        from ..train import RunOptions, environment, fit, seed_everything, split_indices
-        from ..train.distributed import world_size
+        from ..train import RunOptions, thread_limits
 
         run = RunOptions.resolve(run, run_options)
+        with thread_limits(run.n_threads()):
+            return self._fit_run(adata, run, **data_options)
+
+    def _fit_run(self, adata, run, **data_options):
+        """:meth:`_fit` with the run options resolved and the thread count set."""
+        from .._settings import logger, resolve_device
+        from ..train import environment, fit, seed_everything, split_indices
+        from ..train.distributed import world_size
+
         cfg = self.config
         seed, device = cfg.resolved_seed, resolve_device(cfg.device)
         gen = seed_everything(seed, deterministic=cfg.deterministic)

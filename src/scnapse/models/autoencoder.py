@@ -19,7 +19,7 @@ from ..nn.losses import (
 )
 from ..train import Matrix, RunOptions, TrainConfig
 from ..train.data import is_backed, iter_row_chunks, summarize
-from ._base import BaseModel, Prepared, check_count, check_widths
+from ._base import BaseModel, Prepared, check_count, check_number, check_widths
 from ._preprocess import (
     Preprocessing,
     check_informative,
@@ -57,10 +57,14 @@ PCA_MAX_VALUES = 10_000_000
 
 
 def principal_components(matrix: Matrix, rows: np.ndarray, prep: Preprocessing, k: int,
-                         seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+                         seed: int, groups: np.ndarray | None = None):
     """``(mean, components, n_cells)``: the top ``k`` principal components (rows, unit length,
     sign fixed so the largest loading is positive) of ``prep(matrix[rows])``, computed exactly
-    (eigendecomposition in float64 on the CPU) on a seeded sample of the rows."""
+    (eigendecomposition in float64 on the CPU) on a seeded sample of the rows.
+
+    ``groups`` (a code per row of ``matrix``, e.g. the batch): each group is centred on its own
+    mean before the components are found, and the groups' means (groups × genes; the overall
+    mean for a group not in the sample) come fourth."""
     n_vars = matrix.shape[1]
     n = int(min(len(rows), PCA_MAX_CELLS, max(1000, PCA_MAX_VALUES // max(n_vars, 1))))
     rng = np.random.default_rng([int(seed), 7])
@@ -71,10 +75,22 @@ def principal_components(matrix: Matrix, rows: np.ndarray, prep: Preprocessing, 
         blocks.append(prep(matrix.take(idx)).cpu())
     X = torch.cat(blocks)
     mean = X.double().mean(0)
-    X -= mean.float()  # centred in float32 (the products' cost); eigendecomposition in float64
+    group_means = None
+    if groups is None:
+        X -= mean.float()  # centred in float32 (the products' cost); eigendecomposition in float64
+    else:
+        codes = torch.as_tensor(np.asarray(groups)[sample], dtype=torch.long)
+        n_groups = int(np.asarray(groups).max()) + 1
+        group_means = mean.float().repeat(n_groups, 1)
+        for g in range(n_groups):
+            sel = codes == g
+            if bool(sel.any()):
+                group_means[g] = X[sel].double().mean(0).float()
+        X -= group_means[codes]
     k = int(min(k, X.shape[0] - 1, n_vars))
     if k < 1:
-        return mean.float(), torch.zeros(0, n_vars), len(sample)
+        out = mean.float(), torch.zeros(0, n_vars), len(sample)
+        return out if groups is None else (*out, group_means)
     if n_vars <= X.shape[0]:
         _, vecs = torch.linalg.eigh((X.T @ X).double())
         comps = vecs[:, -k:].flip(1).T
@@ -85,7 +101,110 @@ def principal_components(matrix: Matrix, rows: np.ndarray, prep: Preprocessing, 
     comps = comps / comps.norm(dim=1, keepdim=True).clamp_min(1e-12)
     big = comps.abs().argmax(dim=1)
     comps *= torch.sign(comps[torch.arange(k), big]).unsqueeze(1)
+    if groups is not None:
+        return mean.float(), comps.float(), len(sample), group_means
     return mean.float(), comps.float(), len(sample)
+
+
+# -- batches and covariates -----------------------------------------------------------------------
+def _obs_column(adata: AnnData, key: str, what: str) -> pd.Series:
+    if not isinstance(key, str):
+        raise TypeError(f"{what}={key!r} must be the name of an adata.obs column.")
+    if key not in adata.obs.columns:
+        cols = ", ".join(map(repr, adata.obs.columns[:20])) or "none"
+        raise ValueError(f"{what}={key!r} is not a column of adata.obs; its columns are: {cols}.")
+    col = adata.obs[key]
+    n_nan = int(col.isna().sum())
+    if n_nan:
+        raise ValueError(f"adata.obs[{key!r}] ({what}) holds {n_nan} missing value(s) (NaN); fill them "
+                         f"(e.g. adata.obs[{key!r}] = adata.obs[{key!r}].astype(str)) or drop those cells.")
+    return col
+
+
+def _key_list(keys, what: str) -> list[str]:
+    if keys is None:
+        return []
+    if isinstance(keys, str):
+        return [keys]
+    keys = list(keys)
+    if not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"{what}={keys!r} must be adata.obs column names.")
+    return keys
+
+
+def fit_conditioning(adata: AnnData, batch_key, categorical_keys, continuous_keys) -> dict | None:
+    """What a batch-aware autoencoder records about its batches and covariates (``None``: none)."""
+    cat_keys = _key_list(categorical_keys, "categorical_covariate_keys")
+    cont_keys = _key_list(continuous_keys, "continuous_covariate_keys")
+    if batch_key is None and not cat_keys and not cont_keys:
+        return None
+    info = {"batch_key": batch_key, "batches": [], "categorical_covariate_keys": cat_keys,
+            "categorical_categories": {}, "continuous_covariate_keys": cont_keys,
+            "continuous_mean": [], "continuous_std": []}
+    if batch_key is not None:
+        col = _obs_column(adata, batch_key, "batch_key").astype(str)
+        counts = col.value_counts()
+        single = sorted(counts.index[counts < 2])
+        if single:
+            raise ValueError(f"Batch(es) {single[:10]} of adata.obs[{batch_key!r}] hold a single cell; a batch needs "
+                             "at least 2 cells to learn its parameters. Merge or drop them.")
+        info["batches"] = sorted(counts.index)
+    for key in cat_keys:
+        col = _obs_column(adata, key, "categorical_covariate_keys").astype(str)
+        info["categorical_categories"][key] = sorted(col.unique())
+    for key in cont_keys:
+        col = _obs_column(adata, key, "continuous_covariate_keys")
+        try:
+            v = pd.to_numeric(col).to_numpy(dtype=np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(f"adata.obs[{key!r}] (continuous_covariate_keys) must be numeric; give a "
+                             "categorical column in categorical_covariate_keys instead.") from None
+        if not np.isfinite(v).all():
+            raise ValueError(f"adata.obs[{key!r}] (continuous_covariate_keys) holds infinite values.")
+        info["continuous_mean"].append(float(v.mean()))
+        info["continuous_std"].append(float(v.std()) or 1.0)
+    return info
+
+
+def n_conditioning(info: dict | None) -> tuple[int, int]:
+    """``(batches, covariate columns)``."""
+    if not info:
+        return 0, 0
+    n_cov = sum(len(c) for c in info["categorical_categories"].values()) + len(info["continuous_covariate_keys"])
+    return len(info["batches"]), n_cov
+
+
+def conditioning(adata: AnnData, info: dict, *, batches: list[str] | None = None) -> torch.Tensor:
+    """Cells × (batches + covariate columns): batch one-hot, covariate one-hots, standardised
+    continuous covariates. ``batches``: the columns (default: the model's)."""
+    batches = info["batches"] if batches is None else batches
+    blocks = []
+    if info["batch_key"] is not None:
+        col = _obs_column(adata, info["batch_key"], "batch_key").astype(str)
+        known = pd.Index(batches)
+        codes = known.get_indexer(col)
+        if (codes < 0).any():
+            new = sorted(set(col[codes < 0]))
+            raise ValueError(f"adata.obs[{info['batch_key']!r}] holds batch(es) the model was not trained on: "
+                             f"{new[:10]} (it knows {list(known[:10])}). Map new batches with "
+                             "sn.tl.map_query(adata, model, batch_key=...) (or model.map_query).")
+        blocks.append(np.eye(len(known), dtype=np.float32)[codes])
+    for key in info["categorical_covariate_keys"]:
+        col = _obs_column(adata, key, "categorical_covariate_keys").astype(str)
+        known = pd.Index(info["categorical_categories"][key])
+        codes = known.get_indexer(col)
+        if (codes < 0).any():
+            raise ValueError(f"adata.obs[{key!r}] holds categories the model was not trained on: "
+                             f"{sorted(set(col[codes < 0]))[:10]} (it knows {list(known[:10])}).")
+        blocks.append(np.eye(len(known), dtype=np.float32)[codes])
+    for key, m, sd in zip(info["continuous_covariate_keys"], info["continuous_mean"], info["continuous_std"]):
+        col = _obs_column(adata, key, "continuous_covariate_keys")
+        try:
+            v = pd.to_numeric(col).to_numpy(dtype=np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(f"adata.obs[{key!r}] (continuous_covariate_keys) must be numeric.") from None
+        blocks.append(((v - m) / sd).astype(np.float32)[:, None])
+    return torch.from_numpy(np.concatenate(blocks, axis=1) if blocks else np.zeros((adata.n_obs, 0), np.float32))
 
 
 class Autoencoder(BaseModel):
@@ -145,6 +264,9 @@ class Autoencoder(BaseModel):
         log_normalize: bool | None = None,
         scale: bool | None = None,
         pca_init: bool = True,
+        batch_key: str | None = None,
+        categorical_covariate_keys: Sequence[str] | None = None,
+        continuous_covariate_keys: Sequence[str] | None = None,
         **train_options,
     ):
         self.config = self._config_from(None, train_options)
@@ -155,10 +277,14 @@ class Autoencoder(BaseModel):
         self.hidden = hidden
         self._variational = None if variational is None else bool(variational)  # the option
         self.variational = self._variational  # resolved by fit
-        self.beta = float(beta)
+        self.beta = check_number(beta, "beta")
         self.log_normalize = log_normalize
         self.scale = scale
         self.pca_init = bool(pca_init)
+        self.batch_key = batch_key
+        self.categorical_covariate_keys = _key_list(categorical_covariate_keys, "categorical_covariate_keys")
+        self.continuous_covariate_keys = _key_list(continuous_covariate_keys, "continuous_covariate_keys")
+        self.conditioning: dict | None = None
         self.module: AutoencoderModule | None = None
         self.history = None
         self.var_names: pd.Index | None = None
@@ -188,6 +314,8 @@ class Autoencoder(BaseModel):
     def _prepare(self, adata: AnnData, *, device, layer=None, use_highly_variable=None) -> Prepared:
         check_adata(adata)
         X = get_matrix(adata, layer)
+        self.conditioning = fit_conditioning(adata, self.batch_key, self.categorical_covariate_keys,
+                                             self.continuous_covariate_keys)
         mask = gene_mask(adata, use_highly_variable)
         columns = None if mask is None else np.flatnonzero(mask)
         what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
@@ -222,21 +350,41 @@ class Autoencoder(BaseModel):
             "use_highly_variable": mask is not None, "n_vars": summary.n_vars, "n_obs": summary.n_obs,
             "cost": cost, "matrix": matrix.kind,
         }
-        return Prepared({"x": matrix, "library": library}, np.arange(summary.n_obs), summary.n_vars, params=params)
+        fields = {"x": matrix, "library": library}
+        if self.conditioning is not None:
+            info = self.conditioning
+            fields["cond"] = conditioning(adata, info).to(device)
+            params.update({"batch_key": info["batch_key"], "batches": list(info["batches"]),
+                           "categorical_covariate_keys": list(info["categorical_covariate_keys"]),
+                           "categorical_categories": dict(info["categorical_categories"]),
+                           "continuous_covariate_keys": list(info["continuous_covariate_keys"])})
+        return Prepared(fields, np.arange(summary.n_obs), summary.n_vars, params=params)
 
     def _build(self, data: Prepared, train_rows: np.ndarray, seed: int) -> AutoencoderModule:
         cfg = self.config
         module = AutoencoderModule(
             data.n_in, self.n_latent, self.hidden, activation=cfg.activation, dropout=cfg.dropout,
             batch_norm=cfg.batch_norm, cost=self.cost, variational=self.variational, linear_skip=self.pca_init,
+            **self._cond_sizes(),
         ).to(data.fields["x"].device)
         pca_cells = 0
-        if self.pca_init:
+        if self.pca_init and module.n_batches:
+            # PCA of the batch-centred data; the per-batch means start the batch paths
+            codes = data.fields["cond"][:, : module.n_batches].argmax(1).cpu().numpy()
+            mean, comps, pca_cells, gmeans = principal_components(
+                data.fields["x"], train_rows, self.prep, self.n_latent, seed, groups=codes)
+            module.init_pca(mean, comps, decoder=self.cost == "mse")
+            module.init_batch_means(mean, comps, gmeans, decoder=self.cost == "mse")
+        elif self.pca_init:
             mean, comps, pca_cells = principal_components(data.fields["x"], train_rows, self.prep, self.n_latent, seed)
             # the decoder's linear path reconstructs only where the output is the data (mse)
             module.init_pca(mean, comps, decoder=self.cost == "mse")
         data.params["pca_cells"] = pca_cells
         return module
+
+    def _cond_sizes(self) -> dict:
+        n_b, n_c = n_conditioning(self.conditioning)
+        return {"n_batches": n_b, "n_covariates": n_c}
 
     def _loaders(self, data, train_rows, val_rows, gen, device, run):
         train, val, n = super()._loaders(data, train_rows, val_rows, gen, device, run)
@@ -256,7 +404,7 @@ class Autoencoder(BaseModel):
             target = inp if cost == "mse" else x
             if training and noise > 0:
                 inp = inp + noise * torch.randn_like(inp)
-            res = module(inp)
+            res = module(inp, batch.get("cond"))
             loss = reconstruction_loss(
                 cost, res["out"], target, library=batch["library"], log_theta=getattr(module, "log_theta", None)
             )
@@ -279,6 +427,9 @@ class Autoencoder(BaseModel):
         pos = gene_index(adata.var_names, self.var_names, what="autoencoder")
         self.query_input, undo_log, prep = self._query_reading(X)
         device = next(self.module.parameters()).device
+        cond = None
+        if self.conditioning is not None and self.conditioning["batch_key"] is not None:
+            cond = conditioning(adata, self.conditioning).to(device)
         out = np.empty((adata.n_obs, self.n_latent), dtype=np.float32)
         self.module.eval()
         all_present = bool((pos >= 0).all())
@@ -292,7 +443,7 @@ class Autoencoder(BaseModel):
                 for start, x in chunks:
                     if not torch.isfinite(x).all():
                         raise ValueError("The data to embed hold NaN or infinite values; remove or impute them first.")
-                    mu, _ = self.module.encode(self.prep(x))
+                    mu, _ = self.module.encode(self.prep(x), None if cond is None else cond[start : start + x.shape[0]])
                     out[start : start + x.shape[0]] = mu.cpu().numpy()
             else:
                 # CPU (or backed): row blocks are preprocessed while still sparse, genes matched by name
@@ -304,7 +455,7 @@ class Autoencoder(BaseModel):
                         block = expm1_block(block)
                     # sparse blocks stay sparse through the first layer on the CPU (4x less work)
                     x = prep.block(block, sparse_out=device.type == "cpu").to(device)
-                    mu, _ = self.module.encode(x)
+                    mu, _ = self.module.encode(x, None if cond is None else cond[start : start + x.shape[0]])
                     out[start : start + x.shape[0]] = mu.cpu().numpy()
         return out
 
@@ -328,7 +479,8 @@ class Autoencoder(BaseModel):
                              "activation": self.config.activation, "dropout": self.config.dropout,
                              "batch_norm": self.config.batch_norm, "cost": self.cost,
                              "variational": self.variational, "beta": self.beta,
-                             "linear_skip": self.pca_init},
+                             "linear_skip": self.pca_init, **self._cond_sizes()},
+            "conditioning": self.conditioning,
             "preprocessing": self.prep.to_config(),
             "train_config": self.config.to_dict(),
             "var_names": list(map(str, self.var_names)),
@@ -358,13 +510,129 @@ class Autoencoder(BaseModel):
             raise ValueError(f"The saved autoencoder lists {len(self.var_names)} genes but its network reads "
                              f"{arch['n_in']}; save the model again with model.save(path).")
         self.params = config.get("params", {})
+        self.conditioning = config.get("conditioning")
+        info = self.conditioning or {}
+        self.batch_key = info.get("batch_key")
+        self.categorical_covariate_keys = list(info.get("categorical_covariate_keys", []))
+        self.continuous_covariate_keys = list(info.get("continuous_covariate_keys", []))
         h = config.get("history")
         self.history = History(**h) if h else None
         self.module = AutoencoderModule(
             arch["n_in"], self.n_latent, self.hidden, activation=arch["activation"], dropout=arch["dropout"],
             batch_norm=arch["batch_norm"], cost=self.cost, variational=self.variational,
-            linear_skip=self.pca_init,
+            linear_skip=self.pca_init, n_batches=arch.get("n_batches", 0), n_covariates=arch.get("n_covariates", 0),
         )
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
         self.module.load_state_dict(state)
         self.module.eval()
+
+    # -- query mapping --------------------------------------------------------------------------
+    def map_query(self, query: AnnData, *, batch_key: str | None = None, layer: str | None = None,
+                  max_epochs: int = 100, lr: float = 1e-2, batch_size: int = 256, seed: int = 0) -> Autoencoder:
+        """A copy of this model that also knows ``query``'s new batches (scArches style).
+
+        Only the new batches' own parameters (their columns in the encoder's and decoder's batch
+        paths) are learnt, on ``query``'s cells; every reference weight stays frozen, bit for bit.
+        Genes are matched by name as in :meth:`transform` (missing ones read as zero).
+
+        Parameters
+        ----------
+        query
+            Cells × genes in the form the reference was trained on (raw counts, or log data).
+        batch_key
+            ``query.obs`` column with the batches; default the reference's ``batch_key``.
+        layer
+            Use ``query.layers[layer]`` instead of ``query.X``.
+        max_epochs, lr, batch_size, seed
+            Training of the new parameters (Adam, full passes over the query's cells).
+
+        Returns
+        -------
+        Autoencoder
+            The mapped model (the reference is left unchanged); ``params["map_query"]`` records
+            the new batches, epochs, time and loss.
+        """
+        import copy
+        import time
+
+        self._require_fitted()
+        info = self.conditioning
+        if not info or info.get("batch_key") is None:
+            raise ValueError("map_query needs a reference trained with batch_key=... (e.g. "
+                             "sn.tl.autoencoder(reference, batch_key='batch')); this autoencoder has no batches.")
+        if not isinstance(query, AnnData):
+            raise TypeError(f"query must be an AnnData, not {type(query).__name__}.")
+        if query.n_obs < 2:
+            raise ValueError("query needs at least 2 cells to map.")
+        max_epochs, batch_size = check_count(max_epochs, "max_epochs"), check_count(batch_size, "batch_size")
+        key = info["batch_key"] if batch_key is None else batch_key
+        col = _obs_column(query, key, "batch_key").astype(str)
+        counts = col.value_counts()
+        new = sorted(set(counts.index) - set(info["batches"]))
+        single = [b for b in new if counts[b] < 2]
+        if single:
+            raise ValueError(f"Query batch(es) {single[:10]} hold a single cell; a new batch needs at least 2 cells.")
+        t0 = time.perf_counter()
+        mapped = copy.deepcopy(self)
+        qinfo = {**info, "batch_key": key, "batches": list(info["batches"]) + new}
+        module = mapped.module
+        device = next(module.parameters()).device
+        for p in module.parameters():
+            p.requires_grad_(False)
+        losses = []
+        if new:
+            trainable = module.add_batches(len(new))
+            module.to(device)
+            x_raw, inp = mapped._query_matrix(query, layer, device)
+            cond = conditioning(query, qinfo).to(device)
+            library = x_raw.sum(1)
+            gen = torch.Generator().manual_seed(int(seed))
+            opt = torch.optim.Adam(trainable, lr=float(lr))
+            module.eval()  # no dropout, batch-norm statistics of the reference
+            cost, log_theta = mapped.cost, getattr(module, "log_theta", None)
+            for _ in range(max_epochs):
+                order = torch.randperm(query.n_obs, generator=gen).to(device)
+                total = 0.0
+                for s in range(0, query.n_obs, batch_size):
+                    idx = order[s : s + batch_size]
+                    res = module(inp[idx], cond[idx])
+                    target = inp[idx] if cost == "mse" else x_raw[idx]
+                    loss = reconstruction_loss(cost, res["out"], target, library=library[idx], log_theta=log_theta)
+                    if mapped.variational:
+                        loss = loss + mapped.beta * gaussian_kl(res["mu"], res["logvar"]) / inp.shape[1]
+                    loss = loss.mean()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                losses.append(total / query.n_obs)
+        for p in module.parameters():
+            p.requires_grad_(True)
+        module.eval()
+        mapped.conditioning = qinfo
+        mapped.batch_key = key
+        mapped.params = {**self.params, "batch_key": key, "batches": list(qinfo["batches"]),
+                         "map_query": {"reference_batches": list(info["batches"]), "new_batches": new,
+                                       "epochs": max_epochs if new else 0, "lr": float(lr), "batch_size": batch_size,
+                                       "seed": int(seed), "n_query": int(query.n_obs),
+                                       "seconds": time.perf_counter() - t0, "loss": losses}}
+        return mapped
+
+    def _query_matrix(self, query: AnnData, layer, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(raw, encoder input)`` of the query on the model's genes (matched by name), dense."""
+        X = get_matrix(query, layer)
+        pos = gene_index(query.var_names, self.var_names, what="autoencoder")
+        _, undo_log, prep = self._query_reading(X)
+        raws, inps = [], []
+        for _, block in iter_row_chunks(X, 4096, None):
+            block = reindex_block(block, pos)
+            if undo_log:
+                block = expm1_block(block)
+            raw = torch.as_tensor(block.toarray() if hasattr(block, "toarray") else np.asarray(block),
+                                  dtype=torch.float32)
+            raws.append(raw)
+            inps.append(prep.block(block, sparse_out=False))
+        raw, inp = torch.cat(raws).to(device), torch.cat(inps).to(device)
+        if not torch.isfinite(inp).all():
+            raise ValueError("The query holds NaN or infinite values; remove or impute them first.")
+        return raw, inp

@@ -30,6 +30,7 @@ from ..train import Loader, Matrix, RunOptions, TrainConfig
 from ..train.config import COSTS
 from ..train.data import iter_row_chunks, summarize
 from ._base import BaseModel, Prepared, baseline_record, check_count, check_widths
+from ._batches import apply_centring, batch_codes, batch_moments, centre_by_batch
 from ._labels import (
     UNASSIGNED,
     as_categorical,
@@ -113,6 +114,13 @@ class CellClassifier(BaseModel):
         it misses (default ``True``; the linear path is then kept fixed). ``False``: the plain MLP.
     lr_penalty
         Inverse L2 strength ``C`` of that logistic regression (scikit-learn's ``C``).
+    batch_key
+        Column of ``obs`` naming each cell's batch (sample, donor, study…). The model's input is
+        then centred per batch: each batch on its own per-gene mean, so that labels learnt on
+        some batches hold on others. At prediction the query is centred per query batch the same
+        way (see :meth:`predict_scores`). ``None``: no batch correction.
+    batch_scale
+        With ``batch_key``, also divide each batch by its own per-gene standard deviation.
     **train_options
         Any :class:`~scnapse.train.TrainConfig` field: ``activation``, ``dropout``, ``input_noise``,
         ``l1``, ``l2``, ``batch_norm``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``,
@@ -147,6 +155,8 @@ class CellClassifier(BaseModel):
         class_balance: str | None = None,
         linear_init: bool = True,
         lr_penalty: float = 1e-3,
+        batch_key: str | None = None,
+        batch_scale: bool = False,
         **train_options,
     ):
         cost = train_options.get("cost")
@@ -165,8 +175,15 @@ class CellClassifier(BaseModel):
             raise ValueError(f"linear_init={linear_init!r} must be True or False.")
         if isinstance(lr_penalty, bool) or not isinstance(lr_penalty, (int, float)) or not lr_penalty > 0:
             raise ValueError(f"lr_penalty={lr_penalty!r} must be a positive number (scikit-learn's C).")
+        if batch_key is not None and not isinstance(batch_key, str):
+            raise TypeError(f"batch_key={batch_key!r} must be the name of an adata.obs column (a string) or None.")
+        if batch_scale not in (True, False):
+            raise ValueError(f"batch_scale={batch_scale!r} must be True or False.")
         self.linear_init = bool(linear_init)
         self.lr_penalty = float(lr_penalty)
+        self.batch_key = batch_key
+        self.batch_scale = bool(batch_scale)
+        self.batch_categories: list[str] = []
         self.hidden = hidden
         self.log_normalize = log_normalize
         self.scale = bool(scale)
@@ -191,9 +208,17 @@ class CellClassifier(BaseModel):
     ) -> CellClassifier:
         """Train on the labelled cells of ``adata`` (``obs[labels_key]``; cells with a missing
         label are left out with a warning). ``adata`` is not modified. ``run`` (or its fields as
-        keywords): see :class:`scnapse.train.RunOptions`."""
-        return self._fit(adata, run, run_options, labels_key=labels_key, layer=layer,
-                         use_highly_variable=use_highly_variable)
+        keywords): see :class:`scnapse.train.RunOptions`. With the model's ``batch_key``, every
+        cell of a batch (labelled or not) counts towards that batch's centring."""
+        try:
+            return self._fit(adata, run, run_options, labels_key=labels_key, layer=layer,
+                             use_highly_variable=use_highly_variable)
+        finally:
+            # training ran on the batch-centred input with an identity preprocessing; the model
+            # keeps the real one, applied to new cells before their own batch centring
+            real = getattr(self, "_real_prep", None)
+            if real is not None:
+                self.prep, self._real_prep = real, None
 
     _description = "classifier"
 
@@ -233,14 +258,29 @@ class CellClassifier(BaseModel):
         self.prep.fit(chunks_as_tensors(X, columns))
         if self.prep.scale:
             self.prep.mean, self.prep.std = self.prep.mean.to(device), self.prep.std.to(device)
-        matrix = Matrix(X, device, columns=columns)
+        batch_params = {}
+        if self.batch_key is not None:
+            codes, self.batch_categories = batch_codes(adata.obs, self.batch_key, what="the reference")
+            centred = centre_by_batch(chunks_as_tensors(X, columns), self.prep, codes, len(self.batch_categories),
+                                      self.batch_scale)
+            self._real_prep = self.prep
+            self.prep = Preprocessing(log_normalize=False, scale=False)  # the input below is already prepared
+            matrix = Matrix(centred.numpy(), device)
+            batch_params = {"batch_key": self.batch_key, "batch_scale": self.batch_scale,
+                            "batch_categories": list(self.batch_categories),
+                            "batch_sizes": {c: int(n) for c, n in
+                                            zip(self.batch_categories, np.bincount(codes, minlength=len(self.batch_categories)))}}
+        else:
+            self.batch_categories = []
+            matrix = Matrix(X, device, columns=columns)
         k = len(labels.classes)
         params = {
             "labels_key": labels_key, "hidden": list(self.hidden), "class_weight": self.class_weight,
             "log_normalize": log_normalize, "scale": scale, "input": self.input_kind,
             "linear_init": self.linear_init, "lr_penalty": self.lr_penalty,
             "input_looked_like_counts": counts, "input_form": form,
-            "preprocessing": self.prep.describe(),
+            "preprocessing": (self._real_prep if self.batch_key is not None else self.prep).describe(),
+            "batch_key": self.batch_key, **batch_params,
             "layer": layer, "use_highly_variable": mask is not None, "n_vars": summary.n_vars,
             "n_obs": int(adata.n_obs), "n_labelled": int(len(labels.labelled)),
             "n_unlabelled": int(adata.n_obs - len(labels.labelled)), "classes": list(labels.classes),
@@ -389,14 +429,42 @@ class CellClassifier(BaseModel):
         pos = gene_index(adata.var_names, self.var_names, what="classifier")
         return X, pos
 
-    def iter_scores(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 4096):
+    def _query_batches(self, adata: AnnData, batch_key: str | None) -> np.ndarray | None:
+        """The query's batch codes for the per-batch centring (``None``: a model without batches)."""
+        if self.batch_key is None:
+            self.query_batches = None
+            if batch_key is not None:
+                warnings.warn(
+                    f"batch_key={batch_key!r} is ignored: this classifier was trained without batch_key, so its "
+                    "input is not centred per batch. Train with batch_key= to transfer labels across batches.",
+                    UserWarning, stacklevel=4,
+                )
+            return None
+        key = batch_key if batch_key is not None else (self.batch_key if self.batch_key in adata.obs.columns else None)
+        if key is None:
+            if adata.n_obs < 2:
+                raise ValueError(
+                    "This classifier centres its input per batch, and the query has a single cell: give at "
+                    "least 2 cells of the same batch (or batch_key= naming a column that groups them)."
+                )
+            codes, names = np.zeros(adata.n_obs, dtype=np.int64), ["(whole query)"]
+        else:
+            codes, names = batch_codes(adata.obs, key, what="the query")
+        self.query_batches = {"batch_key": key, "batches": names}
+        return codes
+
+    def iter_scores(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 4096,
+                    batch_key: str | None = None):
         """``(start, logits, distance)`` for consecutive blocks of cells (genes matched by name);
         ``distance`` is the squared Mahalanobis distance behind :meth:`predict_scores`' typicality.
 
         Sparse data stay sparse: the first layer (and the projection for the distance, computed
-        with it in one product) is a sparse × dense product; only one block is ever dense."""
+        with it in one product) is a sparse × dense product; only one block is ever dense. A model
+        trained with ``batch_key`` reads the query twice (once for each query batch's mean) and
+        densely; ``batch_key`` here names the query's batch column (see :meth:`predict_scores`)."""
         batch_size = check_count(batch_size, "batch_size")
         X, pos = self._query_matrix(adata, layer)
+        codes = self._query_batches(adata, batch_key)
         module = self.module
         device = next(module.parameters()).device
         present = pos >= 0
@@ -418,21 +486,36 @@ class CellClassifier(BaseModel):
         else:
             self.query_input, undo_log, prep = query_reading(self.prep, self.params.get("input_form"),
                                                              first_rows(X), what="classifier", strict=False)
-        module.eval()
-        with torch.inference_mode():
+
+        def blocks():
             for start, block in iter_row_chunks(X, batch_size):
                 if not identity:
                     block = select_columns(block, pos_present, cols_present, len(pos))
                 if undo_log:
                     block = expm1_block(block)
-                if sparse.issparse(block) and not prep.scale:
+                yield start, block
+
+        def dense(block):
+            dense = block.toarray() if sparse.issparse(block) else np.asarray(block)
+            x = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)).to(device)
+            if not torch.isfinite(x).all():
+                raise ValueError("The query holds NaN or infinite values; remove or impute them first.")
+            return prep(x)
+
+        if codes is not None:
+            n_batches = int(codes.max()) + 1
+            mean, std = batch_moments(((start, dense(block)) for start, block in blocks()), codes, n_batches)
+        module.eval()
+        with torch.inference_mode():
+            for start, block in blocks():
+                if codes is not None:
+                    x = apply_centring(dense(block), codes[start : start + block.shape[0]], mean, std,
+                                       self.batch_scale)
+                    both = x @ fused
+                elif sparse.issparse(block) and not prep.scale:
                     both = sparse_log_matmul(block, prep, fused, device)
                 else:
-                    dense = block.toarray() if sparse.issparse(block) else np.asarray(block)
-                    x = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)).to(device)
-                    if not torch.isfinite(x).all():
-                        raise ValueError("The query holds NaN or infinite values; remove or impute them first.")
-                    both = prep(x) @ fused
+                    both = dense(block) @ fused
                 h = both[:, :n_hidden]
                 h = h + first.bias if first.bias is not None else h
                 for layer_ in rest:
@@ -442,33 +525,41 @@ class CellClassifier(BaseModel):
                 yield start, h, self._distance(both[:, n_hidden + n_linear :].contiguous())
 
     def predict_scores(self, adata: AnnData, *, layer: str | None = None,
-                       batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+                       batch_size: int = 4096, batch_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, typicality)``.
 
         ``probabilities``: calibrated, cells × classes (columns in :attr:`classes` order).
         ``typicality``: per cell, the fraction of held-out reference cells that are at least as
         far from the nearest class (Mahalanobis distance in a PCA of the input): an empirical
-        p-value, near 0 for cells unlike any class the model was trained on."""
+        p-value, near 0 for cells unlike any class the model was trained on.
+
+        A model trained with ``batch_key`` centres the query per query batch (each on its own
+        per-gene mean, as each training batch was): ``batch_key`` names the query's column of
+        batches; ``None``: the model's ``batch_key`` if the query has that column, else the whole
+        query is one batch. A model trained without ``batch_key`` ignores it (with a warning)."""
         self._require_fitted()
         proba = np.empty((adata.n_obs, len(self.classes)), dtype=np.float32)
         typical = np.empty(adata.n_obs, dtype=np.float32)
         t = float(self.module.temperature)
-        for start, logits, dist in self.iter_scores(adata, layer=layer, batch_size=batch_size):
+        for start, logits, dist in self.iter_scores(adata, layer=layer, batch_size=batch_size, batch_key=batch_key):
             stop = start + logits.shape[0]
             proba[start:stop] = torch.softmax(logits / t, dim=1).cpu().numpy()
             typical[start:stop] = self._typicality(dist)
         return proba, typical
 
-    def predict_proba(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 4096) -> np.ndarray:
-        """Calibrated class probabilities, cells × classes (columns in :attr:`classes` order)."""
-        return self.predict_scores(adata, layer=layer, batch_size=batch_size)[0]
+    def predict_proba(self, adata: AnnData, *, layer: str | None = None, batch_size: int = 4096,
+                      batch_key: str | None = None) -> np.ndarray:
+        """Calibrated class probabilities, cells × classes (columns in :attr:`classes` order);
+        ``batch_key``: see :meth:`predict_scores`."""
+        return self.predict_scores(adata, layer=layer, batch_size=batch_size, batch_key=batch_key)[0]
 
     def predict(self, adata: AnnData, *, layer: str | None = None, min_confidence: float = 0.0,
-                min_typicality: float = 0.0, batch_size: int = 4096) -> pd.Categorical:
+                min_typicality: float = 0.0, batch_size: int = 4096, batch_key: str | None = None) -> pd.Categorical:
         """The most probable class of each cell (a ``pandas.Categorical`` over :attr:`classes`).
         Cells whose calibrated probability is below ``min_confidence``, or whose typicality is
-        below ``min_typicality``, get ``"Unassigned"`` (both 0 by default: every cell gets a class)."""
-        proba, typical = self.predict_scores(adata, layer=layer, batch_size=batch_size)
+        below ``min_typicality``, get ``"Unassigned"`` (both 0 by default: every cell gets a class);
+        ``batch_key``: see :meth:`predict_scores`."""
+        proba, typical = self.predict_scores(adata, layer=layer, batch_size=batch_size, batch_key=batch_key)
         return as_categorical(labels_from_proba(proba, self.classes, min_confidence, typical, min_typicality)[0],
                               self.classes)
 
@@ -482,8 +573,9 @@ class CellClassifier(BaseModel):
     def __repr__(self) -> str:
         if self.module is None:
             return f"CellClassifier(hidden={self.hidden}, untrained)"
+        batches = "" if self.batch_key is None else f", centred per {self.batch_key!r}"
         return (f"CellClassifier({len(self.var_names)} genes → {self.hidden} → {len(self.classes)} classes, "
-                f"input: {self.input_kind}, temperature {float(self.module.temperature):.3g})")
+                f"input: {self.input_kind}{batches}, temperature {float(self.module.temperature):.3g})")
 
     # -- save / load ----------------------------------------------------------------------------
     def _get_state(self):
@@ -496,6 +588,8 @@ class CellClassifier(BaseModel):
             "baseline": self.baseline,
             "classes": list(self.classes),
             "input_kind": self.input_kind,
+            "batch": {"batch_key": self.batch_key, "batch_scale": self.batch_scale,
+                      "categories": list(self.batch_categories)},
             "class_weight": self.class_weight,
             "preprocessing": self.prep.to_config(),
             "train_config": self.config.to_dict(),
@@ -524,6 +618,10 @@ class CellClassifier(BaseModel):
             self.config = TrainConfig(**tc)
             self.classes = list(config["classes"])
             self.input_kind = config["input_kind"]
+            batch = config.get("batch") or {}
+            self.batch_key = batch.get("batch_key")
+            self.batch_scale = bool(batch.get("batch_scale", False))
+            self.batch_categories = list(batch.get("categories") or [])
             old = {"weights": "balanced", "sampling": "sampling", "none": None}
             self.class_weight = config.get("class_weight", old.get(config.get("class_balance"), "balanced"))
             self.prep = Preprocessing.from_state(config["preprocessing"], tensors)

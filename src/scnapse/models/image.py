@@ -6,6 +6,13 @@ embedding); ``task="classify"`` trains a CNN classifier on the cells that have a
 ``obs[labels_key]`` (the others are ``NaN``), with dataset augmentation. A classifier can start
 from an embedding model's convolutions (``pretrained=``): semi-supervised use, the features
 learnt from all cells, the classes from the few labelled ones.
+
+A classifier also reads each cell's hand-made features (``obsm["features"]``, from
+``cells_from_labels``: regionprops shape and intensity statistics), standardised with the
+training cells' mean / std, through a logistic-regression path beside the CNN. With
+``linear_init=True`` that path is fitted first (scikit-learn, C=1) and the CNN's head starts at
+zero: the model starts as logistic regression on the features and learns what they miss from
+the crops; if training ends worse than that start on the validation cells, the start is kept.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from ..nn.cnn import (
 )
 from ..nn.losses import check_data_for_cost, reconstruction_loss
 from ..train import RunOptions, TrainConfig
-from ._base import BaseModel, Prepared, check_count, check_widths
+from ._base import BaseModel, Prepared, baseline_record, check_count, check_widths
 from ._labels import (
     as_categorical,
     check_class_weight,
@@ -45,6 +52,15 @@ TEMPERATURE = 0.2
 EPOCH_CROPS = 256
 #: crop settings a model must see again at prediction time
 CROP_KEYS = ("size", "n_channels", "normalize", "mask", "projection")
+
+
+class _DefaultKey(str):
+    """The default ``features="features"``: where the cells lack it, the classifier reads the
+    crops alone (with a log message); a key the user names must exist."""
+
+
+#: the default ``obsm`` key of the cells' hand-made features
+DEFAULT_FEATURES = _DefaultKey("features")
 
 
 def default_max_epochs(n_per_epoch: int, batch_size: int, *, steps: int = 300) -> int:
@@ -138,6 +154,19 @@ class ImageModel(BaseModel):
     class_weight
         ``"balanced"``: each class weighs the same in the cost whatever its number of labelled
         cells; ``None``: each cell weighs the same.
+    features
+        ``task="classify"``: the ``obsm`` key of each cell's hand-made features (``"features"``,
+        written by :func:`scnapse.im.cells_from_labels`), read beside the crops through a
+        logistic-regression path (standardised with the training cells' mean / std, stored in the
+        model). ``None``: the crops alone. With the default, cells without ``obsm["features"]``
+        (made by an older version) use the crops alone and the log says so; a key given
+        explicitly must exist.
+    linear_init
+        With features: fit the logistic-regression path first (scikit-learn, C=1, on the
+        standardised features of the training cells) and start the CNN's head at zero, so the
+        network starts as logistic regression and learns what it misses; if training ends worse
+        (validation cross-entropy) than that start, the start is kept
+        (``params["kept_linear_start"]``). ``False``: both paths train from the start.
     **train_options
         Any :class:`~scnapse.train.TrainConfig` field. Image defaults that differ from
         ``TrainConfig``'s: ``batch_norm=True``, ``batch_size=64``, ``lr=2e-3``; for the
@@ -175,6 +204,8 @@ class ImageModel(BaseModel):
         n_latent: int = 16,
         channels: Sequence[int] = DEFAULT_CHANNELS,
         class_weight: str | None = "balanced",
+        features: str | None = DEFAULT_FEATURES,
+        linear_init: bool = True,
         **train_options,
     ):
         if task not in TASKS:
@@ -202,6 +233,13 @@ class ImageModel(BaseModel):
         n_latent = check_count(n_latent, "n_latent")
         channels = check_widths(channels, "channels", allow_empty=False)
         class_weight = check_class_weight(class_weight)
+        if features is not None and (not isinstance(features, str) or not features):
+            raise ValueError(f"features={features!r} must be the obsm key of the cells' features "
+                             "(e.g. 'features') or None (the crops alone).")
+        self.features_key = features
+        self.features: str | None = None  # the key the trained model reads (None: crops alone)
+        self.feature_names: list[str] = []
+        self.linear_init = bool(linear_init)
         self.task = task
         self.method = method if task == "embed" else "None"
         self.n_latent = int(n_latent)
@@ -256,6 +294,9 @@ class ImageModel(BaseModel):
             self.classes = labels.classes
             fields["y"] = torch.from_numpy(labels.codes).to(device)
             rows = labels.labelled
+            feats = self._cell_features(cells, n_obs)
+            if feats is not None:
+                fields["f"] = torch.from_numpy(feats).to(device)
         else:
             if self.method != "contrastive":
                 check_data_for_cost(self.cost, lo, hi, True, what=f"obsm[{crops_key!r}]")
@@ -271,14 +312,50 @@ class ImageModel(BaseModel):
             "crop": dict(self.crop_params), "pretrained": pretrained is not None, "cost": self.cost,
             "n_obs": n_obs, "n_labelled": len(rows),
         }
+        if self.task == "classify":
+            params.update(features=str(self.features), n_features=len(self.feature_names),
+                          feature_names=list(self.feature_names), linear_init=self.linear_init)
         return Prepared(fields, rows, n_ch, labels=labels, params=params, val_batch=256,
                         extra={"size": size, "pretrained": pretrained})
+
+    def _cell_features(self, cells: AnnData, n_obs: int) -> np.ndarray | None:
+        """The cells' feature matrix (float32) for a classifier, or ``None`` (crops alone); sets
+        :attr:`features` and :attr:`feature_names`."""
+        from .._settings import logger
+
+        key = self.features_key
+        self.features, self.feature_names = None, []
+        if key is None:
+            return None
+        if key not in cells.obsm:
+            if isinstance(key, _DefaultKey):
+                logger.info(f"The cells have no obsm[{key!r}] (hand-made features, written by "
+                            "sn.im.cells_from_labels); the image classifier reads the crops alone. Remake the "
+                            "cells with sn.im.cells_from_labels to add them, or pass features=None.")
+                return None
+            raise KeyError(f"features={key!r}: obsm[{key!r}] does not exist (obsm holds {list(cells.obsm.keys())}). "
+                           "Make the cells with sn.im.cells_from_labels (it writes obsm['features']), name "
+                           "another obsm key, or pass features=None for the crops alone.")
+        feats = _feature_matrix(cells, key, n_obs)
+        self.features = str(key)
+        self.feature_names = _feature_names(cells, key, feats.shape[1])
+        return feats
 
     def _build(self, data: Prepared, train_rows, seed: int):
         cfg, n_ch = self.config, data.n_in
         common = {"activation": cfg.activation, "dropout": cfg.dropout, "batch_norm": cfg.batch_norm}
         if self.task == "classify":
-            module = CNNClassifierModule(n_ch, len(self.classes), self.channels, **common)
+            module = CNNClassifierModule(n_ch, len(self.classes), self.channels, n_features=len(self.feature_names),
+                                         **common)
+            if self.features is not None:
+                F_train = data.fields["f"][torch.as_tensor(train_rows)].cpu().numpy().astype(np.float64)
+                mean, std = F_train.mean(axis=0), F_train.std(axis=0)
+                std[std < 1e-8] = 1.0
+                module.set_standardisation(mean, std)
+                data.extra["feature_stats"] = (mean, std)
+                if self.linear_init:
+                    data.extra["logistic"] = self._fit_logistic(data, train_rows)
+                    module.set_linear(*data.extra["logistic"])
         elif self.method == "contrastive":
             module = ContrastiveModule(n_ch, self.n_latent, self.channels, **common)
         else:
@@ -321,7 +398,7 @@ class ImageModel(BaseModel):
             if training:
                 x = augment_batch(x, augment)
             if task == "classify":
-                logits = module(x)
+                logits = module(x, batch.get("f"))
                 y = batch["y"]
                 losses = F.cross_entropy(logits, y, reduction="none")
                 return losses if weights is None else losses * weights[y]
@@ -330,6 +407,77 @@ class ImageModel(BaseModel):
             return reconstruction_loss(cost, out.flatten(1), x.flatten(1))
 
         return step
+
+    # -- the logistic-regression path, the keep-the-start check and the baseline ----------------
+    def _fit_logistic(self, data: Prepared, train_rows):
+        """Logistic regression (sklearn, C=1) on the standardised features of the training cells,
+        as (weight (classes, features), bias (classes,))."""
+        from sklearn.linear_model import LogisticRegression
+
+        mean, std = data.extra["feature_stats"]
+        X = (data.fields["f"].cpu().numpy()[train_rows].astype(np.float64) - mean) / std
+        y = data.labels.codes[train_rows]
+        k = len(self.classes)
+        W, b = np.zeros((k, X.shape[1])), np.zeros(k)
+        present = np.unique(y)
+        if len(present) > 1:
+            lr = LogisticRegression(C=1.0, max_iter=2000,
+                                    class_weight="balanced" if self.class_weight == "balanced" else None)
+            lr.fit(X, y)
+            if len(present) == 2:  # one logit z: softmax([0, z]) = sigmoid(z)
+                W[present[1]], b[present[1]] = lr.coef_[0], lr.intercept_[0]
+            else:
+                W[present], b[present] = lr.coef_, lr.intercept_
+        return W, b
+
+    def _scores(self, data: Prepared, rows, module) -> tuple[np.ndarray, float]:
+        """(predicted codes, mean cross-entropy) of ``module`` on the cells ``rows``."""
+        module.eval()
+        codes, losses = [], []
+        y_all = data.fields["y"]
+        with torch.no_grad():
+            for s in range(0, len(rows), 256):
+                idx = torch.as_tensor(rows[s : s + 256], dtype=torch.long)
+                x = data.fields["x"][idx].to(y_all.device)
+                f = data.fields["f"][idx.to(y_all.device)] if "f" in data.fields else None
+                logits = module(x, f)
+                y = y_all[idx.to(y_all.device)]
+                losses.append(F.cross_entropy(logits, y, reduction="sum").item())
+                codes.append(logits.argmax(1).cpu().numpy())
+        return np.concatenate(codes), float(sum(losses) / max(len(rows), 1))
+
+    def _after_fit(self, data: Prepared, train_rows, val_rows, val, gen) -> None:
+        if self.task != "classify" or self.features is None or not self.linear_init:
+            return
+        kept = False
+        if len(val_rows):
+            _, ce = self._scores(data, val_rows, self.module)
+            W, b = (torch.as_tensor(a, dtype=torch.float32) for a in data.extra["logistic"])
+            trained = {k: v.clone() for k, v in self.module.state_dict().items()}
+            self.module.set_linear(W, b)
+            _, ce_start = self._scores(data, val_rows, self.module)
+            if ce > ce_start:  # training did not beat its start on the held-out cells: keep the start
+                kept = True
+            else:
+                self.module.load_state_dict(trained)
+        data.params["kept_linear_start"] = kept
+
+    def _baseline(self, data: Prepared, train_rows, val_rows):
+        if self.task != "classify" or "f" not in data.fields or not len(val_rows):
+            return None
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.metrics import accuracy_score, f1_score
+
+        X, codes = data.fields["f"].cpu().numpy(), data.labels.codes
+        rf = RandomForestClassifier(n_estimators=200, random_state=int(self.config.resolved_seed), n_jobs=1)
+        rf.fit(X[train_rows], codes[train_rows])
+        pred, _ = self._scores(data, val_rows, self.module)
+        rf_pred, y = rf.predict(X[val_rows]), codes[val_rows]
+        return baseline_record(method="random forest on regionprops features", metric="macro-F1",
+                               network=f1_score(y, pred, average="macro"),
+                               baseline=f1_score(y, rf_pred, average="macro"), n=len(val_rows),
+                               network_accuracy=float(accuracy_score(y, pred)),
+                               baseline_accuracy=float(accuracy_score(y, rf_pred)))
 
     # -- inference ------------------------------------------------------------------------------
     def _check_cells(self, cells: AnnData, crops_key: str):
@@ -358,6 +506,20 @@ class ImageModel(BaseModel):
                 raise ValueError("The crops hold NaN or infinite values; remake them.")
             yield s, x
 
+    def _new_features(self, cells: AnnData, n_obs: int) -> torch.Tensor | None:
+        """The features this classifier reads, of new cells (checked against the training ones)."""
+        if self.features is None:
+            return None
+        if self.features not in cells.obsm:
+            raise KeyError(f"This classifier reads each cell's features from obsm[{self.features!r}], which these "
+                           "cells lack; make them with sn.im.cells_from_labels (it writes obsm['features']).")
+        feats = _feature_matrix(cells, self.features, n_obs)
+        names = _feature_names(cells, self.features, feats.shape[1])
+        if feats.shape[1] != len(self.feature_names) or names != self.feature_names:
+            raise ValueError(f"obsm[{self.features!r}] holds the features {names}; the model was trained on "
+                             f"{self.feature_names}. Make the cells the same way (same channels).")
+        return torch.from_numpy(feats)
+
     def transform(self, cells: AnnData, *, crops_key: str = "crops", batch_size: int = 512) -> np.ndarray:
         """The embedding of every cell: the autoencoder's code, or the classifier's pooled
         convolution features."""
@@ -378,11 +540,13 @@ class ImageModel(BaseModel):
         if self.task != "classify":
             raise ValueError("This ImageModel embeds (task='embed'); only a classifier predicts classes.")
         crops = self._check_cells(cells, crops_key)
+        feats = self._new_features(cells, crops.shape[0])
         out = np.empty((crops.shape[0], len(self.classes)), dtype=np.float32)
         self.module.eval()
         with torch.inference_mode():
             for s, x in self._batches(crops, batch_size):
-                out[s : s + x.shape[0]] = torch.softmax(self.module(x), dim=1).cpu().numpy()
+                f = None if feats is None else feats[s : s + x.shape[0]].to(x.device)
+                out[s : s + x.shape[0]] = torch.softmax(self.module(x, f), dim=1).cpu().numpy()
         return out
 
     def predict(self, adata: AnnData, *, crops_key: str = "crops", min_confidence: float = 0.0) -> pd.Categorical:
@@ -398,7 +562,10 @@ class ImageModel(BaseModel):
             "architecture": {"task": self.task, "method": self.method, "n_latent": self.n_latent, "channels": self.channels,
                              "activation": self.config.activation, "dropout": self.config.dropout,
                              "batch_norm": self.config.batch_norm, "cost": self.cost,
-                             "n_classes": len(self.classes)},
+                             "n_classes": len(self.classes), "n_features": len(self.feature_names),
+                             "linear_init": self.linear_init},
+            "features": self.features, "feature_names": list(self.feature_names),
+            "baseline": self.baseline,
             "crop": self.crop_params,
             "classes": list(self.classes),
             "class_weight": self.class_weight,
@@ -421,6 +588,12 @@ class ImageModel(BaseModel):
         self.config = TrainConfig(**tc)
         self.class_weight = config.get("class_weight")
         self.classes = list(config["classes"])
+        # models saved before the features had none
+        self.features = config.get("features")
+        self.features_key = self.features
+        self.feature_names = list(config.get("feature_names") or [])
+        self.linear_init = bool(arch.get("linear_init", False))
+        self.baseline = config.get("baseline")
         self.crop_params = dict(config["crop"])
         self.params = config.get("params", {})
         h = config.get("history")
@@ -428,7 +601,8 @@ class ImageModel(BaseModel):
         n_ch, size = int(self.crop_params["n_channels"]), int(self.crop_params["size"])
         if self.task == "classify":
             self.module = CNNClassifierModule(n_ch, len(self.classes), self.channels, activation=arch["activation"],
-                                              dropout=arch["dropout"], batch_norm=arch["batch_norm"])
+                                              dropout=arch["dropout"], batch_norm=arch["batch_norm"],
+                                              n_features=int(arch.get("n_features", 0)))
         elif self.method == "contrastive":
             self.module = ContrastiveModule(n_ch, self.n_latent, self.channels, activation=arch["activation"],
                                             dropout=arch["dropout"], batch_norm=arch["batch_norm"])
@@ -439,6 +613,32 @@ class ImageModel(BaseModel):
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
         self.module.load_state_dict(state)
         self.module.eval()
+
+
+def _feature_matrix(cells: AnnData, key: str, n_obs: int) -> np.ndarray:
+    """``obsm[key]`` as a finite float32 matrix, cells × features."""
+    feats = cells.obsm[key]
+    feats = feats.to_numpy() if isinstance(feats, pd.DataFrame) else np.asarray(feats)
+    if feats.ndim != 2 or feats.shape[0] != n_obs or not np.issubdtype(feats.dtype, np.number):
+        raise ValueError(f"obsm[{key!r}] has shape {feats.shape} ({feats.dtype}); the cells' features must be a "
+                         "numeric matrix, cells × features, as sn.im.cells_from_labels writes.")
+    feats = feats.astype(np.float32)
+    bad = int((~np.isfinite(feats)).sum())
+    if bad:
+        raise ValueError(f"obsm[{key!r}] holds {bad} NaN or infinite value(s); fill them first, or pass features=None.")
+    return feats
+
+
+def _feature_names(cells: AnnData, key: str, n: int) -> list[str]:
+    """The feature names: ``uns["crops"]["feature_names"]`` for ``obsm["features"]``, a
+    DataFrame's columns, else ``<key>_0``…"""
+    feats = cells.obsm[key]
+    if isinstance(feats, pd.DataFrame):
+        return [str(c) for c in feats.columns]
+    names = dict(cells.uns.get("crops", {})).get("feature_names") if key == "features" else None
+    if names is not None and len(names) == n:
+        return [str(c) for c in names]
+    return [f"{key}_{i}" for i in range(n)]
 
 
 #: older names of the image training defaults

@@ -38,8 +38,11 @@ class AutoencoderModule(nn.Module):
         cost: str = "mse",
         variational: bool = False,
         linear_skip: bool = False,
+        n_batches: int = 0,
+        n_covariates: int = 0,
     ):
         super().__init__()
+        self.n_batches, self.n_covariates = int(n_batches), int(n_covariates)
         self.cost = check_cost(cost)
         self.variational = bool(variational)
         self.encoder = MLP(n_in, hidden, activation=activation, dropout=dropout, batch_norm=batch_norm)
@@ -53,6 +56,20 @@ class AutoencoderModule(nn.Module):
         if self.linear_skip:
             self.skip_in = nn.Linear(n_in, n_latent)
             self.skip_out = nn.Linear(n_latent, n_in)
+        hidden = list(hidden)
+        self.n_cond_hidden = int(hidden[0]) if hidden else 0
+        if self.n_batches:  # one column per batch: added to the decoder's first layer and output
+            self.batch_out = nn.Parameter(torch.zeros(n_in, self.n_batches))
+            if self.n_cond_hidden:
+                self.batch_hidden = nn.Parameter(torch.zeros(self.n_cond_hidden, self.n_batches))
+            # the encoder's first product (hidden layer, and the linear path) gets a per-batch shift
+            first = self.encoder[0] if len(self.encoder) else self.to_latent
+            n_first = first.out_features + (n_latent if linear_skip else 0)
+            self.batch_enc = nn.Parameter(torch.zeros(n_first, self.n_batches))
+        if self.n_covariates:  # one-hot categorical and standardised continuous covariates
+            self.cov_out = nn.Parameter(torch.zeros(n_in, self.n_covariates))
+            if self.n_cond_hidden:
+                self.cov_hidden = nn.Parameter(torch.zeros(self.n_cond_hidden, self.n_covariates))
 
     @torch.no_grad()
     def init_pca(self, mean: torch.Tensor, components: torch.Tensor, *, decoder: bool = True) -> None:
@@ -81,8 +98,23 @@ class AutoencoderModule(nn.Module):
             self.to_output.weight.zero_()
             self.to_output.bias.zero_()
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x`` dense, or a sparse CSR tensor (inference: the first layer multiplies it as it is)."""
+    @torch.no_grad()
+    def init_batch_means(self, mean: torch.Tensor, components: torch.Tensor, group_means: torch.Tensor, *,
+                         decoder: bool = True) -> None:
+        """After :meth:`init_pca` on batch-centred data: each batch's encoder shift removes its
+        mean's offset from the scores, and (``decoder``) its output column adds it back."""
+        k = components.shape[0]
+        dev, dt = self.batch_enc.device, self.batch_enc.dtype
+        delta = (group_means.to(dev, dt) - mean.to(dev, dt)).T  # genes × batches
+        first = self.encoder[0] if len(self.encoder) else self.to_latent
+        off = first.out_features
+        self.batch_enc[off : off + k] = -(components.to(dev, dt) @ delta)
+        if decoder:
+            self.batch_out.copy_(delta)
+
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` dense, or a sparse CSR tensor (inference: the first layer multiplies it as it is);
+        ``cond`` the conditioning (batch one-hot first), read by a batch-aware model."""
         layers = list(self.encoder) + [self.to_latent]
         first, rest = layers[0], layers[1:]
         w, b = first.weight, first.bias
@@ -92,6 +124,8 @@ class AutoencoderModule(nn.Module):
             h = torch.addmm(b, x, w.t())
         else:
             h = F.linear(x, w, b)
+        if self.n_batches and cond is not None:
+            h = h + F.linear(cond[:, : self.n_batches], self.batch_enc)
         skip = None
         if self.linear_skip:
             h, skip = h.split([first.out_features, self.n_latent], dim=1)
@@ -102,18 +136,61 @@ class AutoencoderModule(nn.Module):
             return (mu if skip is None else mu + skip), logvar.clamp(-15, 15)
         return (h if skip is None else h + skip), None
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.decoder(z)
-        if not self.linear_skip:
-            return self.to_output(h)
-        # one product for the output layer and the linear path
-        w = torch.cat([self.to_output.weight, self.skip_out.weight], dim=1)
-        return F.linear(torch.cat([h, z], dim=1), w, self.to_output.bias + self.skip_out.bias)
+    def add_batches(self, n_new: int) -> list[torch.Tensor]:
+        """Append ``n_new`` batch columns (zero) to every batch parameter; the gradients of the
+        existing columns are zeroed by hooks, so an optimizer without weight decay leaves them
+        bit-identical. Returns the enlarged parameters."""
+        n_old, params = self.n_batches, []
+        for name in ("batch_enc", "batch_hidden", "batch_out"):
+            old = getattr(self, name, None)
+            if old is None:
+                continue
+            new = nn.Parameter(torch.cat([old.detach(), old.new_zeros(old.shape[0], n_new)], dim=1))
+            mask = torch.zeros_like(new)
+            mask[:, n_old:] = 1
+            new.register_hook(lambda g, m=mask: g * m)
+            setattr(self, name, new)
+            params.append(new)
+        self.n_batches = n_old + n_new
+        return params
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        mu, logvar = self.encode(x)
+    def condition_weights(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(hidden, out)``: the conditioning's weights (rows: the decoder's first layer and the
+        genes; columns: batches then covariates), or ``None``."""
+        hid, out = [], []
+        if self.n_batches:
+            out.append(self.batch_out)
+            if self.n_cond_hidden:
+                hid.append(self.batch_hidden)
+        if self.n_covariates:
+            out.append(self.cov_out)
+            if self.n_cond_hidden:
+                hid.append(self.cov_hidden)
+        return (torch.cat(hid, 1) if hid else None), (torch.cat(out, 1) if out else None)
+
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        w_hid, w_out = self.condition_weights() if cond is not None else (None, None)
+        if w_hid is not None:
+            layers = list(self.decoder)
+            h = layers[0](z) + F.linear(cond, w_hid)
+            for layer in layers[1:]:
+                h = layer(h)
+        else:
+            h = self.decoder(z)
+        if not self.linear_skip:
+            out = self.to_output(h)
+        else:
+            # one product for the output layer and the linear path
+            w = torch.cat([self.to_output.weight, self.skip_out.weight], dim=1)
+            out = F.linear(torch.cat([h, z], dim=1), w, self.to_output.bias + self.skip_out.bias)
+        if w_out is not None:
+            out = out + F.linear(cond, w_out)
+        return out
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode(x, cond)
         if self.variational and self.training:
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         else:
             z = mu
-        return {"z": mu, "out": self.decode(z), "mu": mu, "logvar": logvar}
+        return {"z": mu, "out": self.decode(z, cond), "mu": mu, "logvar": logvar}

@@ -89,7 +89,11 @@ class ConvEncoder(nn.Module):
 class CNNClassifierModule(nn.Module):
     """``ConvEncoder → global average pool → dropout → linear`` to class logits.
 
-    ``embed(x)`` gives the pooled features (the classifier's view of a cell).
+    ``embed(x)`` gives the pooled features (the classifier's view of a cell). With
+    ``n_features > 0`` the logits also get a logistic-regression path on the cell's hand-made
+    features ``f`` (standardised with the stored training mean / std):
+    ``logits = head(pool(x)) + ((f - mean) / std) @ W.T + b``; :meth:`set_linear` sets that path
+    and zeroes the CNN's head, so the model starts as logistic regression exactly.
     """
 
     def __init__(
@@ -101,18 +105,48 @@ class CNNClassifierModule(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         batch_norm: bool = True,
+        n_features: int = 0,
     ):
         super().__init__()
         self.encoder = ConvEncoder(in_channels, channels, activation=activation, batch_norm=batch_norm)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(self.encoder.n_out, int(n_classes))
         self.n_classes = int(n_classes)
+        self.n_features = int(n_features)
+        if self.n_features:
+            self.register_buffer("feature_mean", torch.zeros(self.n_features))
+            self.register_buffer("feature_std", torch.ones(self.n_features))
+            self.lr_weight = nn.Parameter(torch.zeros(self.n_classes, self.n_features))
+            self.lr_bias = nn.Parameter(torch.zeros(self.n_classes))
+
+    def set_standardisation(self, mean, std) -> None:
+        with torch.no_grad():
+            self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def set_linear(self, weight, bias, *, zero_head: bool = True) -> None:
+        """Set the logistic-regression path (on standardised features) and zero the CNN's head,
+        so that the logits start as logistic regression's."""
+        with torch.no_grad():
+            self.lr_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            self.lr_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+            if zero_head:
+                self.head.weight.zero_()
+                self.head.bias.zero_()
+
+    def linear_logits(self, f: torch.Tensor) -> torch.Tensor:
+        return ((f - self.feature_mean) / self.feature_std) @ self.lr_weight.T + self.lr_bias
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x).mean(dim=(-2, -1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.embed(x)))
+    def forward(self, x: torch.Tensor, f: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.head(self.dropout(self.embed(x)))
+        if self.n_features:
+            if f is None:
+                raise ValueError("This classifier reads each cell's features too; pass them (cells × features).")
+            logits = logits + self.linear_logits(f)
+        return logits
 
 
 class ConvAutoencoderModule(nn.Module):

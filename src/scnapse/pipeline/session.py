@@ -16,6 +16,16 @@ if TYPE_CHECKING:
     from .schema import Pipeline
 
 
+def _takes_run_options(name: str) -> bool:
+    """Whether the registered step ``name`` trains (takes the run options, ``threads`` among them)."""
+    from .registry import PipelineError, get_step
+
+    try:
+        return bool(get_step(name).run_options)
+    except PipelineError:  # not a registered step: nothing to add
+        return False
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A parameter that is a model trained in the session (saved beside the pipeline on export)."""
@@ -58,7 +68,12 @@ class Session:
         while sid in ids:
             k += 1
             sid = f"{base}_{k}"
-        self.steps.append({"step": name, "id": sid, "params": dict(params)})
+        params = dict(params)
+        if "threads" not in params and _takes_run_options(name):
+            from .._settings import resolve_threads
+
+            params["threads"] = resolve_threads()  # the CLI re-run uses the same count: same numbers
+        self.steps.append({"step": name, "id": sid, "params": params})
         self.status[sid] = {"state": "ran"}
 
     # -- editing (the Pipeline panel) -------------------------------------------------------------

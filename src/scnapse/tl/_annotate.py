@@ -37,6 +37,13 @@ def check_fraction(name: str, value) -> float:
     return float(value)
 
 
+def check_key(name: str, value) -> str:
+    """A name for the keys a step writes: a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}={value!r} must be a non-empty string, e.g. {name}='predicted'.")
+    return value
+
+
 def check_adata_arg(adata) -> None:
     if not isinstance(adata, AnnData):
         raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")
@@ -85,6 +92,7 @@ def write_annotation(
     ``uns[key + "_colors"]`` and ``uns[key]`` = ``{"classes", "params", "model_params",
     "n_cells", "n_unassigned", **record}``.
     """
+    check_key("key_added", key)
     warn_if_users_column(adata, key)
     classes = [str(c) for c in classes]
     labels, confidence = labels_from_proba(proba, classes, min_confidence, typicality, min_typicality)

@@ -22,6 +22,9 @@ def autoencoder(
     log_normalize: bool | None = None,
     scale: bool | None = None,
     pca_init: bool = True,
+    batch_key: str | None = None,
+    categorical_covariate_keys: Sequence[str] | None = None,
+    continuous_covariate_keys: Sequence[str] | None = None,
     layer: str | None = None,
     use_highly_variable: bool | None = None,
     key_added: str | None = None,
@@ -56,6 +59,14 @@ def autoencoder(
     pca_init
         Start training from PCA's solution (linear paths set to the top ``n_latent`` principal
         components, nonlinear layers at zero); ``False``: a plain MLP autoencoder.
+    batch_key
+        An ``adata.obs`` column naming each cell's batch (sample, donor, run, technology). The
+        encoder and decoder are given the batch, so the code holds what the batches share
+        (see docs/batches.md); the PCA start is then computed on batch-centred data. New batches
+        are added later with :func:`scnapse.tl.map_query`.
+    categorical_covariate_keys, continuous_covariate_keys
+        ``adata.obs`` columns the decoder is conditioned on as well (one-hot categories;
+        standardised numbers, e.g. percent mitochondrial).
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_highly_variable
@@ -85,7 +96,8 @@ def autoencoder(
     model = train_model(
         Autoencoder, adata, run=run, options=options, fit={"layer": layer, "use_highly_variable": use_highly_variable},
         n_latent=n_latent, hidden=hidden, variational=variational, beta=beta, log_normalize=log_normalize,
-        scale=scale, pca_init=pca_init,
+        scale=scale, pca_init=pca_init, batch_key=batch_key, categorical_covariate_keys=categorical_covariate_keys,
+        continuous_covariate_keys=continuous_covariate_keys,
     )
     write_embedding(adata, model, model.transform(adata, layer=layer), key_added=key_added,
                     default_obsm="X_autoencoder", default_uns="autoencoder")

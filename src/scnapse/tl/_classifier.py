@@ -38,6 +38,8 @@ def train_classifier(
     log_normalize: bool | None = None,
     scale: bool = False,
     linear_init: bool = True,
+    batch_key: str | None = None,
+    batch_scale: bool = False,
     layer: str | None = None,
     use_highly_variable: bool | None = None,
     key_added: str = "classifier",
@@ -75,6 +77,15 @@ def train_classifier(
     linear_init
         Start training at a multinomial logistic regression's solution (a linear path fitted
         exactly first, the network's nonlinear part starting at zero); ``False``: the plain MLP.
+    batch_key
+        Column of ``adata.obs`` with each cell's batch (sample, donor, study…), for labels that
+        hold across batches: the model's input (log-normalised, or standardised features) is
+        centred per batch, each batch on its own per-gene mean, and :func:`annotate` centres a
+        query per query batch the same way, so a batch the model never saw gets the same
+        treatment. Recorded in ``params["batch_key"]`` / ``params["batch_categories"]`` and in the
+        saved model. A missing column, missing values or a batch of one cell are refused.
+    batch_scale
+        With ``batch_key``, also divide each batch by its own per-gene standard deviation.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_highly_variable
@@ -101,7 +112,7 @@ def train_classifier(
         CellClassifier, adata, run=run, options=options,
         fit={"labels_key": labels_key, "layer": layer, "use_highly_variable": use_highly_variable},
         hidden=hidden, log_normalize=log_normalize, scale=scale, class_weight=class_weight,
-        linear_init=linear_init,
+        linear_init=linear_init, batch_key=batch_key, batch_scale=batch_scale,
     )
     adata.uns[key_added] = sanitize_for_uns(
         {"params": model.params, "history": model.history.to_dict(), "metrics": model.metrics,
@@ -122,6 +133,7 @@ def annotate(
     majority_voting: bool = False,
     over_clustering: str | None = None,
     layer: str | None = None,
+    batch_key: str | None = None,
     batch_size: int = 4096,
     copy: bool = False,
 ) -> AnnData | None:
@@ -156,6 +168,11 @@ def annotate(
         resolution). Required with ``majority_voting=True``.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
+    batch_key
+        For a model trained with ``batch_key``: the ``obs`` column of the query's batches, each
+        centred on its own per-gene mean before the model reads it (as each training batch was).
+        ``None``: the model's ``batch_key`` if the query has that column, else the whole query is
+        one batch. Ignored, with a warning, by a model trained without ``batch_key``.
     batch_size
         Cells per block at prediction (bounds the memory used).
     copy
@@ -178,13 +195,14 @@ def annotate(
     check_count(batch_size, "batch_size")
     if majority_voting:
         _check_over_clustering(adata, over_clustering)
-    proba, typicality = model.predict_scores(adata, layer=layer, batch_size=batch_size)
+    proba, typicality = model.predict_scores(adata, layer=layer, batch_size=batch_size, batch_key=batch_key)
     if copy:
         adata = copy_of(adata)
     params = {"min_typicality": min_typicality, "majority_voting": bool(majority_voting),
               "over_clustering": over_clustering, "layer": layer, "model": model_path,
               "model_genes": len(model.var_names), "query_input": model.query_input,
-              "model_input": model.input_kind, "temperature": float(model.module.temperature)}
+              "model_input": model.input_kind, "temperature": float(model.module.temperature),
+              "model_batch_key": model.batch_key, "query_batches": model.query_batches}
     labels = write_annotation(
         adata, proba, model.classes, model, key=key_added, min_confidence=min_confidence, params=params,
         typicality=typicality, min_typicality=min_typicality,

@@ -7,9 +7,9 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata import copy_of
-
 from .._settings import logger
 from ..pipeline.registry import step
+from ._annotate import check_adata_arg
 
 
 def knn_accuracy(embedding: np.ndarray, labels, *, n_neighbors: int = 15, n_folds: int = 5, seed: int = 0) -> float:
@@ -90,6 +90,7 @@ def compare_embeddings(
     AnnData or None
         The copy when ``copy=True``; otherwise ``None`` (``adata`` is updated).
     """
+    check_adata_arg(adata)
     if labels_key not in adata.obs.columns:
         raise KeyError(f"labels_key={labels_key!r} is not a column of adata.obs; columns: {list(adata.obs.columns)}.")
     missing = [k for k in keys if k not in adata.obsm]

@@ -13,6 +13,7 @@ from anndata import AnnData
 from .._anndata import copy_of, sanitize_for_uns
 from .._settings import logger
 from ..pipeline.registry import PipelineError, StepSpec, get_step, steps_where
+from ._annotate import check_adata_arg
 from ._tune_metrics import METRICS, Metric, Outcome, Scratch
 from ._tune_space import _decode, _grid, _parse_space, _suggest, grid_search_space  # noqa: F401 (_grid: tests)
 
@@ -100,6 +101,7 @@ def tune(
     AnnData or None
         ``None``, or the annotated copy with ``copy=True``. Writes ``uns[key_added]``.
     """
+    check_adata_arg(adata)
     import optuna
 
     if sampler not in SAMPLERS:

@@ -94,6 +94,9 @@ class Checkpoint:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".checkpoint.", suffix=".tmp")
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is as readable as any file
         try:
             torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
             os.replace(tmp, self.path)

@@ -188,6 +188,8 @@ class TrainConfig:
                 raise OptionError(f"{name}={value!r} must be {kind}.")
             if value != value:  # NaN
                 raise OptionError(f"{name} must not be NaN.")
+            if value in (float("inf"), float("-inf")):
+                raise OptionError(f"{name}={value!r} must be a finite number.")
             if lo is not None and (value < lo or (lo_open and value == lo)):
                 raise OptionError(f"{name}={value!r} must be {'>' if lo_open else '>='} {lo}.")
             if hi is not None and value > hi:

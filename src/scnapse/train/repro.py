@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
@@ -38,6 +40,35 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generato
     return gen
 
 
+@contextmanager
+def thread_limits(n: int | str | None = None) -> Iterator[int]:
+    """Use ``n`` CPU threads inside the block: torch's intra-op threads and the BLAS/OpenMP pools
+    (threadpoolctl) alike; the previous counts are restored afterwards.
+
+    Parameters
+    ----------
+    n
+        A positive integer, ``"auto"`` or ``None`` (``scnapse.settings.n_threads``).
+
+    Returns
+    -------
+    Iterator[int]
+        The context manager; ``as`` gives the thread count used.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from .._settings import resolve_threads
+
+    n = resolve_threads(n)
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=n):
+        torch.set_num_threads(n)
+        try:
+            yield n
+        finally:
+            torch.set_num_threads(before)
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("scnapse", "torch", "numpy", "scipy", "anndata", "scanpy", "pandas"):
@@ -66,6 +97,7 @@ def environment(device: torch.device | str) -> dict:
         "device": str(device),
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(),
     }
     if str(device).startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(torch.device(device))

@@ -44,6 +44,10 @@ class RunOptions:
     distributed
         ``None``: distributed data parallel when launched by ``torchrun`` with several processes;
         ``False``: never.
+    threads
+        CPU threads for training (torch and the BLAS/OpenMP pools): a positive integer, ``"auto"``
+        (the CPUs this process may use) or ``None`` (``scnapse.settings.n_threads``). Results are
+        bit-identical only between runs with the same count, so it is recorded in provenance.
     """
 
     progress: bool = True
@@ -55,8 +59,16 @@ class RunOptions:
     resume: bool = False
     chunk_size: int | None = None
     distributed: bool | None = None
+    threads: int | str | None = None
 
     def __post_init__(self):
+        if self.threads is not None:
+            from .._settings import resolve_threads
+
+            try:
+                resolve_threads(self.threads)
+            except ValueError as err:
+                raise OptionError(str(err)) from None
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir= (the folder the interrupted run saved to).")
         if self.cancel is not None and not hasattr(self.cancel, "is_set"):
@@ -106,7 +118,13 @@ class RunOptions:
     def to_dict(self) -> dict:
         """The options that belong in a run's provenance (not the callback or cancel objects)."""
         return {"precision": self.precision or "fp32", "checkpoint_every": self.checkpoint_every,
-                "resume": self.resume, "chunk_size": self.chunk_size}
+                "resume": self.resume, "chunk_size": self.chunk_size, "threads": self.n_threads()}
+
+    def n_threads(self) -> int:
+        """The number of CPU threads these options train with."""
+        from .._settings import resolve_threads
+
+        return resolve_threads(self.threads)
 
 
 #: the keyword names every public training step accepts for :class:`RunOptions`

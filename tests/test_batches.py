@@ -1,0 +1,154 @@
+"""Batch-aware autoencoder: conditioning on batches and covariates, query mapping."""
+
+import numpy as np
+import pytest
+import scanpy as sc
+import torch
+
+import scnapse as sn
+
+FAST = {"max_epochs": 3, "progress": False, "seed": 0}
+MFAST = {"max_epochs": 3, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def batches():
+    a = sn.datasets.simulated_batches(400, n_genes=120, n_batches=3, n_cell_types=4, seed=0)
+    a.obs["pct_mito"] = np.random.default_rng(0).uniform(0, 10, a.n_obs)
+    a.obs["donor"] = np.where(np.arange(a.n_obs) % 2, "d1", "d2")
+    return a
+
+
+def test_batch_aware_count_vae_records_and_embeds(batches):
+    a = batches.copy()
+    sn.tl.autoencoder(a, n_latent=6, hidden=(16,), batch_key="batch", categorical_covariate_keys=["donor"],
+                      continuous_covariate_keys="pct_mito", **FAST)
+    assert a.obsm["X_autoencoder"].shape == (a.n_obs, 6)
+    p = a.uns["autoencoder"]["params"]
+    assert p["cost"] == "nb" and p["batch_key"] == "batch"
+    assert list(p["batches"]) == ["batch0", "batch1", "batch2"]
+    assert list(p["categorical_covariate_keys"]) == ["donor"]
+    assert list(p["categorical_categories"]["donor"]) == ["d1", "d2"]
+    assert list(p["continuous_covariate_keys"]) == ["pct_mito"]
+    assert a.obs.equals(batches.obs)  # the user's data unchanged
+
+
+def test_log_data_autoencoder_with_batches_and_the_batch_changes_the_code(batches):
+    a = batches.copy()
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    m = sn.models.Autoencoder(6, hidden=(16,), batch_key="batch", **MFAST).fit(a, progress=False)
+    assert m.cost == "mse" and m.module.n_batches == 3
+    z = m.transform(a)
+    b = a.copy()
+    b.obs["batch"] = "batch0"
+    assert not np.allclose(z, m.transform(b))  # the encoder reads the batch
+
+
+def test_without_batch_key_nothing_changes(batches):
+    m = sn.models.Autoencoder(6, hidden=(16,), **MFAST).fit(batches, progress=False)
+    assert m.conditioning is None and m.module.n_batches == 0
+    assert "batch_key" not in m.params
+    assert not any(k.startswith(("batch_", "cov_")) for k in m.module.state_dict())
+
+
+def test_batch_pca_start_is_batch_centred(batches):
+    a = batches.copy()
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    m = sn.models.Autoencoder(4, hidden=(8,), batch_key="batch", max_epochs=1, lr=1e-12).fit(a, progress=False)
+    z = m.transform(a)
+    # at the start the per-batch means of the code are (nearly) equal: the batch offsets are removed
+    means = np.stack([z[a.obs["batch"] == b].mean(0) for b in ["batch0", "batch1", "batch2"]])
+    spread = np.abs(means - means.mean(0)).max()
+    m0 = sn.models.Autoencoder(4, hidden=(8,), max_epochs=1, lr=1e-12).fit(a, progress=False)
+    z0 = m0.transform(a)
+    means0 = np.stack([z0[a.obs["batch"] == b].mean(0) for b in ["batch0", "batch1", "batch2"]])
+    assert spread < 0.5 * np.abs(means0 - means0.mean(0)).max()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"batch_key": "sample"}, "not a column of adata.obs; its columns are: 'batch'"),
+    ({"batch_key": "with_nan"}, "missing value"),
+    ({"batch_key": "single"}, "single cell"),
+    ({"continuous_covariate_keys": ["donor"]}, "must be numeric"),
+    ({"categorical_covariate_keys": [3]}, "obs column names"),
+])
+def test_errors(batches, bad, match):
+    a = batches.copy()
+    a.obs["with_nan"] = a.obs["batch"].astype(object)
+    a.obs.iloc[3, a.obs.columns.get_loc("with_nan")] = np.nan
+    a.obs["single"] = ["x"] + ["y"] * (a.n_obs - 1)
+    with pytest.raises(ValueError, match=match):
+        sn.tl.autoencoder(a, hidden=(8,), n_latent=4, **bad, **FAST)
+
+
+def test_unknown_batch_points_to_map_query(batches):
+    m = sn.models.Autoencoder(4, hidden=(8,), batch_key="batch", **MFAST).fit(batches, progress=False)
+    q = batches[:20].copy()
+    q.obs["batch"] = "new"
+    with pytest.raises(ValueError, match="map_query"):
+        m.transform(q)
+
+
+def test_map_query_freezes_the_reference_and_round_trips(batches, tmp_path):
+    ref = batches[batches.obs["batch"] != "batch2"].copy()
+    query = batches[batches.obs["batch"] == "batch2"].copy()
+    query = query[:, ::-1].copy()  # genes matched by name
+    model = sn.models.Autoencoder(4, hidden=(8,), batch_key="batch", **MFAST).fit(ref, progress=False)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    mapped = sn.tl.map_query(query, model, max_epochs=5)
+    assert query.obsm["X_autoencoder"].shape == (query.n_obs, 4)
+    rec = query.uns["autoencoder"]["params"]["map_query"]
+    assert list(rec["new_batches"]) == ["batch2"] and list(query.uns["autoencoder"]["params"]["batches"])[-1] == "batch2"
+    # the reference model is untouched and every reference weight of the mapped one is bit-identical
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    after = mapped.module.state_dict()
+    changed = False
+    for k, v in before.items():
+        if k.startswith("batch_"):
+            assert torch.equal(after[k][:, :2], v), k
+            changed |= bool(after[k][:, 2].abs().sum() > 0)
+        else:
+            assert torch.equal(after[k], v), k
+    assert changed  # the new batch's own columns were learnt
+    # reference cells embed as before
+    np.testing.assert_array_equal(mapped.transform(ref), model.transform(ref))
+    mapped.save(tmp_path / "m")
+    loaded = sn.models.Autoencoder.load(tmp_path / "m")
+    assert loaded.conditioning["batches"] == ["batch0", "batch1", "batch2"]
+    np.testing.assert_array_equal(loaded.transform(query), query.obsm["X_autoencoder"])
+
+
+def test_map_query_needs_a_batch_aware_model(batches):
+    m = sn.models.Autoencoder(4, hidden=(8,), **MFAST).fit(batches, progress=False)
+    with pytest.raises(ValueError, match="batch_key"):
+        sn.tl.map_query(batches, m)
+
+
+def _knn_accuracy(z, labels, k=15):
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return cross_val_score(KNeighborsClassifier(k), z, labels, cv=5).mean()
+
+
+def _batch_entropy(z, batch, k=15):
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z, return_distance=False)[:, 1:]
+    codes = np.unique(batch, return_inverse=True)[1]
+    frac = np.stack([(codes[idx] == b).mean(1) for b in range(codes.max() + 1)], 1)
+    return float(np.mean(-(frac * np.log(np.clip(frac, 1e-12, None))).sum(1)))
+
+
+@pytest.mark.slow
+def test_real_cross_study_pbmc_mixes_batches_and_keeps_labels():
+    a = sn.datasets.pbmc_cross_study()
+    opts = {"n_latent": 10, "max_epochs": 60, "progress": False, "seed": 0}
+    plain = sn.tl.autoencoder(a, copy=True, **opts).obsm["X_autoencoder"]
+    aware = sn.tl.autoencoder(a, copy=True, batch_key="batch", **opts).obsm["X_autoencoder"]
+    batch, labels = a.obs["batch"].to_numpy(), a.obs["cell_type"].astype(str).to_numpy()
+    assert _batch_entropy(aware, batch) > _batch_entropy(plain, batch) + 0.05
+    assert _knn_accuracy(aware, labels) > _knn_accuracy(plain, labels) - 0.05

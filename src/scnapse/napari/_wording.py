@@ -47,6 +47,17 @@ TOOLTIPS = {
     "task": "What to learn: classify cells into the clicked or labelled classes, or embed them (a map "
             "of similar cells).",
     "tracks": "The tracked cells (a Tracks layer or a sample) to learn from.",
+    "batch_key": "The column naming each cell's batch (sample, donor, run, study). The model is told the batch, "
+                 "so what it learns holds across batches. Empty: one batch.",
+    "threads": "How many CPU threads the training uses. On a shared or busy computer 1 or 2 is often much "
+               "faster than many; the default is the number the package is set to use. Saved with the pipeline.",
+    "cost_topic": "Cost: what the training makes small (how far the output is from the target).",
+    "architecture_topic": "Architecture and activation: the shape of the network and the function each layer "
+                          "applies.",
+    "regularization_topic": "Regularization: what keeps the network from learning the training cells by heart "
+                            "(dropout, penalties, stopping early).",
+    "optimizer_topic": "Optimizer: how the weights are moved towards a smaller cost, how fast and for how long.",
+    "running_topic": "Running: the seed, the device and the CPU threads (they change speed, not the model).",
     "annotate_button": "Adds a Points layer: click on cells to give them the class typed above.",
 }
 #: how ``None`` / ``True`` / ``False`` read in the panels
@@ -129,4 +140,8 @@ def word_panel(panel) -> None:
             name = w.name or w.label or ""
             if not name and getattr(w, "text", None) == "Annotate cells by clicking":
                 name = "annotate_button"
+            if name.startswith("more_"):
+                topic = TOOLTIPS.get(name.replace("more_", "", 1) + "_topic", "")
+                w.tooltip = (topic + " Click to show or fold away its rarely changed options.").strip()
+                continue
             w.tooltip = tooltip(name, w.tooltip or "") or w.label

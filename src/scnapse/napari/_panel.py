@@ -442,14 +442,18 @@ class StepPanel(QWidget):
         if self.loss_plot is not None and self._last_report is not None:
             self.loss_plot.set_cost(_resolved_cost(adata, self._calls, results) or self.loss_plot.cost)
         names = {key: session.add_model(key, model) for key, model in results.items()}
+        trained_by = {}  # a model trained by a recorded step: the pipeline re-trains it (its step id)
         for call in done:
             if not call.record:
                 continue
-            params = {k: ModelRef(names[v.name]) if isinstance(v, ModelRef) else v for k, v in call.params.items()}
+            params = {k: (trained_by[v.name] if v.name in trained_by else ModelRef(names[v.name]))
+                      if isinstance(v, ModelRef) else v for k, v in call.params.items()}
             if call.trains and cancelled and self._last_report is not None:
                 # what ran: the epochs completed before Cancel (re-running them gives the same model)
                 params["max_epochs"] = self._last_report.epoch
             session.record(call.name, params, call.step_id)
+            if call.returns:
+                trained_by[call.returns] = session.steps[-1]["id"]
         refresh_features(self.viewer, adata)
         if done:
             try:

@@ -70,6 +70,7 @@ def test_errors_in_panels_suggest_no_python_code(make_napari_viewer):
     message = plain_error("3 reference cells are unlabelled; drop them (ref = ref[~ref.obs['x'].isna()].copy()) "
                           "or pass cost=None.")
     assert "ref[" not in message and "copy()" not in message and "=" not in message
+    assert plain_error("open an .h5ad file, then pick .X") == "open an .h5ad file, then pick .X"  # not code
     panel = AutoencoderWidget(make_napari_viewer())
     panel._error(ValueError("pass use_highly_variable=False."))
     assert panel.last_error == 'pass "HVGs only" off.' and "HVGs only" in panel.status.text()

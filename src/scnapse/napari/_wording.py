@@ -112,7 +112,7 @@ def plain_error(message: str, labels: dict[str, str] | None = None) -> str:
     message = _CALL.sub(lambda m: m.group(1).replace("_", " "), message)
     message = _ASSIGN.sub(assign, message)
     message = _LITERAL.sub(lambda m: m.group(1), message)
-    message = re.sub(r"\(\s*\)|\s+(?=[.,;:])", "", message)
+    message = re.sub(r"\(\s*\)|\s+(?=[.,;:](?:\s|$))", "", message)
     return re.sub(r"[ \t]{2,}", " ", message).strip()
 
 

@@ -63,3 +63,39 @@ class PeakRSS:
         self._stop.set()
         self._t.join()
         self.peak = max(self.peak, rss())
+
+
+# -- standard errors over held-out cells ------------------------------------------------------------
+def bootstrap_se(score, sizes, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Bootstrap standard errors over held-out samples.
+
+    ``score(indices)`` gets one index array per held-out set (``sizes[k]`` samples each; one set
+    for pooled out-of-fold predictions, one per random draw otherwise) and returns ``{method:
+    score}``; a bootstrap replicate resamples every held-out set with replacement. Returns
+    ``{method: (point estimate, standard error, replicates)}``; the point estimate is ``score``
+    on the samples as they are. Replicates in which a score is undefined (e.g. ROC AUC on one
+    class) are skipped."""
+    rng = np.random.default_rng(seed)
+    point = score([np.arange(n) for n in sizes])
+    reps = {k: [] for k in point}
+    for _ in range(n_boot):
+        try:
+            s = score([rng.integers(0, n, n) for n in sizes])
+        except ValueError:
+            continue
+        for k, v in s.items():
+            reps[k].append(v)
+    return {k: (float(point[k]), float(np.std(reps[k], ddof=1)), np.asarray(reps[k])) for k in point}
+
+
+def versus(stats: dict, deep: str, classical: str, metric: str, higher_is_better: bool = True) -> tuple[str, bool]:
+    """The line "deep ≥ classical − 1 SE: yes/no" (for a loss: "deep ≤ classical + 1 SE"), with the
+    classical score's standard error and the paired bootstrap difference, from :func:`bootstrap_se`."""
+    (d, d_se, d_reps), (c, c_se, c_reps) = stats[deep], stats[classical]
+    ok = d >= c - c_se if higher_is_better else d <= c + c_se
+    n = min(len(d_reps), len(c_reps))
+    diff_se = float(np.std(d_reps[:n] - c_reps[:n], ddof=1))
+    sign = "≥ classical − 1 SE" if higher_is_better else "≤ classical + 1 SE"
+    line = (f"{metric}: {deep} {d:.4g} ± {d_se:.2g}, {classical} {c:.4g} ± {c_se:.2g} "
+            f"(difference {d - c:+.3g} ± {diff_se:.2g}); deep {sign}: {'yes' if ok else 'no'}")
+    return line, bool(ok)

@@ -29,6 +29,12 @@ hsmm_forecast    HSMM myoblast time course (0/24/48/72 h, one snapshot per cell)
                  per time point (200 train / 100 test, each from its own cells); forecast 72 h from
                  0–48 h. MSE in PC space.
 
+Standard errors (``±``): bootstrap over the held-out samples (1,000 resamples; test sequences,
+or the pooled out-of-fold predictions for tgmm_divides); for every task with a classical
+baseline a line "deep ≥ classical − 1 SE: yes/no" (for MSE: "deep ≤ classical + 1 SE"), with the
+classical score's standard error and the paired bootstrap difference. The synthetic tasks use the
+benchmark's RNN settings (``RNN_CLF`` / ``RNN_FC``), the real sets the steps' defaults.
+
 Prints a Markdown table and writes ``benchmarks/results/timecourse.json``.
 """
 
@@ -53,14 +59,22 @@ from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
 import scnapse as sn  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bootstrap_se, versus  # noqa: E402
+
 sn.settings.verbosity = 30
+sn.settings.n_threads = 1  # the steps set their own thread count from this
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 # max_epochs: the default (about 3,000 optimizer steps); early stopping on a 15 % validation split
-RNN_CLF = dict(cell="lstm", bidirectional=True, hidden=32, lr=3e-3, batch_size=32, early_stopping=10,
+RNN_CLF = dict(cell="lstm", bidirectional=True, hidden=(32,), lr=3e-3, batch_size=32, early_stopping=10,
                validation_fraction=0.15, progress=False, seed=0)
-RNN_FC = dict(cell="gru", hidden=32, lr=3e-3, batch_size=128, early_stopping=10, validation_fraction=0.15,
+RNN_FC = dict(cell="gru", hidden=(32,), lr=3e-3, batch_size=128, early_stopping=10, validation_fraction=0.15,
               progress=False, seed=0)
+# the real sets: the steps' defaults (class_weight="balanced" for the imbalanced divisions task)
+REAL_CLF = dict(class_weight="balanced", progress=False, seed=0)
+REAL_FC = dict(progress=False, seed=0)
+N_BOOT = 1000  # bootstrap resamples of the held-out samples for standard errors
 
 
 # -- features for the baselines ------------------------------------------------------------------------
@@ -136,19 +150,26 @@ def persistence(test_cut, horizon):
     return np.repeat(last[:, None, :], horizon, axis=1)
 
 
-def forecast_task(train, test, horizon, p=8, scale=None):
+def forecast_task(train, test, horizon, p=8, scale=None, rnn_options=None):
+    """MSE of each forecaster on the held-out sequences, with its bootstrap standard error over
+    those sequences, and the line "deep ≤ classical + 1 SE" (classical = linear AR)."""
     cut, truth = hide_last(test, horizon)
     scale = np.ones(truth.shape[2]) if scale is None else scale
     t0 = time.perf_counter()
-    fc = sn.tl.train_forecaster(train, horizon=horizon, **RNN_FC)
+    fc = sn.tl.train_forecaster(train, horizon=horizon, **(rnn_options or RNN_FC))
     seconds = time.perf_counter() - t0
-    preds = {"persistence": persistence(cut, horizon), f"linear AR({p})": linear_ar(train, cut, horizon, p),
-             "RNN (GRU seq2seq)": fc.forecast(cut)}
-    res = {name: {"mse": round(float((((pr - truth) / scale) ** 2).mean()), 5)} for name, pr in preds.items()}
-    res["RNN (GRU seq2seq)"]["train_seconds"] = round(seconds, 1)
-    res["RNN (GRU seq2seq)"]["epochs"] = fc.history.epoch[-1]
+    ar, rnn = f"linear AR({p})", "RNN (GRU seq2seq)"
+    preds = {"persistence": persistence(cut, horizon), ar: linear_ar(train, cut, horizon, p), rnn: fc.forecast(cut)}
+    per_seq = {name: (((pr - truth) / scale) ** 2).mean(axis=(1, 2)) for name, pr in preds.items()}
+    stats = bootstrap_se(lambda idx: {k: float(v[idx[0]].mean()) for k, v in per_seq.items()}, [len(truth)],
+                         n_boot=N_BOOT)
+    res = {name: {"mse": round(stats[name][0], 5), "mse_se": round(stats[name][1], 5)} for name in preds}
+    res[rnn]["train_seconds"] = round(seconds, 1)
+    res[rnn]["epochs"] = fc.history.epoch[-1]
     for v in res.values():
         v["vs_persistence"] = round(v["mse"] / res["persistence"]["mse"], 3)
+    line, ok = versus(stats, rnn, ar, "MSE", higher_is_better=False)
+    res["versus"] = {"line": line, "deep_within_1se": ok, "se": f"bootstrap over {len(truth)} held-out sequences"}
     return res
 
 
@@ -158,14 +179,22 @@ def synth_classify(noise=0.3):
     test = sn.ts.simulate_oscillations(400, noise=noise, seed=1)
     ytr, yte = train.obs["label"].astype(str).to_numpy(), test.obs["label"].astype(str).to_numpy()
     s_tr, s_te = sn.ts.get_sequences(train), sn.ts.get_sequences(test)
-    res = {}
+    res, preds = {}, {}
     for name, feats in (("RF (flattened)", flattened), ("RF (summary)", summary)):
         pred, _ = random_forest(feats(s_tr), ytr, feats(s_te))
         res[name] = classify_scores(yte, pred)
+        preds[name] = pred
     t0 = time.perf_counter()
     model = sn.tl.train_sequence_classifier(train, labels_key="label", **RNN_CLF)
-    res["RNN (BiLSTM)"] = {**classify_scores(yte, model.predict(test)),
+    preds["RNN (BiLSTM)"] = np.asarray(model.predict(test)).astype(str)
+    res["RNN (BiLSTM)"] = {**classify_scores(yte, preds["RNN (BiLSTM)"]),
                            "train_seconds": round(time.perf_counter() - t0, 1), "epochs": model.history.epoch[-1]}
+    stats = bootstrap_se(lambda idx: {k: accuracy_score(yte[idx[0]], p[idx[0]]) for k, p in preds.items()},
+                         [len(yte)], n_boot=N_BOOT)
+    for k in preds:
+        res[k]["accuracy_se"] = round(stats[k][1], 4)
+    line, ok = versus(stats, "RNN (BiLSTM)", "RF (summary)", "accuracy")
+    res["versus"] = {"line": line, "deep_within_1se": ok, "se": f"bootstrap over {len(yte)} test sequences"}
     return res
 
 
@@ -178,7 +207,7 @@ def synth_embed():
     y = seqs.obs["label"].astype(str).to_numpy()
     s = sn.ts.get_sequences(seqs)
     t0 = time.perf_counter()
-    sn.tl.sequence_embedding(seqs, n_latent=8, hidden=32, lr=3e-3, batch_size=32, early_stopping=10,
+    sn.tl.sequence_embedding(seqs, n_latent=8, hidden=(32,), lr=3e-3, batch_size=32, early_stopping=10,
                              validation_fraction=0.15, progress=False, seed=0)
     seconds = time.perf_counter() - t0
     reps = {"PCA of flattened (8 PCs)": PCA(8, random_state=0).fit_transform(flattened(s)),
@@ -217,8 +246,7 @@ def tgmm_divides():
             pred, proba = random_forest(F[tr], y[tr], F[te])
             preds[name][0][te], preds[name][1][te] = pred, proba[:, 0]  # classes sorted: "divides" first
         t0 = time.perf_counter()
-        model = sn.tl.train_sequence_classifier(seqs[tr].copy(), labels_key="label", class_weight="balanced",
-                                                **RNN_CLF)
+        model = sn.tl.train_sequence_classifier(seqs[tr].copy(), labels_key="label", **REAL_CLF)
         seconds += time.perf_counter() - t0
         proba = model.predict_proba(seqs[te].copy())
         preds["RNN (BiLSTM)"][0][te] = np.asarray(model.classes, dtype=object)[proba.argmax(1)]
@@ -226,6 +254,17 @@ def tgmm_divides():
     res = {k: classify_scores(y, p.astype(str), pr, positive="divides") for k, (p, pr) in preds.items()}
     res["RNN (BiLSTM)"]["train_seconds"] = round(seconds, 1)
     res["majority class"] = classify_scores(y, np.full(len(y), "no"))
+    # standard errors: bootstrap over the 212 branches of the pooled out-of-fold predictions
+    pos = y == "divides"
+    auc = bootstrap_se(lambda idx: {k: roc_auc_score(pos[idx[0]], pr[idx[0]]) for k, (_, pr) in preds.items()},
+                       [len(y)], n_boot=N_BOOT)
+    bal = bootstrap_se(lambda idx: {k: balanced_accuracy_score(y[idx[0]], p[idx[0]].astype(str))
+                                    for k, (p, _) in preds.items()}, [len(y)], n_boot=N_BOOT)
+    for k in preds:
+        res[k]["roc_auc_se"], res[k]["balanced_accuracy_se"] = round(auc[k][1], 4), round(bal[k][1], 4)
+    lines = [versus(st, "RNN (BiLSTM)", "RF (summary)", m) for st, m in ((auc, "ROC AUC"), (bal, "balanced accuracy"))]
+    res["versus"] = {"line": " · ".join(l for l, _ in lines), "deep_within_1se": lines[0][1],
+                     "se": f"bootstrap over the {len(y)} branches (pooled out-of-fold predictions)"}
     return res
 
 
@@ -240,7 +279,7 @@ def tgmm_forecast():
     st = sn.ts.get_sequences(train)
     real = np.arange(st.x.shape[1])[None, :] < st.lengths[:, None]
     scale = st.x[real].std(0)
-    res = forecast_task(train, test, horizon=3, scale=scale)
+    res = forecast_task(train, test, horizon=3, scale=scale, rnn_options=REAL_FC)
     return {"n_train": int(train.n_obs), "n_test": int(test.n_obs), **res}
 
 
@@ -258,7 +297,7 @@ def hsmm_forecast():
     make = dict(time_key="Hours", use_rep="X_pca", cells_per_step=10)
     train = sn.ts.from_timecourse(hsmm[is_train].copy(), n_pseudo=200, seed=1, **make)
     test = sn.ts.from_timecourse(hsmm[~is_train].copy(), n_pseudo=100, seed=2, **make)
-    return forecast_task(train, test, horizon=1, p=3)
+    return forecast_task(train, test, horizon=1, p=3, rnn_options=REAL_FC)
 
 
 def synth_classify_noisy():
@@ -268,6 +307,10 @@ def synth_classify_noisy():
 TASKS = {"synth_classify": synth_classify, "synth_classify_noisy": synth_classify_noisy, "synth_embed": synth_embed,
          "synth_forecast": synth_forecast, "tgmm_divides": tgmm_divides,
          "tgmm_forecast": tgmm_forecast, "hsmm_forecast": hsmm_forecast}
+
+
+def se(r, key):
+    return f" ± {r[key + '_se']:.3f}" if key + "_se" in r else ""
 
 
 def main(argv):
@@ -292,13 +335,20 @@ def main(argv):
         for method, r in results[name].items():
             if not isinstance(r, dict):
                 continue
+            if method == "versus":
+                continue
             if "knn_accuracy" in r:
                 print(f"| {name} | {method} | 5-NN accuracy | {r['knn_accuracy']:.3f} | |")
             elif "mse" in r:
-                print(f"| {name} | {method} | MSE | {r['mse']:.4g} | {r['vs_persistence']:.3f} |")
+                print(f"| {name} | {method} | MSE | {r['mse']:.4g}{se(r, 'mse')} | {r['vs_persistence']:.3f} |")
             else:
-                extra = f"balanced acc {r['balanced_accuracy']:.3f}" + (f", AUC {r['roc_auc']:.3f}" if "roc_auc" in r else "")
-                print(f"| {name} | {method} | accuracy | {r['accuracy']:.3f} | {extra} |")
+                extra = (f"balanced acc {r['balanced_accuracy']:.3f}{se(r, 'balanced_accuracy')}"
+                         + (f", AUC {r['roc_auc']:.3f}{se(r, 'roc_auc')}" if "roc_auc" in r else ""))
+                print(f"| {name} | {method} | accuracy | {r['accuracy']:.3f}{se(r, 'accuracy')} | {extra} |")
+    print()
+    for name in [n for n in TASKS if n in results and "versus" in results[n]]:
+        v = results[name]["versus"]
+        print(f"{name} ({v['se']}): {v['line']}")
 
 
 if __name__ == "__main__":

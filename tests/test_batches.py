@@ -67,6 +67,41 @@ def test_batch_pca_start_is_batch_centred(batches):
     assert spread < 0.5 * np.abs(means0 - means0.mean(0)).max()
 
 
+def test_batch_mmd_is_zero_for_one_distribution_and_grows_with_a_shift():
+    from scnapse.nn.losses import batch_mmd
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(200, 4, generator=g)
+    groups = torch.arange(200) % 2
+    same = float(batch_mmd(z, groups, 2))
+    shifted = z + 2.0 * groups[:, None].float()
+    assert same < 0.02 < float(batch_mmd(shifted, groups, 2))
+    # a group absent from the mini-batch (or a single cell of it) adds nothing
+    assert float(batch_mmd(z, torch.zeros(200, dtype=torch.long), 3)) == 0.0
+    # its gradient pulls the two groups together
+    s = shifted.clone().requires_grad_(True)
+    batch_mmd(s, groups, 2).backward()
+    assert float(s.grad[groups == 1, 0].mean()) > 0 > float(s.grad[groups == 0, 0].mean())
+
+
+def test_batch_mmd_default_recorded_saved_and_it_mixes(batches, tmp_path):
+    a = batches.copy()
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    opts = {"hidden": (16,), "max_epochs": 15, "seed": 0}
+    m = sn.models.Autoencoder(4, batch_key="batch", **opts).fit(a, progress=False)
+    assert m.params["batch_mmd"] == 0.01 and m.batch_mmd == 0.01
+    assert sn.models.Autoencoder(4, **opts).fit(a, progress=False).params["batch_mmd"] == 0.0
+    m.save(tmp_path / "m")
+    assert sn.models.Autoencoder.load(tmp_path / "m").batch_mmd == 0.01
+    off = sn.models.Autoencoder(4, batch_key="batch", batch_mmd=0, **opts).fit(a, progress=False)
+    strong = sn.models.Autoencoder(4, batch_key="batch", batch_mmd=1.0, **opts).fit(a, progress=False)
+    b = a.obs["batch"].to_numpy()
+    assert _batch_entropy(strong.transform(a), b) > _batch_entropy(off.transform(a), b)
+    with pytest.raises(ValueError, match="needs batch_key"):
+        sn.models.Autoencoder(4, batch_mmd=0.5)
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"batch_key": "sample"}, "not a column of adata.obs; its columns are: 'batch'"),
     ({"batch_key": "with_nan"}, "missing value"),

@@ -70,3 +70,37 @@ def test_a_session_pipeline_re_runs_with_the_recorded_threads_bit_identically(mo
     monkeypatch.setattr(sn.settings, "n_threads", 2)  # the CLI re-run's default differs
     rerun = pipe.run(lognorm_adata.copy(), write=False)
     np.testing.assert_array_equal(rerun.obsm["X_autoencoder"], gui.obsm["X_autoencoder"])
+
+
+def test_auto_gives_recurrent_training_one_thread_and_an_explicit_count_is_kept(monkeypatch):
+    monkeypatch.setattr(_settings, "available_cpus", lambda: 4)
+    assert _settings.AUTO_THREAD_CAP["recurrent"] == 1
+    assert _settings.resolve_threads("auto") == 4
+    assert _settings.resolve_threads("auto", "recurrent") == 1
+    assert _settings.resolve_threads(3, "recurrent") == 3
+    assert RunOptions().n_threads("recurrent") == 1 and RunOptions(threads=2).n_threads("recurrent") == 2
+    monkeypatch.setattr(_settings, "available_cpus", lambda: 1)
+    assert _settings.resolve_threads("auto") == 1  # never more than the CPUs there are
+
+
+def test_sequence_models_train_on_one_thread_by_default_and_record_it(monkeypatch):
+    monkeypatch.setattr(_settings, "available_cpus", lambda: 2)
+    seqs = sn.ts.simulate_oscillations(24, min_length=5, max_length=8, seed=0)
+    seen = []
+    options = {"hidden": (4,), "max_epochs": 1, "progress": False,
+               "callback": lambda r: seen.append(torch.get_num_threads())}
+    model = sn.tl.train_sequence_classifier(seqs, labels_key="label", **options)
+    assert seen == [1] and model.params["threads"] == 1
+    model = sn.tl.train_sequence_classifier(seqs, labels_key="label", threads=2, **options)
+    assert seen == [1, 2] and model.params["threads"] == 2
+    fc = sn.tl.train_forecaster(seqs, horizon=2, ar_order=2, **options)
+    assert seen[-1] == 1 and fc.params["threads"] == 1
+
+
+def test_a_session_records_the_thread_count_each_step_used(monkeypatch):
+    monkeypatch.setattr(_settings, "available_cpus", lambda: 2)
+    session = Session(seed=0)
+    session.record("scnapse.tl.sequence_embedding", {"max_epochs": 1})
+    session.record("scnapse.tl.autoencoder", {"max_epochs": 1})
+    threads = [s.params["threads"] for s in session.to_pipeline().steps]
+    assert threads == [1, 2]

@@ -27,7 +27,9 @@ class Settings:
     ``device`` is ``"auto"`` (CUDA, else Apple MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``
     or ``"mps"``. ``seed`` is the seed of every step that is not given one. ``n_threads`` is the
     number of CPU threads training uses (torch and the BLAS/OpenMP pools alike): ``"auto"`` is the
-    number of CPUs this process may actually use (its CPU affinity and cgroup quota).
+    number of CPUs this process may actually use (its CPU affinity and cgroup quota), and one
+    thread for recurrent networks (sequence models), which are faster on one
+    (:data:`AUTO_THREAD_CAP`).
     """
 
     device: str = "auto"
@@ -69,14 +71,24 @@ def available_cpus() -> int:
     return max(1, min(n, quota) if quota else n)
 
 
-def resolve_threads(threads: int | str | None = None) -> int:
+#: The most threads ``n_threads="auto"`` gives a kind of training, where fewer are faster
+#: (measured by ``benchmarks/threads.py``; figures in docs/benchmarks.md, "Threads"). A recurrent
+#: network steps through time in matrix products too small to share between threads: a second
+#: thread gains nothing on an idle machine, and on a busy one every step waits for the slower
+#: thread. An explicit count (``threads=2``, ``settings.n_threads = 2``) is always used as given.
+AUTO_THREAD_CAP: dict[str, int] = {"recurrent": 1}
+
+
+def resolve_threads(threads: int | str | None = None, workload: str | None = None) -> int:
     """The thread count for ``threads`` (``None``: ``settings.n_threads``; ``"auto"``: the CPUs
-    available to this process).
+    available to this process, capped for ``workload`` by :data:`AUTO_THREAD_CAP`).
 
     Parameters
     ----------
     threads
         A positive integer, ``"auto"`` or ``None``.
+    workload
+        The kind of training (``"recurrent"``; ``None``: any other), for ``"auto"``.
 
     Returns
     -------
@@ -86,7 +98,9 @@ def resolve_threads(threads: int | str | None = None) -> int:
     if threads is None:
         threads = settings.n_threads
     if isinstance(threads, str) and threads.strip().lower() == "auto":
-        return available_cpus()
+        n = available_cpus()
+        cap = AUTO_THREAD_CAP.get(workload) if workload is not None else None
+        return min(n, cap) if cap else n
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r}: give a positive whole number of threads or 'auto'.")
     return threads

@@ -86,7 +86,7 @@ def test_manifest_validates_with_imports():
     contrib = pm.contributions
     assert {w.display_name for w in contrib.widgets} == {
         "Cells", "Classic (PCA, t-SNE, UMAP)", "Autoencoder", "Cell classifier", "Image model", "Time course",
-        "Pipeline"}
+        "Pipeline", "Compare runs", "Map query"}
     assert {s.key for s in contrib.sample_data} == {"pbmc68k", "pbmc160", "nuclei", "tracks"}
     assert contrib.readers[0].filename_patterns == ["*.h5ad"]
     assert contrib.writers[0].layer_types == ["points"]

@@ -71,6 +71,13 @@ def test_threads_default_is_the_packages_and_is_validated(qtbot):
     values = opts.values()
     assert values["threads"] == 1
     assert "threads" not in TrainConfig.field_names()
+    # a recurrent step's default is the count the step itself would use
+    assert TrainOptions(workload="recurrent").widget("threads").value == resolve_threads(None, "recurrent")
+
+
+def test_time_course_threads_default_is_the_recurrent_one(make_napari_viewer):
+    panel = TimeCourseWidget(make_napari_viewer())
+    assert panel.train_options.widget("threads").value == resolve_threads(None, "recurrent")
 
 
 def test_threads_reach_the_training_and_the_saved_pipeline(tmp_path, make_napari_viewer, qtbot):

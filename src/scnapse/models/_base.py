@@ -142,6 +142,8 @@ class BaseModel:
     class_weight: str | None = None
     #: the classical method's score beside the network's (set by training; see ``_baseline``)
     baseline: dict | None = None
+    #: the kind of training, for the default thread count (``scnapse._settings.AUTO_THREAD_CAP``)
+    workload: ClassVar[str | None] = None
 
     # -- the training template ------------------------------------------------------------------
     def _fit(self, adata, run, run_options: dict, **data_options):
@@ -149,7 +151,7 @@ class BaseModel:
         from ..train import RunOptions, thread_limits
 
         run = RunOptions.resolve(run, run_options)
-        with thread_limits(run.n_threads()):
+        with thread_limits(run.n_threads(self.workload)):
             return self._fit_run(adata, run, **data_options)
 
     def _fit_run(self, adata, run, **data_options):
@@ -183,7 +185,7 @@ class BaseModel:
         self.params = {
             **cfg.to_dict(), **data.params, "seed": seed,
             "max_epochs": max_epochs, "device": str(device), "n_train": int(len(train_rows)),
-            "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples), **run.to_dict(),
+            "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples), **run.to_dict(self.workload),
             "world_size": world_size(), "resumed_from_epoch": checkpoint.restored_epoch if checkpoint else 0,
             "environment": environment(device),
         }

@@ -13,6 +13,7 @@ from .._anndata import check_adata, gene_index, gene_mask, get_matrix, reindex_b
 from ..nn.autoencoder import AutoencoderModule
 from ..nn.losses import (
     COUNT_COSTS,
+    batch_mmd,
     check_data_for_cost,
     gaussian_kl,
     reconstruction_loss,
@@ -34,6 +35,8 @@ from ._preprocess import (
 AE_COSTS = ("mse", "bce", "kl", "hellinger", "poisson", "nb")
 #: widths of the encoder's hidden layers (the decoder mirrors them) unless ``hidden=`` says otherwise
 DEFAULT_HIDDEN = (128,)
+#: weight of the batch-mixing penalty with ``batch_key`` (see ``Autoencoder``'s ``batch_mmd``)
+DEFAULT_BATCH_MMD = 0.01
 
 
 def default_max_epochs(n_obs: int) -> int:
@@ -247,6 +250,25 @@ class Autoencoder(BaseModel):
         directions slowly and its validation loss stops it early: on simulated data with twelve
         types (1,000 genes, 3,000 cells) its 15-NN accuracy was 0.49 against 0.71 with this start,
         and 0.80 against 0.90 on pbmc160. ``False``: a plain MLP autoencoder.
+    batch_key
+        ``obs`` column naming each cell's batch. Each batch gets its own shift of the encoder's
+        first layer and of the decoder's first layer and output (a per-gene factor for the count
+        costs), the PCA start is computed on batch-centred data, and ``batch_mmd`` pulls the
+        batches' codes together. New batches are added later with :meth:`map_query`.
+    categorical_covariate_keys, continuous_covariate_keys
+        ``obs`` columns the decoder is conditioned on as well (one-hot categories; standardised
+        numbers such as percent mitochondrial).
+    batch_mmd
+        Weight of a penalty on the maximum mean discrepancy between each batch's codes and the
+        other batches' codes in every mini-batch (Gaussian kernels at three widths around the
+        median distance). ``None``: 0.01 with ``batch_key``, else 0 (off). The penalty ignores
+        cell-type composition, so too strong a weight merges types that exist in some batches
+        only. Measured with the defaults (15-NN batch entropy / 15-NN label accuracy):
+        on ``sn.datasets.pbmc_cross_study`` no ``batch_key`` 0.18 / 0.80, conditioning alone
+        0.25 / 0.80, 0.01 0.38 / 0.79, 0.05 0.42 / 0.78 (Harmony on PCA: 0.35 / 0.78); on
+        ``sn.datasets.simulated_batches`` (3 batches, batch-specific types) conditioning alone
+        0.92 / 0.86, 0.01 1.02 / 0.84, 0.03 1.03 / 0.79, 0.1 1.03 / 0.40 (types merged).
+        See docs/batches.md for the scIB figures.
     **train_options
         Any :class:`~scnapse.train.TrainConfig` field (cost, activation, dropout, input_noise, l1,
         l2, optimizer, lr, ...). ``cost=None`` (default): ``"nb"`` for raw counts, else ``"mse"``.
@@ -267,6 +289,7 @@ class Autoencoder(BaseModel):
         batch_key: str | None = None,
         categorical_covariate_keys: Sequence[str] | None = None,
         continuous_covariate_keys: Sequence[str] | None = None,
+        batch_mmd: float | None = None,
         **train_options,
     ):
         self.config = self._config_from(None, train_options)
@@ -284,6 +307,11 @@ class Autoencoder(BaseModel):
         self.batch_key = batch_key
         self.categorical_covariate_keys = _key_list(categorical_covariate_keys, "categorical_covariate_keys")
         self.continuous_covariate_keys = _key_list(continuous_covariate_keys, "continuous_covariate_keys")
+        self._batch_mmd = None if batch_mmd is None else check_number(batch_mmd, "batch_mmd")
+        if self._batch_mmd and batch_key is None:
+            raise ValueError(f"batch_mmd={batch_mmd} needs batch_key=...: the penalty pulls the batches' codes "
+                             "together, so name the obs column holding the batches (or leave batch_mmd unset).")
+        self.batch_mmd = self._batch_mmd  # resolved by fit
         self.conditioning: dict | None = None
         self.module: AutoencoderModule | None = None
         self.history = None
@@ -351,6 +379,9 @@ class Autoencoder(BaseModel):
             "cost": cost, "matrix": matrix.kind,
         }
         fields = {"x": matrix, "library": library}
+        has_batches = self.conditioning is not None and self.conditioning["batch_key"] is not None
+        self.batch_mmd = (DEFAULT_BATCH_MMD if has_batches else 0.0) if self._batch_mmd is None else self._batch_mmd
+        params["batch_mmd"] = self.batch_mmd
         if self.conditioning is not None:
             info = self.conditioning
             fields["cond"] = conditioning(adata, info).to(device)
@@ -396,7 +427,7 @@ class Autoencoder(BaseModel):
 
     def _step(self, data: Prepared):
         prep, noise, variational, beta = self.prep, self.config.input_noise, self.variational, self.beta
-        cost = self.cost
+        cost, mmd = self.cost, self.batch_mmd
 
         def step(module: AutoencoderModule, batch: dict, training: bool) -> torch.Tensor:
             x = batch["x"]
@@ -410,6 +441,9 @@ class Autoencoder(BaseModel):
             )
             if variational:
                 loss = loss + beta * gaussian_kl(res["mu"], res["logvar"]) / x.shape[1]
+            if mmd and module.n_batches and batch.get("cond") is not None:
+                codes = batch["cond"][:, : module.n_batches].argmax(1)
+                loss = loss + mmd * batch_mmd(res["mu"], codes, module.n_batches)
             return loss
 
         return step
@@ -479,7 +513,7 @@ class Autoencoder(BaseModel):
                              "activation": self.config.activation, "dropout": self.config.dropout,
                              "batch_norm": self.config.batch_norm, "cost": self.cost,
                              "variational": self.variational, "beta": self.beta,
-                             "linear_skip": self.pca_init, **self._cond_sizes()},
+                             "batch_mmd": self.batch_mmd, "linear_skip": self.pca_init, **self._cond_sizes()},
             "conditioning": self.conditioning,
             "preprocessing": self.prep.to_config(),
             "train_config": self.config.to_dict(),
@@ -498,6 +532,7 @@ class Autoencoder(BaseModel):
         self.n_latent, self.hidden = arch["n_latent"], list(arch["hidden"])
         self.variational, self.beta, self.cost = arch["variational"], arch["beta"], arch["cost"]
         self._variational = self.variational
+        self.batch_mmd = self._batch_mmd = float(arch.get("batch_mmd", 0.0))
         self.pca_init = bool(arch.get("linear_skip", False))
         tc = dict(config["train_config"])
         tc["augment"] = tuple(tc.get("augment") or ())

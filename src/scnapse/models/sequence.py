@@ -129,6 +129,7 @@ class SequenceModel(BaseModel):
     """
 
     kind = "SequenceModel"
+    workload = "recurrent"  # one thread by default: faster for recurrent nets (AUTO_THREAD_CAP)
 
     def __init__(
         self,

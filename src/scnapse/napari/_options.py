@@ -403,6 +403,8 @@ def label_columns(adata) -> list[str]:
 
 LAYER = Picker(layer_choices)
 LABELS_KEY = Picker(label_columns, nullable=True)
+#: a batch column (``batch_key``): any categorical ``obs`` column, or none
+BATCH_KEY = Picker(lambda adata: [("none", None)] + [(c, c) for c in label_columns(adata)])
 
 
 def form(*parts) -> Container:

@@ -277,7 +277,8 @@ class StepPanel(QWidget):
         step = self.train_step()
         if step is None:
             return None
-        return TrainOptions(defaults=family_train_defaults(step), costs=self.train_costs, exclude=self.train_exclude)
+        return TrainOptions(defaults=family_train_defaults(step), costs=self.train_costs, exclude=self.train_exclude,
+                            workload=getattr(step, "thread_workload", None))
 
     def show_task(self, *_) -> None:
         """Show the options of the current task's steps (and its training defaults); hide the others."""

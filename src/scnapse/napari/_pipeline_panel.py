@@ -104,6 +104,17 @@ class PipelineWidget(QWidget):
         row.addWidget(self.drop_button)
         row.addWidget(self.undo_button)
         layout.addLayout(row)
+        row = QHBoxLayout()
+        self.up_button = QPushButton("Move up")
+        self.up_button.setToolTip("Run the selected step one place earlier (refused when it needs that step's output).")
+        self.up_button.clicked.connect(self._guard(lambda: self.move_selected(-1)))
+        self.down_button = QPushButton("Move down")
+        self.down_button.setToolTip("Run the selected step one place later (refused when the next step needs its "
+                                    "output).")
+        self.down_button.clicked.connect(self._guard(lambda: self.move_selected(+1)))
+        row.addWidget(self.up_button)
+        row.addWidget(self.down_button)
+        layout.addLayout(row)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
@@ -241,6 +252,19 @@ class PipelineWidget(QWidget):
         session.drop(row)
         self.refresh()
 
+    def move_selected(self, by: int) -> None:
+        """Move the selected step ``by`` places (-1 up, +1 down); the selection follows it."""
+        session, row = self.session, self.steps.currentRow()
+        if session is None or row < 0:
+            raise ValueError("Select a step first.")
+        to = row + by
+        if not 0 <= to < len(session.steps):
+            raise ValueError(f"Step {session.steps[row]['id']!r} is already the {'first' if by < 0 else 'last'}.")
+        session.move(row, to)
+        self.status.setText("")
+        self.refresh()
+        self.select(to)
+
     def undo(self) -> None:
         session = self.session
         if session is None or not session.undo():
@@ -277,13 +301,21 @@ class PipelineWidget(QWidget):
             return None
         layer = None if self.file_session is not None else self.cells.value
         snaps = self._snapshots.setdefault(id(session), Snapshots())
+        if self.file_session is not None and self.cells.value is not None:
+            target = self.cells.value
+            missing = missing_inputs(session, target.metadata[ADATA])
+            if not missing:  # the file's steps after the cells' own, on the cells as they are
+                session, index, snaps = on_cells(session, target)
+                layer = target
+            else:
+                self.status.setText(f"{target.name!r} lacks {missing[0]!r}: running the file on its own input.")
         self._cancel = threading.Event()
         self._running = (session, layer, index)
         self.last_error = None
         self.loss_plot.reset()
         self._progress = napari.utils.progress(total=len(session.steps) - index, desc="scnapse pipeline")
         self.run_button.setText("Cancel")
-        for w in (self.apply_button, self.drop_button, self.undo_button):
+        for w in (self.apply_button, self.drop_button, self.undo_button, self.up_button, self.down_button):
             w.setEnabled(False)
         relay = self._relay
 
@@ -345,7 +377,7 @@ class PipelineWidget(QWidget):
         if progress is not None:
             progress.close()
         self.run_button.setText("Re-run from here")
-        for w in (self.apply_button, self.drop_button):
+        for w in (self.apply_button, self.drop_button, self.up_button, self.down_button):
             w.setEnabled(True)
         self.refresh()
 
@@ -354,6 +386,8 @@ class PipelineWidget(QWidget):
         the run wrote get their layers (as a panel run adds them)."""
         self.result_layers = []
         trained = [v.get("obsm_key") for v in adata.uns.values() if isinstance(v, dict) and v.get("obsm_key")]
+        if layer is not None and self.file_session is not None:  # a file's steps run on the selected cells
+            self.file_session = None
         if layer is None:  # a pipeline file run on its own input
             from ..pipeline.session import Session  # noqa: F401 - the file's session goes with the layer
 
@@ -392,6 +426,48 @@ class PipelineWidget(QWidget):
 
             logger.debug(trace)
         show_error(f"scnapse Pipeline: {message}")
+
+
+def missing_inputs(session, adata) -> list[str]:
+    """What the steps of ``session`` read that neither an earlier step writes nor ``adata`` holds
+    (empty: the steps can run on ``adata``)."""
+    from ..pipeline.session import step_reads, step_writes
+
+    have = set(adata.obsm.keys()) | set(adata.obs.columns) | set(adata.obsp.keys()) | set(adata.uns.keys()) \
+        | set(adata.layers.keys()) | set(session.models)
+    missing = []
+    for s in session.steps:
+        for key in sorted(step_reads(s) - have):
+            if "/" in key or key.endswith((".h5ad", ".json")):  # a saved model's folder, not a key
+                continue
+            if key == "neighbors" and "connectivities" in adata.obsp:
+                continue
+            missing.append(key)
+        have |= step_writes(s)
+    return missing
+
+
+def on_cells(file_session, layer):
+    """``(session, start, snapshots)``: the cells' own steps followed by a pipeline file's, to run from
+    the first of the file's on the cells' data as they are now."""
+    import copy
+
+    from ..pipeline.session import Session
+
+    own = layer.metadata.get(SESSION) or Session()
+    session = Session(input=own.input, seed=own.seed, models=dict(own.models), initial=own.initial)
+    session.steps = copy.deepcopy(own.steps)
+    session.status = copy.deepcopy(own.status)
+    for s in file_session.steps:
+        session.record(s["step"], s["params"], s["id"])
+        session.status[session.steps[-1]["id"]] = {"state": "not run"}
+    start = len(own.steps)
+    snaps = Snapshots()
+    if start:
+        snaps.steps = [dict(s) for s in session.steps]
+        snaps.after[start - 1] = layer.metadata[ADATA]
+        snaps.models[start - 1] = dict(own.models)
+    return session, start, snaps
 
 
 def _key(viewer) -> int:

@@ -120,10 +120,13 @@ class TrainOptions(Container):
         The costs this step accepts (default: all of ``TrainConfig``'s); ``None`` ("auto") first.
     exclude
         Fields not shown (e.g. ``augment`` for non-image models).
+    workload
+        The step's kind of training (``"recurrent"``: sequence models), for the default threads
+        (the count the step itself would use).
     """
 
     def __init__(self, *, defaults: dict | None = None, costs: typing.Sequence[str] | None = None,
-                 exclude: typing.Sequence[str] = ("augment",)):
+                 exclude: typing.Sequence[str] = ("augment",), workload: str | None = None):
         super().__init__(labels=False)
         base = TrainConfig().to_dict()
         base.update(defaults or {})
@@ -135,7 +138,7 @@ class TrainOptions(Container):
                 continue
             self._fields[f.name] = self._make(f.name, hints[f.name], base[f.name], costs, docs.get(f.name, ""))
         self._fields["threads"] = SpinBox(
-            name="threads", label="threads", value=resolve_threads(), min=1, max=max(256, available_cpus()),
+            name="threads", label="threads", value=resolve_threads(None, workload), min=1, max=max(256, available_cpus()),
             tooltip="CPU threads the training uses (default: what the package is set to use).")
         self.margins = (0, 0, 0, 0)
         self.native.layout().setSpacing(2)

@@ -10,7 +10,7 @@ from magicgui.widgets import ComboBox
 from ._cells import CellsWidget, legend_html
 from ._classic import ClassicWidget, looks_like_counts
 from ._layers import ModelRef, get_adata, is_adata_layer, recolor, show_embedding
-from ._options import LABELS_KEY, LAYER, X_CHOICE, Option, Picker, StepOptions, form, label_columns
+from ._options import BATCH_KEY, LABELS_KEY, LAYER, X_CHOICE, Option, Picker, StepOptions, form, label_columns
 from ._panel import Call, StepPanel
 
 __all__ = ["AutoencoderWidget", "CellClassifierWidget", "CellsWidget", "ClassicWidget", "X_CHOICE", "legend_html",
@@ -33,7 +33,7 @@ class AutoencoderWidget(StepPanel):
         from ..tl import autoencoder
 
         self.train_costs = AE_COSTS
-        opts = StepOptions(autoencoder, pickers={"layer": LAYER}, choices={"variational": list(VARIATIONAL.items())},
+        opts = StepOptions(autoencoder, pickers={"layer": LAYER, "batch_key": BATCH_KEY}, choices={"variational": list(VARIATIONAL.items())},
                            labels={"variational": "model"},
                            tooltips={"variational": "auto: a VAE for the count costs (nb, poisson; the natural cost "
                                                     "for raw counts is nb), an autoencoder otherwise.",
@@ -82,9 +82,10 @@ class CellClassifierWidget(StepPanel):
         self.model_path = FileEdit(label="model folder", mode="d",
                                    tooltip="A folder written by CellClassifier.save (or by 'Save pipeline…').")
         # the data layer is annotate's and is given to both steps; uns[key_added] of training keeps its name
-        train = StepOptions(train_classifier, hide=("layer", "key_added"), pickers={"labels_key": LABELS_KEY},
+        train = StepOptions(train_classifier, hide=("layer", "key_added"),
+                            pickers={"labels_key": LABELS_KEY, "batch_key": BATCH_KEY},
                             tooltips={"hidden": "Widths; empty = logistic regression."})
-        predict = StepOptions(annotate, pickers={"layer": LAYER, "over_clustering": CLUSTERS})
+        predict = StepOptions(annotate, pickers={"layer": LAYER, "over_clustering": CLUSTERS, "batch_key": BATCH_KEY})
         self.option_sets = {TRAIN_NEW: [train, predict], LOAD_SAVED: [predict]}
         self.train_steps = {None: train_classifier}
         self.mode.changed.connect(self.show_task)

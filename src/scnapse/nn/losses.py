@@ -173,3 +173,25 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 LOG_2PI = math.log(2 * math.pi)
+
+
+def batch_mmd(z: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Maximum mean discrepancy between each group's codes and the other groups' codes, summed
+    over groups (a scalar; zero when a mini-batch holds fewer than two cells of a group or of the
+    rest). Gaussian kernels at three widths around the median squared distance of the mini-batch
+    (the width itself is not differentiated), so the penalty does not depend on the code's scale.
+    Each cell's kernel with itself is left out, so two samples of one distribution score near 0.
+    """
+    d2 = torch.cdist(z, z).pow(2)
+    width = d2.detach().median().clamp_min(1e-6)
+    kernel = sum(torch.exp(-d2 / (width * s)) for s in (0.25, 1.0, 4.0))
+    kernel = kernel - torch.diag(torch.diagonal(kernel))  # a cell's kernel with itself: a constant bias
+    total = z.new_zeros(())
+    for g in range(int(n_groups)):
+        inside = groups == g
+        n_in = int(inside.sum())
+        if n_in < 2 or len(groups) - n_in < 2:
+            continue
+        w = inside.to(z.dtype) / n_in - (~inside).to(z.dtype) / (len(groups) - n_in)
+        total = total + w @ kernel @ w
+    return total

@@ -26,6 +26,76 @@ def _takes_run_options(name: str) -> bool:
         return False
 
 
+def _thread_workload(name: str) -> str | None:
+    """The kind of training of the registered step ``name``, for its default thread count."""
+    from .registry import PipelineError, get_step
+
+    try:
+        return getattr(get_step(name).func, "thread_workload", None)
+    except PipelineError:
+        return None
+
+
+#: what a step writes when it is not given ``key_added`` (obsm / obs / graph keys)
+_DEFAULT_WRITES = {
+    "scnapse.tl.autoencoder": "X_autoencoder", "scnapse.tl.map_query": "X_autoencoder",
+    "scnapse.tl.sequence_embedding": "X_sequence", "scnapse.tl.image_embedding": "X_image",
+    "scnapse.tl.annotate": "predicted", "scanpy.pp.pca": "X_pca", "scanpy.tl.pca": "X_pca",
+    "scanpy.pp.neighbors": "neighbors", "scanpy.tl.umap": "X_umap", "scanpy.tl.tsne": "X_tsne",
+    "scanpy.tl.leiden": "leiden", "scanpy.tl.louvain": "louvain", "scanpy.tl.diffmap": "X_diffmap",
+}
+#: steps that read the neighbour graph (``neighbors_key``, default "neighbors")
+_GRAPH_READERS = ("scanpy.tl.umap", "scanpy.tl.leiden", "scanpy.tl.louvain", "scanpy.tl.paga",
+                  "scanpy.tl.draw_graph", "scanpy.tl.diffmap")
+#: parameters that name something an earlier step may have written
+_READ_PARAMS = ("use_rep", "model", "labels_key", "batch_key", "groupby", "keys", "key", "basis", "color",
+                "embedding_key", "rep", "obsm_key")
+
+
+def _names(value) -> set:
+    if isinstance(value, ModelRef):
+        return {value.name}
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_names(v) for v in value)) if value else set()
+    return set()
+
+
+def step_writes(step: dict) -> set:
+    """The keys a recorded step writes (its obsm / obs / graph key, its id when it returns a model)."""
+    name, params = step["step"], step.get("params", {})
+    out = {step["id"]}
+    key = params.get("key_added")
+    if isinstance(key, str) and key:
+        out.add(key)
+    elif name in _DEFAULT_WRITES:
+        out.add(_DEFAULT_WRITES[name])
+    if name.endswith(("umap", "tsne")) and isinstance(key, str) and key:
+        out.add(f"X_{key}")
+    return out
+
+
+def step_reads(step: dict) -> set:
+    """The keys a recorded step reads that an earlier step may have written."""
+    name, params = step["step"], step.get("params", {})
+    out = set()
+    for p in _READ_PARAMS:
+        out |= _names(params.get(p))
+    if name in _GRAPH_READERS:
+        out.add(params.get("neighbors_key") or "neighbors")
+    return out
+
+
+def dependency(earlier: dict, later: dict) -> str | None:
+    """Why ``later`` must run after ``earlier`` (it reads what ``earlier`` writes), or ``None``."""
+    needed = sorted(step_reads(later) & step_writes(earlier))
+    if not needed:
+        return None
+    return (f"step {later['id']!r} ({later['step']}) needs {needed[0]!r}, which step {earlier['id']!r} "
+            f"({earlier['step']}) writes")
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A parameter that is a model trained in the session (saved beside the pipeline on export)."""
@@ -72,7 +142,8 @@ class Session:
         if "threads" not in params and _takes_run_options(name):
             from .._settings import resolve_threads
 
-            params["threads"] = resolve_threads()  # the CLI re-run uses the same count: same numbers
+            # the count the step used, so the CLI re-run uses the same: same numbers
+            params["threads"] = resolve_threads(None, _thread_workload(name))
         self.steps.append({"step": name, "id": sid, "params": params})
         self.status[sid] = {"state": "ran"}
 
@@ -110,10 +181,20 @@ class Session:
         return removed
 
     def move(self, step: int | str, to: int) -> None:
-        """Move a step to position ``to`` (the steps from the earlier of the two are "changed since")."""
+        """Move a step to position ``to`` (the steps from the earlier of the two are "changed since").
+
+        Refused (``ValueError``, naming both steps) when a step would then run before one whose output
+        it needs (e.g. UMAP before the neighbour graph it reads).
+        """
         i = self.index(step)
         if not 0 <= to < len(self.steps):
             raise IndexError(f"position {to} out of range: the session has {len(self.steps)} steps.")
+        moved = self.steps[i]
+        crossed = self.steps[to:i] if to < i else self.steps[i + 1:to + 1]
+        for other in crossed:
+            reason = dependency(other, moved) if to < i else dependency(moved, other)
+            if reason:
+                raise ValueError(f"Cannot move step {moved['id']!r} {'up' if to < i else 'down'}: {reason}.")
         self._remember()
         self.steps.insert(to, self.steps.pop(i))
         self._mark_changed(min(i, to))

@@ -25,6 +25,7 @@ def autoencoder(
     batch_key: str | None = None,
     categorical_covariate_keys: Sequence[str] | None = None,
     continuous_covariate_keys: Sequence[str] | None = None,
+    batch_mmd: float | None = None,
     layer: str | None = None,
     use_highly_variable: bool | None = None,
     key_added: str | None = None,
@@ -61,12 +62,17 @@ def autoencoder(
         components, nonlinear layers at zero); ``False``: a plain MLP autoencoder.
     batch_key
         An ``adata.obs`` column naming each cell's batch (sample, donor, run, technology). The
-        encoder and decoder are given the batch, so the code holds what the batches share
-        (see docs/batches.md); the PCA start is then computed on batch-centred data. New batches
+        encoder and decoder are given the batch and a penalty (``batch_mmd``) pulls the batches'
+        codes together, so the code holds what the batches share (see docs/batches.md); the PCA
+        start is then computed on batch-centred data. New batches
         are added later with :func:`scnapse.tl.map_query`.
     categorical_covariate_keys, continuous_covariate_keys
         ``adata.obs`` columns the decoder is conditioned on as well (one-hot categories;
         standardised numbers, e.g. percent mitochondrial).
+    batch_mmd
+        Weight of the penalty that pulls the batches' codes together (maximum mean discrepancy
+        between each batch and the rest); ``None``: 0.01 with ``batch_key``, 0 without. Raise it
+        for stronger mixing, lower it if batch-specific cell types merge.
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_highly_variable
@@ -97,7 +103,7 @@ def autoencoder(
         Autoencoder, adata, run=run, options=options, fit={"layer": layer, "use_highly_variable": use_highly_variable},
         n_latent=n_latent, hidden=hidden, variational=variational, beta=beta, log_normalize=log_normalize,
         scale=scale, pca_init=pca_init, batch_key=batch_key, categorical_covariate_keys=categorical_covariate_keys,
-        continuous_covariate_keys=continuous_covariate_keys,
+        continuous_covariate_keys=continuous_covariate_keys, batch_mmd=batch_mmd,
     )
     write_embedding(adata, model, model.transform(adata, layer=layer), key_added=key_added,
                     default_obsm="X_autoencoder", default_uns="autoencoder")

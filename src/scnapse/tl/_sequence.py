@@ -317,3 +317,4 @@ def forecast(
 
 for _f in (sequence_embedding, train_sequence_classifier, train_forecaster):
     _f.__doc__ = _f.__doc__.format(common=_COMMON)
+    _f.thread_workload = SequenceModel.workload  # what a session records as the step's default threads

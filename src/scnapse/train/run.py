@@ -115,16 +115,19 @@ class RunOptions:
             return None
         return Checkpoint(self.checkpoint_dir, every=self.checkpoint_every, resume=self.resume)
 
-    def to_dict(self) -> dict:
-        """The options that belong in a run's provenance (not the callback or cancel objects)."""
+    def to_dict(self, workload: str | None = None) -> dict:
+        """The options that belong in a run's provenance (not the callback or cancel objects);
+        ``workload`` as in :meth:`n_threads`."""
         return {"precision": self.precision or "fp32", "checkpoint_every": self.checkpoint_every,
-                "resume": self.resume, "chunk_size": self.chunk_size, "threads": self.n_threads()}
+                "resume": self.resume, "chunk_size": self.chunk_size, "threads": self.n_threads(workload)}
 
-    def n_threads(self) -> int:
-        """The number of CPU threads these options train with."""
+    def n_threads(self, workload: str | None = None) -> int:
+        """The number of CPU threads these options train with; ``workload`` is the kind of
+        training (``"recurrent"`` or ``None``), which ``"auto"`` may give fewer threads
+        (:data:`scnapse._settings.AUTO_THREAD_CAP`)."""
         from .._settings import resolve_threads
 
-        return resolve_threads(self.threads)
+        return resolve_threads(self.threads, workload)
 
 
 #: the keyword names every public training step accepts for :class:`RunOptions`

@@ -151,7 +151,7 @@ def test_cells_pickers_follow_a_renamed_layer(h5ad_path, make_napari_viewer):
 def test_train_options_generated_from_trainconfig(qtbot):
     opts = TrainOptions()
     names = set(TrainConfig.field_names()) - {"augment"}
-    assert {w.name for w in opts} == names
+    assert set(opts.field_names) == names | {"threads"}
     cost = opts.widget("cost")
     assert [c for c in cost.choices if c is not None] == list(literal_choices("cost"))
     assert None in cost.choices  # "auto": the step's natural cost
@@ -339,12 +339,13 @@ def test_cell_classifier_panel_annotates_and_exports(h5ad_path, tmp_path, make_n
         if np.sum(predicted == label) >= 5:  # every class with cells is seen in its colour
             assert shows_colour(img, colour) > 20, (label, colour)
 
-    # the exported pipeline saves the model beside it and re-creates the annotation
+    # the exported pipeline re-trains the classifier and re-creates the annotation
     files = panel.save_pipeline(tmp_path / "annotate.yaml")
     pipe = Pipeline.from_yaml(files[0])
-    assert [s.name for s in pipe.steps] == ["scnapse.tl.annotate"]
-    model_dir = Path(pipe.steps[0].params["model"])
-    assert (model_dir / "config.json").exists() and model_dir.parent == tmp_path / "annotate_models"
+    assert [s.name for s in pipe.steps] == ["scnapse.tl.train_classifier", "scnapse.tl.annotate"]
+    assert pipe.steps[1].params["model"] == pipe.steps[0].id
+    model_dir = tmp_path / "classifier_model"
+    panel.results["classifier"].save(model_dir)
     again = pipe.run(write=False)
     assert list(again.obs["predicted"].astype(str)) == list(predicted)
     np.testing.assert_allclose(again.obs["predicted_confidence"], adata.obs["predicted_confidence"], rtol=1e-5)
@@ -483,7 +484,8 @@ def test_time_course_panel_classifies_tracks_and_colours_them(make_napari_viewer
     viewer = make_napari_viewer()
     data, kwargs, _ = sample_tracks()[0]
     fate = np.where(data[:, 0] % 2 == 0, "even", "odd")
-    tracks = viewer.add_tracks(data, features=pd.DataFrame({"fate": fate}), **kwargs)
+    kwargs["features"] = pd.DataFrame({"fate": fate, "divides": kwargs["features"]["divides"]})
+    tracks = viewer.add_tracks(data, **kwargs)
     panel = TimeCourseWidget(viewer)
     panel.task.value = "classify"
     assert "fate" in panel.labels_key.choices  # per-track columns of the layer's features

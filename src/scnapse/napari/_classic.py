@@ -38,8 +38,8 @@ class ClassicWidget(StepPanel):
 
         self.method = ComboBox(label="method", choices=["pca", "tsne", "umap"], value="umap")
         self.normalize = CheckBox(label="normalise + log1p counts first", value=True,
-                                  tooltip="scanpy.pp.normalize_total (10,000 per cell) and scanpy.pp.log1p; "
-                                          "applied only to raw counts, once.")
+                                  tooltip="Scale each cell to 10,000 counts and take the log first; "
+                                          "done only for raw counts, and only once.")
         pca = StepOptions(sc.pp.pca, show=("n_comps", "random_state"),
                           tooltips={"n_comps": "Principal components (auto: scanpy's choice, 50 or fewer)."})
         neighbors = StepOptions(sc.pp.neighbors, show=("n_neighbors",))

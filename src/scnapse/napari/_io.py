@@ -97,4 +97,28 @@ def sample_tracks() -> list[tuple]:
     if missing:
         raise ValueError(f"the tracks sample lacks column(s) {missing}; columns: {list(table.columns)}.")
     data = table[cols].to_numpy(dtype=float)  # napari Tracks: track_id, t, z, y, x
-    return [(data, {"name": "tgmm tracks"}, "tracks")]
+    features = pd.DataFrame({"divides": track_divides(table)})
+    return [(data, {"name": "tgmm tracks", "features": features}, "tracks")]
+
+
+def track_divides(table: pd.DataFrame) -> np.ndarray:
+    """Whether each row's track ends in a division, from the sample's Mastodon spot table (its branches
+    matched to the tracks by the nearest spot of the same frame, the branch most of a track's spots
+    match)."""
+    from scipy.spatial import cKDTree
+
+    from .. import datasets
+    from ..ts import read_mastodon_csv
+
+    spots = read_mastodon_csv(datasets.sample_path("tgmm-mini-spot.csv.gz"))
+    branch = np.empty(len(table), dtype=np.int64)
+    for frame, rows in table.groupby("frame").indices.items():
+        here = spots[spots["frame"] == frame]
+        _, nearest = cKDTree(here[["Spot position Y", "Spot position X"]].to_numpy()).query(
+            table.iloc[rows][["centroid-y", "centroid-x"]].to_numpy())
+        branch[rows] = here["Branch spot ID"].to_numpy()[nearest]
+    per_track = pd.DataFrame({"track": table["label"].to_numpy(), "branch": branch})
+    majority = per_track.groupby("track")["branch"].agg(lambda b: b.value_counts().index[0])
+    ends = set(spots.loc[spots["divides"], "Branch spot ID"])
+    divides = majority.map(lambda b: b in ends)
+    return table["label"].map(divides).to_numpy(dtype=bool)

@@ -5,6 +5,17 @@ from __future__ import annotations
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
+#: how the costs read on the plot's y axis
+COST_NAMES = {"mse": "mean squared error", "bce": "binary cross-entropy", "cross_entropy": "cross-entropy",
+              "kl": "Kullback–Leibler divergence", "hellinger": "Hellinger distance", "nb": "negative binomial",
+              "zinb": "zero-inflated negative binomial", "poisson": "Poisson", "mae": "mean absolute error"}
+EMPTY_TEXT = "no epochs yet"
+
+
+def cost_label(cost: str | None) -> str:
+    """The y label: ``"loss (mean squared error)"``, or ``"loss"`` when the cost is not known."""
+    return f"loss ({COST_NAMES.get(cost, str(cost).replace('_', ' '))})" if cost else "loss"
+
 
 class LossPlot(QWidget):
     """Training and validation loss per epoch, at most every ``redraw_ms`` milliseconds however
@@ -42,26 +53,50 @@ class LossPlot(QWidget):
         self.canvas.mpl_connect("draw_event", self._on_draw)
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, cost: str | None = None) -> None:
+        """Empty the plot (axes hidden, "no epochs yet"); ``cost`` names the y axis."""
         self.epochs: list[int] = []
         self.train: list[float] = []
         self.val: list[float] = []
+        self.best_epoch: int | None = None
         self.ax.clear()
         self.max_epochs: int | None = None
         self._background = None
         (self.train_line,) = self.ax.plot([], [], "-", color="#1f77b4", label="train", animated=True)
         (self.val_line,) = self.ax.plot([], [], "-", color="#ff7f0e", label="validation", animated=True)
+        self.best_line = self.ax.axvline(0, color="#2ca02c", linestyle="--", linewidth=1, label="best epoch",
+                                         animated=True)
+        self.best_line.set_visible(False)
         self.ax.set_xlabel("epoch", fontsize=8)
-        self.ax.set_ylabel("loss", fontsize=8)
+        self.set_cost(cost)
         self.ax.tick_params(labelsize=7)
-        self.ax.legend(fontsize=7, loc="upper right")
+        self.ax.set_axis_off()
+        self.empty_text = self.ax.text(0.5, 0.5, EMPTY_TEXT, transform=self.ax.transAxes, ha="center",
+                                       va="center", fontsize=8, color="#888888")
         self.canvas.draw_idle()
+
+    def set_cost(self, cost: str | None) -> None:
+        """Name the cost on the y axis (e.g. once an "auto" cost is known)."""
+        self.cost = cost
+        self.ax.set_ylabel(cost_label(cost), fontsize=8)
+        if self.epochs:
+            self.canvas.draw_idle()
+
+    @property
+    def ylabel(self) -> str:
+        return self.ax.get_ylabel()
+
+    @property
+    def empty(self) -> bool:
+        """Whether the plot shows "no epochs yet" (no axes)."""
+        return not self.ax.axison
 
     def add(self, report) -> None:
         self.epochs.append(report.epoch)
         self.train.append(report.train_loss)
         self.val.append(float("nan") if report.val_loss is None else report.val_loss)
         self.max_epochs = getattr(report, "max_epochs", None) or self.max_epochs
+        self.best_epoch = getattr(report, "best_epoch", None)
         if not self._timer.isActive():
             self._timer.start()
 
@@ -71,10 +106,12 @@ class LossPlot(QWidget):
         self._background = self.canvas.copy_from_bbox(self.ax.bbox)
         self.ax.draw_artist(self.train_line)  # the canvas shows them when the draw ends
         self.ax.draw_artist(self.val_line)
+        self.ax.draw_artist(self.best_line)
 
     def _blit_lines(self) -> None:
         self.ax.draw_artist(self.train_line)
         self.ax.draw_artist(self.val_line)
+        self.ax.draw_artist(self.best_line)
         self.canvas.blit(self.ax.bbox)
 
     def _limits_ok(self) -> bool:
@@ -108,10 +145,18 @@ class LossPlot(QWidget):
         self.val_line.set_data(self.epochs, self.val)
         if not self.epochs:
             return
+        first = not self.ax.axison
+        if first:  # the first epoch: axes and legend replace "no epochs yet"
+            self.ax.set_axis_on()
+            self.empty_text.set_visible(False)
+            self.ax.legend(fontsize=7, loc="upper right")
+        if self.best_epoch:
+            self.best_line.set_xdata([self.best_epoch, self.best_epoch])
+            self.best_line.set_visible(True)
         import time
 
         now = time.monotonic()
-        if self._background is None or (not self._limits_ok() and now - self._last_full >= self.full_draw_s):
+        if first or self._background is None or (not self._limits_ok() and now - self._last_full >= self.full_draw_s):
             self._last_full = now
             self._set_limits()
             self._background = None

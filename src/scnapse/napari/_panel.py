@@ -32,6 +32,7 @@ from ._scatter import refresh_scatter
 from ._lossplot import LossPlot
 from ._options import StepOptions, family_train_defaults
 from ._train_options import TrainOptions
+from ._wording import plain_error, widgets_of, word_panel
 
 
 @dataclass
@@ -132,6 +133,24 @@ def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event,
         relay.done.emit((done, results))
 
 
+def _resolved_cost(adata, calls: list[Call], results: dict) -> str | None:
+    """The cost a training call used: the model's, else ``uns[key]["params"]["cost"]`` (an "auto"
+    cost is known only once the step has chosen it)."""
+    for model in results.values():
+        cost = getattr(model, "cost", None) or getattr(getattr(model, "params", None), "get", lambda _: None)("cost")
+        if isinstance(cost, str):
+            return cost
+    for call in calls:
+        if not call.trains:
+            continue
+        for key in (call.params.get("key_added"), call.step_id, call.name.rsplit(".", 1)[-1]):
+            entry = adata.uns.get(key) if isinstance(key, str) else None
+            cost = entry.get("params", {}).get("cost") if isinstance(entry, dict) else None
+            if isinstance(cost, str):
+                return cost
+    return None
+
+
 class StepPanel(QWidget):
     """Base of the dock widgets. Subclasses set ``title`` and implement :meth:`make_options`,
     :meth:`calls` (widgets → steps) and :meth:`show_results` (results → layers)."""
@@ -198,6 +217,7 @@ class StepPanel(QWidget):
         _connect_layer_events(self, self._refresh_choices)
         self.cells.changed.connect(self._on_cells_picked)
         self._refresh_choices()
+        word_panel(self)
         # closing napari stops a running training (a worker thread must not outlive the viewer)
         qt_window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
         if qt_window is not None:
@@ -261,7 +281,8 @@ class StepPanel(QWidget):
         step = self.train_step()
         if step is None:
             return None
-        return TrainOptions(defaults=family_train_defaults(step), costs=self.train_costs, exclude=self.train_exclude)
+        return TrainOptions(defaults=family_train_defaults(step), costs=self.train_costs, exclude=self.train_exclude,
+                            workload=getattr(step, "thread_workload", None))
 
     def show_task(self, *_) -> None:
         """Show the options of the current task's steps (and its training defaults); hide the others."""
@@ -361,7 +382,7 @@ class StepPanel(QWidget):
         self._summary = None
         self.last_error = None
         if self.loss_plot is not None:
-            self.loss_plot.reset()
+            self.loss_plot.reset(next((c.params.get("cost") for c in calls if c.trains), None))
         self._set_running(True)
         self.status.setText(f"{self.title}: running…")
         self._running_layer = layer
@@ -427,15 +448,21 @@ class StepPanel(QWidget):
                 show_info(f"scnapse {self.title}: cancelled before the first epoch — nothing changed.")
                 return
         self.results = results
+        if self.loss_plot is not None and self._last_report is not None:
+            self.loss_plot.set_cost(_resolved_cost(adata, self._calls, results) or self.loss_plot.cost)
         names = {key: session.add_model(key, model) for key, model in results.items()}
+        trained_by = {}  # a model trained by a recorded step: the pipeline re-trains it (its step id)
         for call in done:
             if not call.record:
                 continue
-            params = {k: ModelRef(names[v.name]) if isinstance(v, ModelRef) else v for k, v in call.params.items()}
+            params = {k: (trained_by[v.name] if v.name in trained_by else ModelRef(names[v.name]))
+                      if isinstance(v, ModelRef) else v for k, v in call.params.items()}
             if call.trains and cancelled and self._last_report is not None:
                 # what ran: the epochs completed before Cancel (re-running them gives the same model)
                 params["max_epochs"] = self._last_report.epoch
             session.record(call.name, params, call.step_id)
+            if call.returns:
+                trained_by[call.returns] = session.steps[-1]["id"]
         refresh_features(self.viewer, adata)
         if done:
             try:
@@ -492,6 +519,7 @@ class StepPanel(QWidget):
 
     def _error(self, err: Exception, trace: str | None = None) -> None:
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        message = plain_error(message, self.field_labels())
         self.last_error = message
         import html
 
@@ -501,6 +529,14 @@ class StepPanel(QWidget):
         if trace:
             logger.debug(trace)
         show_error(f"scnapse {self.title}: {message}")
+
+    def field_labels(self) -> dict[str, str]:
+        """Each field's name → its label (errors name the fields as the panel shows them)."""
+        out = {}
+        for part in (self.inputs, self.options, self.train_options):
+            if part is not None:
+                out.update({w.name: w.label for w in widgets_of(part) if w.name and w.label})
+        return out
 
     # -- saving --------------------------------------------------------------------------------------
     def save_pipeline(self, path, *, script: bool = True) -> list[str]:

@@ -15,9 +15,9 @@ import inspect
 import re
 import typing
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, Select, SpinBox
 
-from .._settings import available_devices
+from .._settings import available_cpus, available_devices, resolve_threads
 from ..train.config import AUGMENTATIONS, BOUNDS, MOMENTUM_OPTIMIZERS, Bound, TrainConfig, literal_choices
 
 #: fields entered as text in scientific notation (they span orders of magnitude)
@@ -29,6 +29,18 @@ LABELS = {"lr": "learning rate", "l1": "L1 penalty", "l2": "L2 penalty", "input_
           "validation_fraction": "validation fraction", "lr_schedule": "lr schedule",
           "batch_norm": "batch norm", "weight_decay": "weight decay", "batch_size": "batch size"}
 AUTO = "auto"
+#: the training options by topic: (name, title, fields shown, fields folded away until asked for);
+#: a field of no topic goes to the last one
+TOPICS = (
+    ("cost", "Cost", ("cost",), ()),
+    ("architecture", "Architecture and activation", ("activation",), ("batch_norm",)),
+    ("regularization", "Regularization", ("dropout", "l2", "early_stopping"),
+     ("augment", "l1", "input_noise", "weight_decay", "validation_fraction")),
+    ("optimizer", "Optimizer", ("optimizer", "lr", "max_epochs", "batch_size"), ("momentum", "lr_schedule")),
+    ("running", "Running", (), ("threads", "seed", "device", "deterministic")),
+)
+#: options of the run (RunOptions), not of the model: shown with the training options, not checked by TrainConfig
+RUN_FIELDS = ("threads",)
 
 
 def param_docs(doc: str) -> dict[str, str]:
@@ -108,11 +120,14 @@ class TrainOptions(Container):
         The costs this step accepts (default: all of ``TrainConfig``'s); ``None`` ("auto") first.
     exclude
         Fields not shown (e.g. ``augment`` for non-image models).
+    workload
+        The step's kind of training (``"recurrent"``: sequence models), for the default threads
+        (the count the step itself would use).
     """
 
     def __init__(self, *, defaults: dict | None = None, costs: typing.Sequence[str] | None = None,
-                 exclude: typing.Sequence[str] = ("augment",)):
-        super().__init__(labels=True)
+                 exclude: typing.Sequence[str] = ("augment",), workload: str | None = None):
+        super().__init__(labels=False)
         base = TrainConfig().to_dict()
         base.update(defaults or {})
         docs = field_docs()
@@ -121,12 +136,77 @@ class TrainOptions(Container):
         for f in dataclasses.fields(TrainConfig):
             if f.name in exclude:
                 continue
-            w = self._make(f.name, hints[f.name], base[f.name], costs, docs.get(f.name, ""))
-            self._fields[f.name] = w
-            self.append(w)
+            self._fields[f.name] = self._make(f.name, hints[f.name], base[f.name], costs, docs.get(f.name, ""))
+        self._fields["threads"] = SpinBox(
+            name="threads", label="threads", value=resolve_threads(None, workload), min=1, max=max(256, available_cpus()),
+            tooltip="CPU threads the training uses (default: what the package is set to use).")
+        self.margins = (0, 0, 0, 0)
+        self.native.layout().setSpacing(2)
+        self._group(self._fields)
         if "optimizer" in self._fields and "momentum" in self._fields:
             self._fields["optimizer"].changed.connect(self._update_visibility)
             self._update_visibility()
+
+    def _group(self, fields: dict) -> None:
+        """Lay the fields out by topic (:data:`TOPICS`): a heading, the usual fields, and a button that
+        unfolds the rarely changed ones."""
+        placed = {n for _, _, shown, folded in TOPICS for n in (*shown, *folded)}
+        stray = tuple(n for n in fields if n not in placed)
+        #: topic → (its usual fields, its folded fields, the unfold button or None)
+        self.groups: dict[str, tuple[Container, Container, PushButton | None]] = {}
+        for i, (topic, title, shown, folded) in enumerate(TOPICS):
+            if i == len(TOPICS) - 1:
+                folded = (*folded, *stray)
+            main = [fields[n] for n in shown if n in fields]
+            more = [fields[n] for n in folded if n in fields]
+            if not main and not more:
+                continue
+            main_box = Container(name=f"{topic}_fields", widgets=main, labels=True)
+            more_box = Container(name=f"{topic}_more", widgets=more, labels=True)
+            button = None
+            if more:  # the heading is the button that unfolds the rest
+                button = PushButton(name=f"more_{topic}", text=self._fold_text(title, more, False))
+                button.native.setFlat(True)
+                button.native.setStyleSheet("text-align: left; font-weight: bold; padding: 1px;")
+                button.changed.connect(lambda *_, t=topic: self.unfold(t, not self.is_unfolded(t)))
+                self.append(button)
+            else:
+                self.append(Label(name=f"{topic}_topic", value=f"<b>{title}</b>"))
+            for box in (main_box, more_box):
+                box.margins = (6, 0, 0, 0)
+                box.native.layout().setSpacing(2)
+            if main:
+                self.append(main_box)
+            if more:
+                self.append(more_box)
+                more_box.visible = False
+            self.groups[topic] = (main_box, more_box, button)
+
+    @staticmethod
+    def _fold_text(title: str, more: list, unfolded: bool) -> str:
+        return f"{'▾' if unfolded else '▸'} {title}  ({len(more)} more)"
+
+    def is_unfolded(self, topic: str) -> bool:
+        """Whether the rarely changed options of ``topic`` are shown."""
+        _, more, _ = self.groups[topic]
+        return not more.native.isHidden()
+
+    def unfold(self, topic: str, show: bool = True) -> None:
+        """Show (or fold away) the rarely changed options of ``topic``."""
+        _, more, button = self.groups[topic]
+        more.visible = show
+        if button is not None:
+            title = next(t for name, t, *_ in TOPICS if name == topic)
+            button.text = self._fold_text(title, list(more), show)
+
+    def topic_of(self, name: str) -> tuple[str, bool]:
+        """The topic a field is under and whether it is folded away by default."""
+        for topic, (main, more, _) in self.groups.items():
+            if any(w is self._fields[name] for w in main):
+                return topic, False
+            if any(w is self._fields[name] for w in more):
+                return topic, True
+        raise KeyError(name)
 
     # -- building ---------------------------------------------------------------------------------
     def _make(self, name, hint, value, costs, tooltip):
@@ -176,6 +256,11 @@ class TrainOptions(Container):
     def widget(self, name: str):
         return self._fields[name]
 
+    @property
+    def field_names(self) -> list[str]:
+        """The names of the options shown (``TrainConfig`` fields and ``threads``)."""
+        return list(self._fields)
+
     def values(self) -> dict:
         """The chosen options as ``TrainConfig`` keyword arguments, checked by ``TrainConfig``.
 
@@ -194,7 +279,7 @@ class TrainOptions(Container):
                 out[name] = w.value
         if "momentum" in out and out.get("optimizer") not in MOMENTUM_OPTIMIZERS:
             out.pop("momentum")
-        TrainConfig.from_kwargs(**out)  # the API's own checks and messages
+        TrainConfig.from_kwargs(**{k: v for k, v in out.items() if k not in RUN_FIELDS})  # the API's checks
         return out
 
     def load_defaults(self, defaults: dict, keys) -> None:

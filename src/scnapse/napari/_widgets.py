@@ -121,8 +121,9 @@ class CellClassifierWidget(StepPanel):
         params = {**train[0].values(), "layer": annotate["layer"], **self.train_options.values()}
         if not params["labels_key"]:
             raise ValueError("labels (obs): choose the obs column with the cell types to learn.")
-        return [Call("scnapse.tl.train_classifier", params, trains=True, func=tl.train_classifier, record=False,
-                     returns="classifier"),
+        # recorded: the saved pipeline re-trains the classifier, then annotates with it
+        return [Call("scnapse.tl.train_classifier", params, trains=True, func=tl.train_classifier,
+                     returns="classifier", step_id="classifier"),
                 Call("scnapse.tl.annotate", {"model": ModelRef("classifier"), **annotate})]
 
     def show_results(self, layer, calls):

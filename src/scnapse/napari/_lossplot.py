@@ -139,6 +139,12 @@ class LossPlot(QWidget):
             # losses fall: room below for the next epochs, so that few full draws are needed
             self.ax.set_ylim(lo - 0.6 * span, hi + 0.08 * span)
 
+    def flush(self) -> None:
+        """Show every epoch received so far now (at the end of a run), with the whole figure."""
+        self._timer.stop()
+        self._background = None
+        self.redraw()
+
     def redraw(self) -> None:
         """Show the epochs so far: the lines alone when the axes still fit them, else everything."""
         self.train_line.set_data(self.epochs, self.train)

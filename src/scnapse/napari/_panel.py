@@ -450,6 +450,7 @@ class StepPanel(QWidget):
         self.results = results
         if self.loss_plot is not None and self._last_report is not None:
             self.loss_plot.set_cost(_resolved_cost(adata, self._calls, results) or self.loss_plot.cost)
+            self.loss_plot.flush()  # the last epochs and the best-epoch mark, now rather than after the timer
         names = {key: session.add_model(key, model) for key, model in results.items()}
         trained_by = {}  # a model trained by a recorded step: the pipeline re-trains it (its step id)
         for call in done:

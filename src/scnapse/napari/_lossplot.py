@@ -34,7 +34,8 @@ class LossPlot(QWidget):
 
         self.figure = Figure(figsize=(3.2, 2.0), dpi=90)
         # fixed margins: tight_layout would measure every text at every draw
-        self.figure.subplots_adjust(left=0.2, right=0.97, bottom=0.24, top=0.95)
+        # (the legend sits in one row above the axes, never over the curves)
+        self.figure.subplots_adjust(left=0.2, right=0.97, bottom=0.24, top=0.86)
         self.canvas = FigureCanvasQTAgg(self.figure)
         # a fixed height: a status line that wraps differently must not resize (and redraw) the plot
         self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
@@ -100,6 +101,15 @@ class LossPlot(QWidget):
         if not self._timer.isActive():
             self._timer.start()
 
+    def legend_handles(self) -> list:
+        """Stand-ins for the legend: the lines themselves are drawn apart (blitting) and the best-epoch
+        line is hidden until there is one, which would leave its legend entry blank."""
+        from matplotlib.lines import Line2D
+
+        return [Line2D([], [], color=line.get_color(), linestyle=line.get_linestyle(),
+                       linewidth=line.get_linewidth(), label=line.get_label())
+                for line in (self.train_line, self.val_line, self.best_line)]
+
     def _on_draw(self, _event) -> None:
         """After a full draw: keep the background (without the lines), then paint the lines."""
         self.full_draws += 1
@@ -132,7 +142,8 @@ class LossPlot(QWidget):
 
         values = [v for v in (*self.train, *self.val) if not math.isnan(v) and math.isfinite(v)]
         right = max(self.max_epochs or 0, self.epochs[-1] if self.epochs else 1, 2)
-        self.ax.set_xlim(0, right)
+        # a little room on the right: a best epoch that is the last one is not hidden on the frame
+        self.ax.set_xlim(0, right + max(0.5, 0.02 * right))
         if values:
             lo, hi = min(values), max(values)
             span = hi - lo if hi > lo else 0.05 * (abs(hi) or 1.0)
@@ -155,7 +166,8 @@ class LossPlot(QWidget):
         if first:  # the first epoch: axes and legend replace "no epochs yet"
             self.ax.set_axis_on()
             self.empty_text.set_visible(False)
-            self.ax.legend(fontsize=7, loc="upper right")
+            self.ax.legend(handles=self.legend_handles(), fontsize=7, loc="lower center", ncol=3,
+                           bbox_to_anchor=(0.5, 1.0), frameon=False, borderaxespad=0.2, handlelength=1.5)
         if self.best_epoch:
             self.best_line.set_xdata([self.best_epoch, self.best_epoch])
             self.best_line.set_visible(True)

@@ -167,7 +167,6 @@ class StepPanel(QWidget):
         self._progress = None
         self._last_report = None
         self.last_error: str | None = None
-        self.setMinimumWidth(320)
 
         # everything scrolls inside the dock: a panel fits any screen
         outer = QVBoxLayout(self)
@@ -226,9 +225,21 @@ class StepPanel(QWidget):
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
 
+    def _body_width(self) -> int:
+        """The width the fields need, with the vertical scroll bar (the panel scrolls up and down only)."""
+        body = self.scroll.widget()
+        return max(320, body.minimumSizeHint().width() + self.scroll.verticalScrollBar().sizeHint().width() + 2)
+
     def sizeHint(self):  # noqa: N802 - Qt's name
         hint = super().sizeHint()
         hint.setHeight(min(hint.height(), 900))
+        hint.setWidth(max(hint.width(), self._body_width()))
+        return hint
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt's name
+        # as wide as the fields: a dock narrower than them cut them off behind a sideways scroll bar
+        hint = super().minimumSizeHint()
+        hint.setWidth(max(hint.width(), self._body_width()))
         return hint
 
     def eventFilter(self, obj, event):  # noqa: N802 - Qt's name

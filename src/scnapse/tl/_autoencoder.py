@@ -52,9 +52,11 @@ def autoencoder(
         Size of the embedding.
     hidden
         Widths of the encoder's hidden layers; the decoder mirrors them.
-    variational, beta
-        Train a VAE (embedding = posterior mean); ``beta`` weighs its KL term. ``None``: a VAE
-        with the count costs (the default for raw counts), a plain autoencoder otherwise.
+    variational
+        Train a VAE (embedding = posterior mean). ``None``: a VAE with the count costs (the
+        default for raw counts), a plain autoencoder otherwise.
+    beta
+        Weight of the VAE's KL term.
     log_normalize, scale
         Input transforms; see :class:`scnapse.models.Autoencoder`.
     pca_init

@@ -231,25 +231,22 @@ class Autoencoder(BaseModel):
     variational
         A variational autoencoder (the embedding is the posterior mean); ``beta`` weighs its KL term.
         ``None`` (default): a VAE with the count costs (``nb``, ``poisson``), a plain autoencoder
-        otherwise. With the negative-binomial cost the VAE kept simulated cell types far better
-        apart than the plain autoencoder (15-NN accuracy 0.84 vs 0.75) and equalled it on the PBMC
-        sets.
+        otherwise (why: the user guide's "Why these defaults").
     log_normalize
         Turn raw counts into ``log1p(x / total × 10⁴)`` before the encoder. ``None``: when the data
         look like raw counts (non-negative integers), and always for the count costs.
     scale
         Standardise each gene before the encoder (as ``sc.pp.scale``); with ``cost="mse"`` the
         autoencoder then reconstructs the standardised data. ``None``: off. Standardising gives
-        rare, noisy genes the weight of informative ones; on the PBMC sets unscaled log data gave
-        clearly better embeddings (kNN accuracy 0.86 vs 0.56 on pbmc160).
+        rare, noisy genes the weight of informative ones, which gave clearly worse embeddings on
+        the PBMC sets (the user guide's "Why these defaults").
     pca_init
         Start from PCA: linear paths beside the encoder and decoder are set to the top
         ``n_latent`` principal components of the (preprocessed) training cells (exact, on up to
         5,000 of them), and the nonlinear layers start at zero, so training begins at PCA's
-        solution and learns what it misses. A plain MLP autoencoder learns the weak, cell-type
-        directions slowly and its validation loss stops it early: on simulated data with twelve
-        types (1,000 genes, 3,000 cells) its 15-NN accuracy was 0.49 against 0.71 with this start,
-        and 0.80 against 0.90 on pbmc160. ``False``: a plain MLP autoencoder.
+        solution and learns what it misses; a plain MLP autoencoder learns the weak, cell-type
+        directions slowly and its validation loss stops it early (the user guide's "Why these
+        defaults"). ``False``: a plain MLP autoencoder.
     batch_key
         ``obs`` column naming each cell's batch. Each batch gets its own shift of the encoder's
         first layer and of the decoder's first layer and output (a per-gene factor for the count
@@ -263,12 +260,7 @@ class Autoencoder(BaseModel):
         other batches' codes in every mini-batch (Gaussian kernels at three widths around the
         median distance). ``None``: 0.01 with ``batch_key``, else 0 (off). The penalty ignores
         cell-type composition, so too strong a weight merges types that exist in some batches
-        only. Measured with the defaults (15-NN batch entropy / 15-NN label accuracy):
-        on ``sn.datasets.pbmc_cross_study`` no ``batch_key`` 0.18 / 0.80, conditioning alone
-        0.25 / 0.80, 0.01 0.38 / 0.79, 0.05 0.42 / 0.78 (Harmony on PCA: 0.35 / 0.78); on
-        ``sn.datasets.simulated_batches`` (3 batches, batch-specific types) conditioning alone
-        0.92 / 0.86, 0.01 1.02 / 0.84, 0.03 1.03 / 0.79, 0.1 1.03 / 0.40 (types merged).
-        See docs/batches.md for the scIB figures.
+        only; how the default was chosen, with the measurements: docs/batches.md.
     **train_options
         Any :class:`~scnapse.train.TrainConfig` field (cost, activation, dropout, input_noise, l1,
         l2, optimizer, lr, ...). ``cost=None`` (default): ``"nb"`` for raw counts, else ``"mse"``.
@@ -579,10 +571,8 @@ class Autoencoder(BaseModel):
         layer
             Use ``query.layers[layer]`` instead of ``query.X``.
         max_epochs, lr, batch_size, seed
-            Training of the new parameters (Adam, full passes over the query's cells). The
-            defaults (50 passes at 3e-2) mapped a held-out simulated batch as well as 100 at
-            1e-2 or 30 at 1e-1 (scIB total 0.653 / 0.637 / 0.654) in a thirtieth of the time
-            retraining took.
+            Training of the new parameters (Adam, full passes over the query's cells); how the
+            defaults were chosen: docs/batches.md.
 
         Returns
         -------

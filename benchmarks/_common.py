@@ -99,3 +99,16 @@ def versus(stats: dict, deep: str, classical: str, metric: str, higher_is_better
     line = (f"{metric}: {deep} {d:.4g} ± {d_se:.2g}, {classical} {c:.4g} ± {c_se:.2g} "
             f"(difference {d - c:+.3g} ± {diff_se:.2g}); deep {sign}: {'yes' if ok else 'no'}")
     return line, bool(ok)
+
+
+def write_results(results: dict, out) -> None:
+    """Add the package versions to ``results`` and write them as JSON to ``out`` (folders made)."""
+    import json
+    from pathlib import Path
+
+    from scnapse.train.repro import package_versions
+
+    results["versions"] = package_versions()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=1, default=str))
+    print(f"\nwrote {out}" + (f" ({results['seconds']} s)" if "seconds" in results else ""))

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import scanpy as sc
@@ -106,12 +104,9 @@ def main():
         s["epoch_time_ratio_scnapse_over_scvi"] = round(t["X_autoencoder"]["seconds_per_epoch"]
                                                        / t["X_scvi"]["seconds_per_epoch"], 3)
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    from scnapse.train.repro import package_versions
+    from _common import write_results
 
-    results["versions"] = package_versions()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
-    print(f"\nwrote {args.out} ({results['seconds']} s)")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

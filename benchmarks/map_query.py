@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -60,12 +59,9 @@ def main():
     results["sets"]["simulated_batches"] = run_set(
         "simulated_batches", sn.datasets.simulated_batches(n_cells=2000, seed=0), ["batch2"])
     results["sets"]["pbmc_cross_study"] = run_set("pbmc_cross_study", sn.datasets.pbmc_cross_study(), ["pbmc160"])
-    from scnapse.train.repro import package_versions
+    from _common import write_results
 
-    results["versions"] = package_versions()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
-    print(f"wrote {args.out}")
+    write_results(results, args.out)
 
 
 if __name__ == "__main__":

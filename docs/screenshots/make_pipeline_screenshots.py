@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
 import napari
 import scanpy as sc
 from PIL import Image
-from qtpy.QtWidgets import QApplication
+from _qt import pump
 
 import scnapse as sn
 from scnapse.napari import sample_pbmc68k
@@ -21,13 +20,6 @@ from scnapse.napari._pipeline_panel import PipelineWidget
 HERE = Path(__file__).resolve().parent
 warnings.filterwarnings("ignore")
 
-
-def pump(seconds=1.0):
-    app = QApplication.instance()
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 viewer = napari.Viewer(show=True)

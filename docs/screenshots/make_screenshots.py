@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 
 import napari  # noqa: E402
 from PIL import Image  # noqa: E402
-from qtpy.QtWidgets import QApplication  # noqa: E402
+from _qt import pump  # noqa: E402
 
 from scnapse.im import sample_image  # noqa: E402
 from scnapse.napari import (  # noqa: E402
@@ -41,13 +41,6 @@ WINDOW = (1280, 980)
 warnings.filterwarnings("ignore", message=".*backend is deprecated.*")
 warnings.filterwarnings("ignore", message=".*System theme detection.*")
 
-
-def pump(seconds=0.5):
-    app = QApplication.instance()
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def wait(panel, timeout=600):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
@@ -124,11 +127,12 @@ class LossPlot(QWidget):
         self.ax.draw_artist(self.best_line)
         self.canvas.blit(self.ax.bbox)
 
+    def _finite_losses(self) -> list[float]:
+        return [v for v in (*self.train, *self.val) if math.isfinite(v)]
+
     def _limits_ok(self) -> bool:
         """Whether the curves fit the current axes and still fill a fair part of them."""
-        import math
-
-        values = [v for v in (*self.train, *self.val) if not math.isnan(v) and math.isfinite(v)]
+        values = self._finite_losses()
         if not values:
             return True
         lo, hi = min(values), max(values)
@@ -138,9 +142,7 @@ class LossPlot(QWidget):
         return fits and (hi - lo) >= 0.25 * (y1 - y0)
 
     def _set_limits(self) -> None:
-        import math
-
-        values = [v for v in (*self.train, *self.val) if not math.isnan(v) and math.isfinite(v)]
+        values = self._finite_losses()
         right = max(self.max_epochs or 0, self.epochs[-1] if self.epochs else 1, 2)
         # a little room on the right: a best epoch that is the last one is not hidden on the frame
         self.ax.set_xlim(0, right + max(0.5, 0.02 * right))
@@ -171,8 +173,6 @@ class LossPlot(QWidget):
         if self.best_epoch:
             self.best_line.set_xdata([self.best_epoch, self.best_epoch])
             self.best_line.set_visible(True)
-        import time
-
         now = time.monotonic()
         if first or self._background is None or (not self._limits_ok() and now - self._last_full >= self.full_draw_s):
             self._last_full = now

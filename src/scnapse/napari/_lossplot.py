@@ -8,10 +8,8 @@ import time
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-#: how the costs read on the plot's y axis
-COST_NAMES = {"mse": "mean squared error", "bce": "binary cross-entropy", "cross_entropy": "cross-entropy",
-              "kl": "Kullback–Leibler divergence", "hellinger": "Hellinger distance", "nb": "negative binomial",
-              "zinb": "zero-inflated negative binomial", "poisson": "Poisson", "mae": "mean absolute error"}
+from ..pl._loss import COST_NAMES
+
 EMPTY_TEXT = "no epochs yet"
 
 

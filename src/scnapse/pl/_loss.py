@@ -38,10 +38,10 @@ def _save_atomic(fig, save) -> None:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt)
 
 
-#: the cost functions' names, for axis labels
+#: every cost function's name, for axis labels (here and in the napari loss plot)
 COST_NAMES = {"mse": "mean squared error", "bce": "binary cross-entropy", "cross_entropy": "cross-entropy",
-              "kl": "Kullback–Leibler divergence", "hellinger": "Hellinger distance",
-              "poisson": "Poisson negative log-likelihood", "nb": "negative-binomial negative log-likelihood"}
+              "kl": "Kullback–Leibler divergence", "hellinger": "Hellinger distance", "poisson": "Poisson",
+              "nb": "negative binomial"}
 
 
 def cost_label(params) -> str:

@@ -2,20 +2,27 @@
 
     python benchmarks/threads.py                  # families × conditions × threads, then the GRU check
     python benchmarks/threads.py --repeats 5      # best of 5 instead of 3
-    python benchmarks/threads.py families         # one part only ("families" or "gru")
+    python benchmarks/threads.py families         # one part only ("families", "sizes" or "gru")
 
 families: each family's training on tiny data, a few epochs (early stopping off), through the public
 step with ``threads=1``, ``threads=2`` and the default (``threads`` not given:
 ``scnapse.settings.n_threads``, "auto"), in two conditions: "idle" (nothing else started by this
 script) and "busy" (one busy-loop subprocess, ``while True: pass``, running the whole time). Runs
 are interleaved (1, 2, default, 1, 2, default, …) and the best of ``--repeats`` is kept, because
-single timings on a shared machine swing widely. Reported: seconds per run and the default's time
-relative to the best of the three.
+single timings on a shared machine swing widely. Reported: seconds per run, the thread counts the
+default chose (it measures the load when a step starts), the default's time relative to the best of
+the three, and the 1-minute load average at the end of the row.
 
 * autoencoder: ``sn.tl.autoencoder`` on pbmc68k (700 cells × 765 genes, log data), 10 epochs;
 * classifier: ``sn.tl.train_classifier`` on pbmc68k (``bulk_labels``), 10 epochs;
 * image CNN: ``sn.tl.train_image_classifier`` on ``sn.im.synthetic_image(40)`` (80 crops of 32 px), 5 epochs;
 * sequence RNN: ``sn.tl.train_sequence_classifier`` on 200 simulated oscillations (20–50 steps), 5 epochs.
+
+sizes: one training step (forward, backward, Adam) of an autoencoder-shaped network (genes → hidden →
+10 → hidden → genes, ReLU, MSE) at six sizes from 200 genes × 128 hidden × 128 cells to 5,000 × 256
+× 256, with 1 and 2 threads (``scnapse.train.thread_limits``), idle and beside the busy loop;
+median of 15 steps after 3 warm-up steps, best of ``--repeats`` interleaved. It shows whether any
+fixed count is right at every size and load (it is not: the load decides).
 
 gru: one epoch of ``sn.tl.sequence_embedding`` (defaults; the 212 tgmm-mini track branches, ≤ 31
 steps, 4 features) against a bare PyTorch loop training the same network shape on the same data
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -70,12 +78,14 @@ def workloads() -> dict:
     }
 
 
+def threads_used(out) -> int:
+    """The thread count a training recorded (a model's params, or a copy's ``uns``)."""
+    params = out.params if hasattr(out, "params") else out.uns["autoencoder"]["params"]
+    return int(params["threads"])
+
+
 def busy_loop() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
-
-
-#: the kind of training of each workload (as the models declare it), for the default's thread count
-WORKLOAD_KIND = {"sequence RNN (200 × ≤50 steps, 5 epochs)": sn.models.SequenceModel.workload}
 
 
 def families(repeats: int) -> list[dict]:
@@ -88,15 +98,63 @@ def families(repeats: int) -> list[dict]:
             for name, run in runs.items():
                 run(1)  # warm-up
                 best = {label: np.inf for label, _ in settings}
+                used = set()  # the counts the default chose (it measures the load when a step starts)
                 for _ in range(repeats):
                     for label, threads in settings:
                         t0 = time.perf_counter()
-                        run(threads)
+                        out = run(threads)
                         best[label] = min(best[label], time.perf_counter() - t0)
+                        if threads is None:
+                            used.add(threads_used(out))
                 fastest = min(best.values())
                 row = {"workload": name, "condition": condition, **{k: round(v, 3) for k, v in best.items()},
-                       "default threads": sn.train.RunOptions().n_threads(WORKLOAD_KIND.get(name)),
-                       "default / best": round(best["default"] / fastest, 2)}
+                       "default threads": "/".join(str(n) for n in sorted(used)),
+                       "default / best": round(best["default"] / fastest, 2),
+                       "load average": round(os.getloadavg()[0], 1)}
+                rows.append(row)
+                print(json.dumps(row, ensure_ascii=False), flush=True)
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
+    return rows
+
+
+# -- one training step by size, 1 and 2 threads ---------------------------------------------------------
+SIZES = [(200, 128, 128), (765, 128, 128), (765, 256, 256), (2000, 128, 128), (2000, 256, 256), (5000, 256, 256)]
+
+
+def step_seconds(genes: int, hidden: int, batch: int, threads: int, steps: int = 15) -> float:
+    with sn.train.thread_limits(threads):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(genes, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10),
+                                  torch.nn.Linear(10, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, genes))
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        x = torch.randn(batch, genes)
+        times = []
+        for i in range(3 + steps):
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            ((net(x) - x) ** 2).mean().backward()
+            opt.step()
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+
+def sizes(repeats: int) -> list[dict]:
+    rows = []
+    for condition in ("idle", "busy"):
+        competitor = busy_loop() if condition == "busy" else None
+        try:
+            for genes, hidden, batch in SIZES:
+                best = {1: np.inf, 2: np.inf}
+                for _ in range(repeats):
+                    for n in (1, 2):
+                        best[n] = min(best[n], step_seconds(genes, hidden, batch, n))
+                row = {"genes × hidden × cells": f"{genes} × {hidden} × {batch}", "condition": condition,
+                       "1 thread, ms": round(best[1] * 1e3, 2), "2 threads, ms": round(best[2] * 1e3, 2),
+                       "2 / 1": round(best[2] / best[1], 2), "load average": round(os.getloadavg()[0], 1)}
                 rows.append(row)
                 print(json.dumps(row, ensure_ascii=False), flush=True)
         finally:
@@ -206,18 +264,23 @@ def markdown(rows: list[dict]) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="*", help="'families' and/or 'gru' (default: both)")
+    ap.add_argument("parts", nargs="*", help="'families', 'sizes' and/or 'gru' (default: all)")
     ap.add_argument("--repeats", type=int, default=3, help="best of N (interleaved)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "threads.json"))
     args = ap.parse_args()
-    args.parts = args.parts or ["families", "gru"]
-    if set(args.parts) - {"families", "gru"}:
-        ap.error(f"unknown part(s) {sorted(set(args.parts) - {'families', 'gru'})}; choose 'families' and/or 'gru'")
-    print(f"torch {torch.__version__}; CPUs available to this process: {sn.train.RunOptions().n_threads()}")
+    parts = ["families", "sizes", "gru"]
+    args.parts = args.parts or parts
+    if set(args.parts) - set(parts):
+        ap.error(f"unknown part(s) {sorted(set(args.parts) - set(parts))}; choose from {parts}")
+    print(f"torch {torch.__version__}; CPUs available to this process: {sn._settings.available_cpus()}, "
+          f"taken by other programs now: {sn._settings.busy_cpus()}")
     results = {}
     if "families" in args.parts:
         results["families"] = families(args.repeats)
         print(markdown(results["families"]))
+    if "sizes" in args.parts:
+        results["sizes"] = sizes(args.repeats)
+        print(markdown(results["sizes"]))
     if "gru" in args.parts:
         results["gru"] = gru_vs_bare(args.repeats)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

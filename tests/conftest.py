@@ -118,6 +118,16 @@ def tiny() -> dict:
     return {"max_epochs": 5, "progress": False, "seed": 0}
 
 
+@pytest.fixture(autouse=True)
+def _no_measured_load(monkeypatch):
+    """``threads="auto"`` subtracts the CPUs other programs keep busy when a step starts; tests
+    see an idle machine so the count (and so the numbers) never depend on what else runs. The
+    measurement itself is tested in test_threads.py."""
+    from scnapse import _settings
+
+    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.2: 0)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small CNNs and recurrent nets gain nothing from a second thread and lose much on a busy

@@ -104,3 +104,50 @@ def test_a_session_records_the_thread_count_each_step_used(monkeypatch):
     session.record("scnapse.tl.autoencoder", {"max_epochs": 1})
     threads = [s.params["threads"] for s in session.to_pipeline().steps]
     assert threads == [1, 2]
+
+
+_measure_busy_cpus = _settings.busy_cpus  # the real one: conftest gives every test an idle machine
+
+
+def test_auto_leaves_out_the_cpus_other_programs_keep_busy(monkeypatch):
+    monkeypatch.setattr(_settings, "available_cpus", lambda: 4)
+    for busy, expected in [(0, 4), (1, 3), (3, 1), (9, 1)]:
+        monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.2, b=busy: b)
+        assert _settings.resolve_threads("auto") == expected
+        assert _settings.resolve_threads(4) == 4  # an explicit count whatever the load
+    calls = []
+    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.2: calls.append(1) or 0)
+    assert _settings.resolve_threads("auto", "recurrent") == 1 and not calls  # one thread: nothing to measure
+
+
+def test_busy_cpus_counts_whole_cpus_from_the_kernel_s_figures(monkeypatch):
+    ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (95, 200), 1: (10, 200)}])
+    monkeypatch.setattr(_settings, "_cpu_times", lambda cpus: next(ticks))
+    assert _measure_busy_cpus(window=0.01) == 1  # 0.95 + 0.10 of a CPU taken
+    ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (10, 200), 1: (5, 200)}])
+    assert _measure_busy_cpus(window=0.01) == 0  # 0.15 of a CPU in all: background noise
+    ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (20, 200), 1: (20, 200)}])
+    assert _measure_busy_cpus(window=0.01) == 1  # 0.4 of a CPU: enough to slow a second thread
+
+
+def test_busy_cpus_sees_a_cpu_bound_program():
+    import subprocess
+    import sys
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert _measure_busy_cpus(window=0.5) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_the_count_recorded_is_the_count_the_training_used(monkeypatch, lognorm_adata):
+    monkeypatch.setattr(_settings, "available_cpus", lambda: 2)
+    load = iter([1, 0, 0, 0])  # busy when the step starts, idle afterwards
+    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.2: next(load))
+    seen = []
+    model = sn.tl.autoencoder(lognorm_adata, n_latent=2, hidden=[8], max_epochs=1, progress=False, copy=True,
+                              callback=lambda r: seen.append(torch.get_num_threads()))
+    assert seen == [1]
+    assert model.uns["autoencoder"]["params"]["threads"] == 1

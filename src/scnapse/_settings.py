@@ -27,9 +27,9 @@ class Settings:
     ``device`` is ``"auto"`` (CUDA, else Apple MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``
     or ``"mps"``. ``seed`` is the seed of every step that is not given one. ``n_threads`` is the
     number of CPU threads training uses (torch and the BLAS/OpenMP pools alike): ``"auto"`` is the
-    number of CPUs this process may actually use (its CPU affinity and cgroup quota), and one
-    thread for recurrent networks (sequence models), which are faster on one
-    (:data:`AUTO_THREAD_CAP`).
+    number of CPUs this process may actually use (its CPU affinity and cgroup quota) less those
+    that other programs keep busy when the step starts (:func:`busy_cpus`), and one thread for
+    recurrent networks (sequence models), which are faster on one (:data:`AUTO_THREAD_CAP`).
     """
 
     device: str = "auto"
@@ -71,6 +71,61 @@ def available_cpus() -> int:
     return max(1, min(n, quota) if quota else n)
 
 
+def _cpu_times(cpus) -> dict[int, tuple[int, int]]:
+    """(busy, total) clock ticks of each CPU in ``cpus`` so far, from ``/proc/stat``."""
+    out = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                continue
+            name, *ticks = line.split()
+            cpu = int(name[3:])
+            if cpu not in cpus:
+                continue
+            t = [int(x) for x in ticks[:8]]  # user nice system idle iowait irq softirq steal
+            idle = t[3] + t[4]
+            out[cpu] = (sum(t) - idle, sum(t))
+    return out
+
+
+def busy_cpus(window: float = 0.2) -> int:
+    """How many of this process's CPUs other programs keep busy: their busy time over ``window``
+    seconds (from ``/proc/stat``, less this process's own CPU time), in whole CPUs, a CPU counted
+    as taken from 0.3 of one (a thread that shares a CPU with another program slows every step of
+    the others, so a wrong "free" costs more than a wrong "taken"). 0 where it cannot be measured
+    (no ``/proc/stat``).
+
+    Parameters
+    ----------
+    window
+        Seconds to measure over.
+
+    Returns
+    -------
+    int
+        The number of CPUs taken by other work.
+    """
+    import time
+
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return 0
+    try:
+        before, own0, t0 = _cpu_times(cpus), time.process_time(), time.perf_counter()
+        time.sleep(window)
+        after, own1, t1 = _cpu_times(cpus), time.process_time(), time.perf_counter()
+    except (OSError, ValueError):
+        return 0
+    busy = 0.0
+    for cpu, (b1, n1) in after.items():
+        b0, n0 = before.get(cpu, (b1, n1))
+        if n1 > n0:
+            busy += (b1 - b0) / (n1 - n0)
+    own = (own1 - own0) / max(t1 - t0, 1e-9)
+    return max(0, math.floor(busy - own + 0.7))
+
+
 #: The most threads ``n_threads="auto"`` gives a kind of training, where fewer are faster
 #: (measured by ``benchmarks/threads.py``; figures in docs/benchmarks.md, "Threads"). A recurrent
 #: network steps through time in matrix products too small to share between threads: a second
@@ -81,7 +136,14 @@ AUTO_THREAD_CAP: dict[str, int] = {"recurrent": 1}
 
 def resolve_threads(threads: int | str | None = None, workload: str | None = None) -> int:
     """The thread count for ``threads`` (``None``: ``settings.n_threads``; ``"auto"``: the CPUs
-    available to this process, capped for ``workload`` by :data:`AUTO_THREAD_CAP`).
+    available to this process less those other programs keep busy now (:func:`busy_cpus`), at
+    least one, capped for ``workload`` by :data:`AUTO_THREAD_CAP`).
+
+    Two threads on two CPUs with one of them taken by another program train 1.4–1.7× slower than
+    one thread, and on an idle machine 1.5–1.8× faster (``benchmarks/threads.py``): the count that
+    is fastest depends on the load, so ``"auto"`` measures it when a step starts. Results are
+    bit-identical between runs with the same count, which every step records; give a count
+    (``threads=2``, ``settings.n_threads = 2``) to use it whatever the load.
 
     Parameters
     ----------
@@ -100,7 +162,11 @@ def resolve_threads(threads: int | str | None = None, workload: str | None = Non
     if isinstance(threads, str) and threads.strip().lower() == "auto":
         n = available_cpus()
         cap = AUTO_THREAD_CAP.get(workload) if workload is not None else None
-        return min(n, cap) if cap else n
+        if cap:
+            n = min(n, cap)
+        if n > 1:
+            n = max(1, n - busy_cpus())
+        return n
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r}: give a positive whole number of threads or 'auto'.")
     return threads

@@ -20,6 +20,7 @@ differ from :class:`~scnapse.train.TrainConfig`'s are declared once per family, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -150,8 +151,9 @@ class BaseModel:
         from ..train import RunOptions, thread_limits
 
         run = RunOptions.resolve(run, run_options)
-        with thread_limits(run.n_threads(self.workload)):
-            return self._fit_run(adata, run, **data_options)
+        with thread_limits(run.n_threads(self.workload)) as n:
+            # "auto" measures the load once: the count used is the count recorded
+            return self._fit_run(adata, dataclasses.replace(run, threads=n), **data_options)
 
     def _fit_run(self, adata, run, **data_options):
         """:meth:`_fit` with the run options resolved and the thread count set."""

@@ -46,8 +46,9 @@ class RunOptions:
         ``False``: never.
     threads
         CPU threads for training (torch and the BLAS/OpenMP pools): a positive integer, ``"auto"``
-        (the CPUs this process may use) or ``None`` (``scnapse.settings.n_threads``). Results are
-        bit-identical only between runs with the same count, so it is recorded in provenance.
+        (the CPUs this process may use less those other programs keep busy when the step starts)
+        or ``None`` (``scnapse.settings.n_threads``). Results are bit-identical only between runs
+        with the same count, so the count used is recorded in provenance.
     """
 
     progress: bool = True

@@ -19,9 +19,10 @@ the three, and the 1-minute load average at the end of the row.
 * sequence RNN: ``sn.tl.train_sequence_classifier`` on 200 simulated oscillations (20–50 steps), 5 epochs.
 
 sizes: one training step (forward, backward, Adam) of an autoencoder-shaped network (genes → hidden →
-10 → hidden → genes, ReLU, MSE) at six sizes from 200 genes × 128 hidden × 128 cells to 5,000 × 256
-× 256, with 1 and 2 threads (``scnapse.train.thread_limits``), idle and beside the busy loop;
-median of 15 steps after 3 warm-up steps, best of ``--repeats`` interleaved. It shows whether any
+10 → hidden → genes, ReLU, MSE) at eight sizes from 200 genes × 128 hidden × 128 cells to 5,000 ×
+256 × 256 (two with the classifier's mini-batch of 32 cells), with 1 and 2 threads
+(``scnapse.train.thread_limits``), idle and beside the busy loop; median of 15 steps after 3
+warm-up steps, best of ``--repeats`` interleaved. It shows whether any
 fixed count is right at every size and load (it is not: the load decides).
 
 gru: one epoch of ``sn.tl.sequence_embedding`` (defaults; the 212 tgmm-mini track branches, ≤ 31
@@ -121,7 +122,7 @@ def families(repeats: int) -> list[dict]:
 
 
 # -- one training step by size, 1 and 2 threads ---------------------------------------------------------
-SIZES = [(200, 128, 128), (765, 128, 128), (765, 256, 256), (2000, 128, 128), (2000, 256, 256), (5000, 256, 256)]
+SIZES = [(765, 256, 32), (2000, 256, 32), (200, 128, 128), (765, 128, 128), (765, 256, 256), (2000, 128, 128), (2000, 256, 256), (5000, 256, 256)]
 
 
 def step_seconds(genes: int, hidden: int, batch: int, threads: int, steps: int = 15) -> float:

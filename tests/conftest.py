@@ -125,7 +125,7 @@ def _no_measured_load(monkeypatch):
     measurement itself is tested in test_threads.py."""
     from scnapse import _settings
 
-    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.2: 0)
+    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.1, max_age=5.0: 0)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@ BLAS/OpenMP pools, recorded in provenance and in session pipelines so re-runs gi
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -112,31 +114,66 @@ _measure_busy_cpus = _settings.busy_cpus  # the real one: conftest gives every t
 def test_auto_leaves_out_the_cpus_other_programs_keep_busy(monkeypatch):
     monkeypatch.setattr(_settings, "available_cpus", lambda: 4)
     for busy, expected in [(0, 4), (1, 3), (3, 1), (9, 1)]:
-        monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.2, b=busy: b)
+        monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.1, max_age=5.0, b=busy: b)
         assert _settings.resolve_threads("auto") == expected
         assert _settings.resolve_threads(4) == 4  # an explicit count whatever the load
     calls = []
-    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.2: calls.append(1) or 0)
+    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.1, max_age=5.0: calls.append(1) or 0)
     assert _settings.resolve_threads("auto", "recurrent") == 1 and not calls  # one thread: nothing to measure
 
 
 def test_busy_cpus_counts_whole_cpus_from_the_kernel_s_figures(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(_settings, "_last_cpu_sample", None)
     ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (95, 200), 1: (10, 200)}])
     monkeypatch.setattr(_settings, "_cpu_times", lambda cpus: next(ticks))
-    assert _measure_busy_cpus(window=0.01) == 1  # 0.95 + 0.10 of a CPU taken
+    assert _measure_busy_cpus(window=0.01, max_age=0) == 1  # 0.95 + 0.10 of a CPU taken
     ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (10, 200), 1: (5, 200)}])
-    assert _measure_busy_cpus(window=0.01) == 0  # 0.15 of a CPU in all: background noise
+    assert _measure_busy_cpus(window=0.01, max_age=0) == 0  # 0.15 of a CPU in all: background noise
     ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (20, 200), 1: (20, 200)}])
-    assert _measure_busy_cpus(window=0.01) == 1  # 0.4 of a CPU: enough to slow a second thread
+    assert _measure_busy_cpus(window=0.01, max_age=0) == 1  # 0.4 of a CPU: enough to slow a second thread
 
 
-def test_busy_cpus_sees_a_cpu_bound_program():
+def test_busy_cpus_measures_since_the_last_reading_without_waiting(monkeypatch):
+    import time
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(_settings, "_last_cpu_sample", None)
+    monkeypatch.setattr(_settings, "_cpu_times", lambda cpus: {0: (0, 100), 1: (0, 100)})
+    _settings.note_cpu_sample()  # a step ends
+    time.sleep(0.05)
+    ticks = iter([{0: (90, 200), 1: (0, 200)}])  # a CPU busy since then
+    monkeypatch.setattr(_settings, "_cpu_times", lambda cpus: next(ticks))
+    monkeypatch.setattr(time, "sleep", lambda s: pytest.fail("measured afresh although a recent reading exists"))
+    assert _measure_busy_cpus(window=0.01, max_age=5) == 1
+    monkeypatch.setattr(_settings, "_last_cpu_sample", (time.perf_counter() - 60, {0: (0, 0), 1: (0, 0)}, 0.0))
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (0, 200), 1: (0, 200)}])
+    assert _measure_busy_cpus(window=0.01, max_age=5) == 0 and slept == [0.01]  # a stale reading: a fresh window
+
+
+def test_auto_gives_small_batch_dense_training_one_thread(monkeypatch):
+    monkeypatch.setattr(_settings, "available_cpus", lambda: 2)
+    assert sn.models.CellClassifier()._thread_workload() == "small-batch"  # its default batch of 32
+    assert sn.models.CellClassifier(batch_size=256)._thread_workload() is None
+    assert sn.models.Autoencoder(batch_size=16)._thread_workload() == "small-batch"
+    assert sn.models.Autoencoder()._thread_workload() is None
+    assert _settings.resolve_threads("auto", "small-batch") == 1
+    assert _settings.resolve_threads("auto", None) == 2
+    session = Session(seed=0)
+    session.record("scnapse.tl.train_classifier", {"labels_key": "cell_type"})
+    assert session.to_pipeline().steps[0].params["threads"] == 1
+
+
+def test_busy_cpus_sees_a_cpu_bound_program(monkeypatch):
+    monkeypatch.setattr(_settings, "_last_cpu_sample", None)
     import subprocess
     import sys
 
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        assert _measure_busy_cpus(window=0.5) >= 1
+        assert _measure_busy_cpus(window=0.5, max_age=0) >= 1
     finally:
         spinner.kill()
         spinner.wait()
@@ -145,7 +182,7 @@ def test_busy_cpus_sees_a_cpu_bound_program():
 def test_the_count_recorded_is_the_count_the_training_used(monkeypatch, lognorm_adata):
     monkeypatch.setattr(_settings, "available_cpus", lambda: 2)
     load = iter([1, 0, 0, 0])  # busy when the step starts, idle afterwards
-    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.2: next(load))
+    monkeypatch.setattr(_settings, "busy_cpus", lambda window=0.1, max_age=5.0: next(load))
     seen = []
     model = sn.tl.autoencoder(lognorm_adata, n_latent=2, hidden=[8], max_epochs=1, progress=False, copy=True,
                               callback=lambda r: seen.append(torch.get_num_threads()))

@@ -88,17 +88,43 @@ def _cpu_times(cpus) -> dict[int, tuple[int, int]]:
     return out
 
 
-def busy_cpus(window: float = 0.2) -> int:
-    """How many of this process's CPUs other programs keep busy: their busy time over ``window``
-    seconds (from ``/proc/stat``, less this process's own CPU time), in whole CPUs, a CPU counted
-    as taken from 0.3 of one (a thread that shares a CPU with another program slows every step of
-    the others, so a wrong "free" costs more than a wrong "taken"). 0 where it cannot be measured
-    (no ``/proc/stat``).
+#: the last reading of the CPUs' clock ticks: (perf_counter seconds, per-CPU ticks, own CPU seconds)
+_last_cpu_sample: tuple[float, dict, float] | None = None
+
+
+def _cpu_sample(cpus) -> tuple[float, dict, float]:
+    import time
+
+    return time.perf_counter(), _cpu_times(cpus), time.process_time()
+
+
+def note_cpu_sample() -> None:
+    """Read the CPUs' clock ticks now, so that the next :func:`busy_cpus` measures over the time
+    since (a training step calls it when it ends)."""
+    global _last_cpu_sample
+    try:
+        _last_cpu_sample = _cpu_sample(os.sched_getaffinity(0))
+    except (AttributeError, OSError, ValueError):
+        _last_cpu_sample = None
+
+
+def busy_cpus(window: float = 0.1, max_age: float = 5.0) -> int:
+    """How many of this process's CPUs other programs keep busy: their busy time (from
+    ``/proc/stat``, less this process's own CPU time), in whole CPUs, a CPU counted as taken from
+    0.3 of one (a thread that shares a CPU with another program slows every step of the others, so
+    a wrong "free" costs more than a wrong "taken"). 0 where it cannot be measured (no
+    ``/proc/stat``).
+
+    The time measured over is the time since the last reading when that is between ``window`` and
+    ``max_age`` seconds ago (steps run one after another measure the gap between them, at no
+    cost), else a fresh ``window`` of seconds.
 
     Parameters
     ----------
     window
-        Seconds to measure over.
+        Seconds to measure over when there is no recent reading (and the least time measured over).
+    max_age
+        The oldest reading still used, in seconds; 0 always measures afresh.
 
     Returns
     -------
@@ -107,14 +133,19 @@ def busy_cpus(window: float = 0.2) -> int:
     """
     import time
 
+    global _last_cpu_sample
     try:
         cpus = os.sched_getaffinity(0)
     except (AttributeError, OSError):
         return 0
     try:
-        before, own0, t0 = _cpu_times(cpus), time.process_time(), time.perf_counter()
-        time.sleep(window)
-        after, own1, t1 = _cpu_times(cpus), time.process_time(), time.perf_counter()
+        last = _last_cpu_sample
+        if last is not None and set(last[1]) == set(cpus) and window <= time.perf_counter() - last[0] <= max_age:
+            t0, before, own0 = last
+        else:
+            t0, before, own0 = _cpu_sample(cpus)
+            time.sleep(window)
+        t1, after, own1 = _last_cpu_sample = _cpu_sample(cpus)
     except (OSError, ValueError):
         return 0
     busy = 0.0
@@ -130,8 +161,14 @@ def busy_cpus(window: float = 0.2) -> int:
 #: (measured by ``benchmarks/threads.py``; figures in docs/benchmarks.md, "Threads"). A recurrent
 #: network steps through time in matrix products too small to share between threads: a second
 #: thread gains nothing on an idle machine, and on a busy one every step waits for the slower
-#: thread. An explicit count (``threads=2``, ``settings.n_threads = 2``) is always used as given.
-AUTO_THREAD_CAP: dict[str, int] = {"recurrent": 1}
+#: thread. A dense network trained on mini-batches of at most :data:`SMALL_BATCH` samples (the
+#: cell classifier's default of 32) does too little work per step to share: two threads trained
+#: it 2.6× slower than one on an idle machine. An explicit count (``threads=2``,
+#: ``settings.n_threads = 2``) is always used as given.
+AUTO_THREAD_CAP: dict[str, int] = {"recurrent": 1, "small-batch": 1}
+
+#: the largest mini-batch that counts as "small-batch" work (:data:`AUTO_THREAD_CAP`)
+SMALL_BATCH = 32
 
 
 def resolve_threads(threads: int | str | None = None, workload: str | None = None) -> int:
@@ -150,7 +187,7 @@ def resolve_threads(threads: int | str | None = None, workload: str | None = Non
     threads
         A positive integer, ``"auto"`` or ``None``.
     workload
-        The kind of training (``"recurrent"``; ``None``: any other), for ``"auto"``.
+        The kind of training (``"recurrent"``, ``"small-batch"``; ``None``: any other), for ``"auto"``.
 
     Returns
     -------

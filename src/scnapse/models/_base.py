@@ -144,16 +144,32 @@ class BaseModel:
     baseline: dict | None = None
     #: the kind of training, for the default thread count (``scnapse._settings.AUTO_THREAD_CAP``)
     workload: ClassVar[str | None] = None
+    #: a dense network: ``"auto"`` gives it one thread on mini-batches of at most
+    #: ``scnapse._settings.SMALL_BATCH`` samples ("small-batch" work)
+    dense: ClassVar[bool] = False
 
     # -- the training template ------------------------------------------------------------------
     def _fit(self, adata, run, run_options: dict, **data_options):
         """Train on ``adata``: the steps of the module docstring. Returns ``self``."""
+        from .._settings import note_cpu_sample
         from ..train import RunOptions, thread_limits
 
         run = RunOptions.resolve(run, run_options)
-        with thread_limits(run.n_threads(self.workload)) as n:
-            # "auto" measures the load once: the count used is the count recorded
-            return self._fit_run(adata, dataclasses.replace(run, threads=n), **data_options)
+        try:
+            with thread_limits(run.n_threads(self._thread_workload())) as n:
+                # "auto" measures the load once: the count used is the count recorded
+                return self._fit_run(adata, dataclasses.replace(run, threads=n), **data_options)
+        finally:
+            note_cpu_sample()  # the next step's "auto" measures the load from here
+
+    def _thread_workload(self) -> str | None:
+        """The kind of training, for the default thread count (:data:`workload`, or
+        ``"small-batch"`` for a dense network on small mini-batches)."""
+        from .._settings import SMALL_BATCH
+
+        if self.workload is None and self.dense and self.config.batch_size <= SMALL_BATCH:
+            return "small-batch"
+        return self.workload
 
     def _fit_run(self, adata, run, **data_options):
         """:meth:`_fit` with the run options resolved and the thread count set."""
@@ -186,7 +202,7 @@ class BaseModel:
         self.params = {
             **cfg.to_dict(), **data.params, "seed": seed,
             "max_epochs": max_epochs, "device": str(device), "n_train": int(len(train_rows)),
-            "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples), **run.to_dict(self.workload),
+            "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples), **run.to_dict(self._thread_workload()),
             "world_size": world_size(), "resumed_from_epoch": checkpoint.restored_epoch if checkpoint else 0,
             "environment": environment(device),
         }

@@ -267,6 +267,7 @@ class Autoencoder(BaseModel):
     """
 
     kind = "Autoencoder"
+    dense = True  # one thread by default on small mini-batches (AUTO_THREAD_CAP)
 
     def __init__(
         self,

@@ -140,6 +140,7 @@ class CellClassifier(BaseModel):
     """
 
     kind = "CellClassifier"
+    dense = True  # one thread by default on small mini-batches (AUTO_THREAD_CAP)
     fit_hint = ".fit(adata, labels_key=...)"
     #: chosen on the PBMC benchmarks (see the documentation's classifier benchmark)
     train_defaults = {"cost": "cross_entropy", "dropout": 0.5, "l2": 0.0, "weight_decay": 0.0,

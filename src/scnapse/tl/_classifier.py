@@ -122,6 +122,9 @@ def train_classifier(
     return model
 
 
+train_classifier.thread_workload = "small-batch"  # its default mini-batch of 32: one thread by "auto"
+
+
 @step("scnapse.tl.annotate", takes_model=True)
 def annotate(
     adata: AnnData,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
@@ -81,3 +82,26 @@ def test_classifier_annotates_held_out_qpcr_cells():
     wrong = query.obs["predicted"].astype(str).to_numpy() != y[te]
     gaps = [abs(order[p] - order[t]) for p, t in zip(query.obs["predicted"].astype(str)[wrong], y[te][wrong])]
     assert all(g <= 1 for g in gaps), gaps
+
+
+def test_autoencoder_embeds_qpcr_features_and_still_refuses_scaled_queries_of_log_models():
+    from conftest import make_counts
+
+    adata = sn.datasets.guo_qpcr()
+    sn.tl.autoencoder(adata, n_latent=4, hidden=(16,), max_epochs=3, progress=False, seed=0)
+    emb = adata.obsm["X_autoencoder"]
+    assert emb.shape == (428, 4) and np.isfinite(emb).all()
+    assert adata.uns["autoencoder"]["params"]["cost"] == "mse"
+    model = sn.models.Autoencoder(4, hidden=(16,), max_epochs=2, seed=0).fit(adata, progress=False)
+    np.testing.assert_allclose(model.transform(adata[:50].copy()), model.transform(adata)[:50], atol=1e-5)
+    # a model trained on log-normalised data does not take negative (scaled) values
+    counts = make_counts(n_obs=120, n_vars=40, seed=0)
+    import scanpy as sc
+
+    sc.pp.normalize_total(counts, target_sum=1e4)
+    sc.pp.log1p(counts)
+    log_model = sn.models.Autoencoder(4, hidden=(16,), max_epochs=2, seed=0).fit(counts, progress=False)
+    scaled = counts.copy()
+    sc.pp.scale(scaled)
+    with pytest.raises(ValueError, match="negative values"):
+        log_model.transform(scaled)

@@ -18,6 +18,14 @@ classical = logistic regression) is printed per set. The fold means keep their s
 (``macro_f1_sd``) and get a standard error across folds too (``macro_f1_se_folds``: the sample sd
 over the 5 folds / √5).
 
+Real-valued features: ``guo_qpcr`` (428 mouse embryo cells × 48 genes, qPCR ΔCt, negative values;
+``stage``, 6 classes) with scnapse's MLP (defaults, on ΔCt as it is: standardised inside), logistic
+regression (standardised on the training fold) and a random forest (500 trees), 5-fold with cells
+held out and 5-fold with whole embryos held out (``StratifiedGroupKFold``; SE by a bootstrap over
+embryos). ``--skip-cv --skip-speed`` runs only this set and updates ``--out`` in place:
+
+    python benchmarks/classifier.py --skip-cv --skip-speed --out benchmarks/results/classifier_cv.json
+
 Speed: 100,000 simulated cells × 2,000 genes (``_common.simulate_counts``: negative binomial, 10
 types), labelled by a model trained on 5,000 other simulated cells: cells per second of
 ``sn.tl.annotate`` end to end (gene matching, log-normalisation, probabilities, typicality,
@@ -189,6 +197,84 @@ def cross_validate(name: str, adata, key: str, ct_path: str | None, tmp: Path) -
     return out
 
 
+# -- accuracy on real-valued features (not counts) -----------------------------------------------
+def cross_validate_features(name: str, adata, key: str, group_key: str | None = None) -> dict:
+    """scnapse's MLP (defaults, on ``X`` as it is) vs logistic regression (standardised on the
+    training fold) vs a random forest on a matrix of real-valued features, 5-fold stratified; with
+    ``group_key`` also with whole groups held out (``StratifiedGroupKFold``), scored with a
+    bootstrap over the groups (cells of one group are not independent)."""
+    from _common import bootstrap_se, versus
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    import scnapse as sn
+
+    y = adata.obs[key].astype(str).to_numpy()
+    X = np.asarray(adata.X, dtype=np.float64)
+    groups = None if group_key is None else adata.obs[group_key].astype(str).to_numpy()
+    splits = {"cells held out": StratifiedKFold(5, shuffle=True, random_state=0).split(X, y)}
+    if groups is not None:
+        splits[f"{group_key}s held out"] = StratifiedGroupKFold(5, shuffle=True, random_state=0).split(X, y, groups)
+    methods = ("scnapse MLP", "logistic regression", "random forest")
+    out = {"n_cells": len(y), "n_features": adata.n_vars, "classes": sorted(set(y)),
+           "x_min": float(X.min()), "x_max": float(X.max())}
+    for split, folds in splits.items():
+        oof = {m: np.empty(len(y), dtype=object) for m in methods}
+        folds_scores = {m: [] for m in methods}
+        seconds = dict.fromkeys(methods, 0.0)
+        kinds = set()
+        for tr, te in folds:
+            t0 = time.perf_counter()
+            model = sn.tl.train_classifier(adata[tr].copy(), labels_key=key, progress=False, seed=0)
+            oof["scnapse MLP"][te] = np.asarray(model.predict(adata[te].copy())).astype(str)
+            seconds["scnapse MLP"] += time.perf_counter() - t0
+            kinds.add(model.input_kind)
+            t0 = time.perf_counter()
+            mean, std = X[tr].mean(0), X[tr].std(0)
+            std[std == 0] = 1
+            clf = LogisticRegression(max_iter=1000).fit((X[tr] - mean) / std, y[tr])
+            oof["logistic regression"][te] = clf.predict((X[te] - mean) / std)
+            seconds["logistic regression"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rf = RandomForestClassifier(n_estimators=500, random_state=0, n_jobs=1).fit(X[tr], y[tr])
+            oof["random forest"][te] = rf.predict(X[te])
+            seconds["random forest"] += time.perf_counter() - t0
+            for m in methods:
+                p = oof[m][te].astype(str)
+                folds_scores[m].append((f1_score(y[te], p, average="macro"), accuracy_score(y[te], p)))
+        # bootstrap over the held-out cells, or over the held-out groups (all cells of a drawn group)
+        if groups is not None and split != "cells held out":
+            names, codes = np.unique(groups, return_inverse=True)
+            members = [np.flatnonzero(codes == g) for g in range(len(names))]
+            expand = lambda idx: np.concatenate([members[g] for g in idx[0]])  # noqa: E731
+            sizes, unit = [len(names)], f"{len(names)} {group_key}s"
+        else:
+            expand, sizes, unit = (lambda idx: idx[0]), [len(y)], f"{len(y)} cells"
+        stats = {metric: bootstrap_se(lambda idx, fn=fn: {m: fn(y[expand(idx)], oof[m][expand(idx)].astype(str))
+                                                          for m in methods}, sizes, n_boot=1000)
+                 for metric, fn in (("macro-F1", lambda t, p: f1_score(t, p, average="macro")),
+                                    ("accuracy", accuracy_score))}
+        row = {"input_kind": sorted(kinds), "se": f"bootstrap over the {unit} (pooled out-of-fold predictions)"}
+        for m in methods:
+            s = np.asarray(folds_scores[m])
+            row[m] = {"pooled_macro_f1": stats["macro-F1"][m][0], "pooled_macro_f1_se": stats["macro-F1"][m][1],
+                      "pooled_accuracy": stats["accuracy"][m][0], "pooled_accuracy_se": stats["accuracy"][m][1],
+                      "macro_f1": float(s[:, 0].mean()), "macro_f1_sd": float(s[:, 0].std()),
+                      "per_fold_macro_f1": s[:, 0].round(4).tolist(), "seconds": round(seconds[m], 1)}
+            print(f"{name} ({split}) {m:20s} macro-F1 {stats['macro-F1'][m][0]:.3f} ± {stats['macro-F1'][m][1]:.3f}, "
+                  f"accuracy {stats['accuracy'][m][0]:.3f} ± {stats['accuracy'][m][1]:.3f} (SE over {unit}; "
+                  f"{seconds[m]:.0f} s)", flush=True)
+        row["versus"] = {c: " · ".join(versus(st, "scnapse MLP", c, metric)[0] for metric, st in stats.items())
+                         for c in methods[1:]}
+        for line in row["versus"].values():
+            print(f"{name} ({split}) {line}", flush=True)
+        print(f"{name} ({split}) scnapse input kind: {sorted(kinds)}", flush=True)
+        out[split] = row
+    return out
+
+
 # -- speed -------------------------------------------------------------------------------------
 def speed(ct_path: str | None, tmp: Path, n_query: int, n_train: int = 5000) -> dict:
     import anndata as ad
@@ -269,6 +355,7 @@ def main():
     parser.add_argument("--n-query", type=int, default=100_000)
     parser.add_argument("--skip-cv", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-features", action="store_true", help="skip the qPCR (real-valued features) set")
     parser.add_argument("--out", default=str(HERE / "results" / "classifier.json"))
     args = parser.parse_args()
     if args.celltypist_worker:
@@ -280,7 +367,7 @@ def main():
 
     sn.settings.verbosity = 30
     results = {}
-    if Path(args.out).exists() and (args.skip_cv or args.skip_speed):  # update the other part in place
+    if Path(args.out).exists() and (args.skip_cv or args.skip_speed or args.skip_features):  # update the other part in place
         results = json.loads(Path(args.out).read_text())
     results.update({"machine": f"{os.cpu_count()} CPU cores (shared)", "celltypist": bool(args.celltypist_path)})
     with tempfile.TemporaryDirectory() as tmp:
@@ -288,6 +375,8 @@ def main():
         if not args.skip_cv:
             results["pbmc68k"] = cross_validate("pbmc68k", sn.datasets.pbmc68k(), "bulk_labels", args.celltypist_path, tmp)
             results["pbmc160"] = cross_validate("pbmc160", sn.datasets.pbmc160(), "cell_type", args.celltypist_path, tmp)
+        if not args.skip_features:
+            results["guo_qpcr"] = cross_validate_features("guo_qpcr", sn.datasets.guo_qpcr(), "stage", "embryo")
         if not args.skip_speed:
             results["speed"] = speed(args.celltypist_path, tmp, args.n_query)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,10 @@
 quality: 15-NN label accuracy (stratified 5-fold) and best Leiden ARI (resolution 0.5 / 1.0) on
 pbmc68k (bulk_labels; normalise + log1p), pbmc160 (cell_type; normalise + log1p + 2,000 HVGs)
 and a simulated set none of the defaults were tuned on (3,000 cells × 1,000 genes, negative
-binomial, 12 types in 3 families, 15 marker genes 4× up per type; normalise + log1p).
+binomial, 12 types in 3 families, 15 marker genes 4× up per type; normalise + log1p); and
+guo_qpcr (stage; 428 cells × 48 genes, qPCR ΔCt as they are: real values, not counts; PCA
+on the scaled ΔCt with 47 components, the most 48 genes allow, and with 16 = the autoencoder's
+latent size; no counts, so no VAE row). ``--sets guo_qpcr`` runs one set.
 PCA(50) runs on scaled log data; scVI (if installed) on the counts with its defaults (400 epochs);
 the autoencoder runs with its DEFAULT settings on the log data (an mse autoencoder) and on the
 counts (layer="counts": a negative-binomial VAE).
@@ -74,6 +77,8 @@ def load(name):
 
     if name == "simulated":
         adata, labels = simulate_types(), "type"
+    elif name == "guo_qpcr":  # real-valued ΔCt: no counts, no normalisation
+        return sn.datasets.guo_qpcr(), "stage"
     elif name == "pbmc68k":
         adata, labels = sn.datasets.pbmc68k(), "bulk_labels"
     else:
@@ -91,16 +96,20 @@ def score(emb, labels):
     return knn_accuracy(emb, labels), leiden_ari(emb, labels)[0]
 
 
-def quality(seeds=(0, 1, 2), scvi_seeds=(0,)):
+def quality(seeds=(0, 1, 2), scvi_seeds=(0,), sets=("pbmc68k", "pbmc160", "simulated", "guo_qpcr")):
     rows = []
-    for name in ("pbmc68k", "pbmc160", "simulated"):
+    for name in sets:
         adata, key = load(name)
         y = adata.obs[key].astype(str).to_numpy()
         pca = adata.copy()
         sc.pp.scale(pca, max_value=10)
-        sc.pp.pca(pca, n_comps=min(50, pca.n_obs - 1))
-        rows.append((name, "PCA(50), scaled log", *score(pca.obsm["X_pca"], y), 0.0))
-        if have_scvi():
+        n_pcs = min(50, pca.n_obs - 1, pca.n_vars - 1)
+        sc.pp.pca(pca, n_comps=n_pcs)
+        what = "scaled log" if "counts" in adata.layers else "scaled"
+        rows.append((name, f"PCA({n_pcs}), {what}", *score(pca.obsm["X_pca"], y), 0.0))
+        if "counts" not in adata.layers:  # features: PCA of the autoencoder's latent size too
+            rows.append((name, f"PCA(16), {what}", *score(pca.obsm["X_pca"][:, :16], y), 0.0))
+        if have_scvi() and "counts" in adata.layers:
             import scvi
 
             res = []
@@ -113,9 +122,13 @@ def quality(seeds=(0, 1, 2), scvi_seeds=(0,)):
                 m.train(enable_progress_bar=False)
                 res.append((*score(m.get_latent_representation(), y), time.perf_counter() - t))
             rows.append((name, f"scVI (defaults, 400 epochs; seeds {list(scvi_seeds)})", *np.mean(res, 0)))
-        for label, options in (("scnapse autoencoder (defaults, log data: mse)", {}),
-                               ("scnapse autoencoder (defaults, counts: nb VAE)", {"layer": "counts"}),
-                               ("scnapse autoencoder, log data, pca_init=False", {"pca_init": False})):
+        variants = (("scnapse autoencoder (defaults, log data: mse)", {}),
+                    ("scnapse autoencoder (defaults, counts: nb VAE)", {"layer": "counts"}),
+                    ("scnapse autoencoder, log data, pca_init=False", {"pca_init": False}))
+        if "counts" not in adata.layers:
+            variants = (("scnapse autoencoder (defaults: mse)", {}), ("scnapse autoencoder, scale=True", {"scale": True}),
+                        ("scnapse autoencoder, pca_init=False", {"pca_init": False}))
+        for label, options in variants:
             res = []
             for s in seeds:
                 a = adata.copy()
@@ -219,12 +232,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("parts", nargs="*", default=["quality", "speed", "scale"])
     parser.add_argument("--scale-cells", type=int, default=1_000_000)
+    parser.add_argument("--sets", nargs="+", default=["pbmc68k", "pbmc160", "simulated", "guo_qpcr"],
+                        help="the sets of the quality part")
     args = parser.parse_args()
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}, device: {sn._settings.resolve_device('auto')}")
     if "quality" in args.parts:
-        quality()
+        quality(sets=args.sets)
     if "speed" in args.parts:
         speed()
     if "scale" in args.parts:

@@ -384,7 +384,8 @@ CASES = _table()
 # whose values are all alike (a prediction is still defined). Every other case is a clear error.
 HANDLED = {"autoencoder-beta=2.0", "annotate-over_clustering='missing'", "annotate-over_clustering=3",
            "annotate-data=zeros", "annotate-data=constant", "annotate-data=one_cell",
-           "train_classifier-data=negative"}  # real-valued features (z-scores, ΔCt) are standardised
+           "train_classifier-data=negative",  # real-valued features (z-scores, ΔCt) are standardised
+           "autoencoder-data=negative"}  # and embedded (mse on the values as they are)
 CLEAR = (ValueError, TypeError, KeyError, FileNotFoundError)
 INTERNAL = ("Traceback", "torch.", "numpy.", "range() arg", "broadcast", "object of type")
 

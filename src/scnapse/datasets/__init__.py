@@ -70,6 +70,30 @@ def pbmc160() -> ad.AnnData:
     return ad.read_h5ad(sample_path("decoupler_pbmc160.h5ad"))
 
 
+def guo_qpcr() -> ad.AnnData:
+    """428 mouse early-embryo cells × 48 genes, single-cell qPCR ΔCt (real-valued, not counts);
+    ``obs['stage']``: embryo stage ``2-cell`` … ``64-cell`` (6 stages, 19–159 cells each).
+
+    Guo et al. 2010 (Developmental Cell 18:675–685): cells of 42 embryos from the 2-cell stage to
+    the 64-cell blastocyst. ``X`` holds ΔCt, each cell's Ct minus the mean Ct of its housekeeping
+    genes Actb and Gapdh: **higher means fewer transcripts**, and values are negative where a gene
+    is more abundant than the housekeepers. ``layers['ct']`` holds the Ct values themselves (28 =
+    not detected, about a quarter of the entries). ``obs['num_cells']`` is the stage as an integer,
+    ``obs['embryo']`` the embryo a cell came from (e.g. ``"16C 3"``). Lineage labels (TE, ICM,
+    PE, EPI) are not included.
+
+    From Bioconductor's destiny package (GPL-3), with the housekeeper normalisation redone from
+    its Ct values (see ``sample_data/SOURCES.md``). A set for features of any kind:
+    :func:`scnapse.tl.train_classifier` standardises such values inside the model.
+
+    Returns
+    -------
+    AnnData
+        A new object on every call (safe to modify); dense float32 ``X``.
+    """
+    return ad.read_h5ad(sample_path("guo_qpcr.h5ad"))
+
+
 #: cell-type names of ``pbmc68k`` (``obs['bulk_labels']``) and ``pbmc160`` (``obs['cell_type']``)
 #: mapped to the names :func:`pbmc_cross_study` shares between them. A type with no counterpart in
 #: the other study keeps a name of its own (it is *batch-specific*: an integration that merges it

@@ -255,9 +255,12 @@ def query_reading(prep: Preprocessing, trained: dict | None, block, *, what: str
     counts (``prep.log_normalize``) takes counts and ``normalize_total``-ed data as they are and
     log1p(normalised) data through ``expm1`` (exact for any target sum); a model trained on
     log1p(normalised) data gets counts log-normalised at the training data's target sum (10⁴ when
-    unknown) and log data of another target sum re-normalised. ``strict`` (the autoencoder):
-    refuse what cannot be converted with certainty, with the fix."""
+    unknown) and log data of another target sum re-normalised. Data with negative values are read
+    as they are by a model trained on such data (real-valued features), refused by any other.
+    ``strict`` (the autoencoder): refuse what cannot be converted with certainty, with the fix."""
     form, total = data_form(block)
+    if form == "scaled" and (trained or {}).get("form") == "scaled" and not prep.log_normalize:
+        return form, False, prep  # real-valued features (z-scores, ΔCt), as the model was trained on
     if form == "scaled":
         raise ValueError(
             f"The data given to the {what} have negative values: it looks scaled. Give raw counts or "

@@ -10,7 +10,7 @@ from .registry import PipelineError
 
 #: the bundled data sets a pipeline may name as ``input: {dataset: NAME}``: a file of the sample data
 #: (``.h5ad``) or the name of a :mod:`scnapse.datasets` function that builds the set
-DATASETS = {"pbmc68k": "pbmc68k_reduced_counts.h5ad", "pbmc160": "decoupler_pbmc160.h5ad",
+DATASETS = {"pbmc68k": "pbmc68k_reduced_counts.h5ad", "pbmc160": "decoupler_pbmc160.h5ad", "guo_qpcr": "guo_qpcr.h5ad",
             "pbmc_cross_study": "pbmc_cross_study", "simulated_batches": "simulated_batches"}
 
 

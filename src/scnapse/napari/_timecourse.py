@@ -130,14 +130,15 @@ class TimeCourseWidget(StepPanel):
         first, *then = (opts.values() for opts in self.step_options())
         if self.current_task() == EMBED:
             return [Call("scnapse.tl.sequence_embedding", {**first, **train}, trains=True)]
+        # recorded: the saved pipeline re-trains the model (same options, seed, threads), then predicts with it
         if self.current_task() == FORECAST:
-            return [Call("scnapse.tl.train_forecaster", {**first, **train},
-                         trains=True, func=tl.train_forecaster, record=False, returns="forecaster"),
+            return [Call("scnapse.tl.train_forecaster", {**first, **train}, trains=True, func=tl.train_forecaster,
+                         returns="forecaster", step_id="forecaster"),
                     Call("scnapse.tl.forecast", {"model": ModelRef("forecaster"), **then[0]})]
         if not first["labels_key"]:
             raise ValueError("labels (per track): choose the obs column with each track's class.")
-        return [Call("scnapse.tl.train_sequence_classifier", {**first, **train},
-                     trains=True, func=tl.train_sequence_classifier, record=False, returns="sequence_classifier"),
+        return [Call("scnapse.tl.train_sequence_classifier", {**first, **train}, trains=True,
+                     func=tl.train_sequence_classifier, returns="sequence_classifier", step_id="sequence_classifier"),
                 Call("scnapse.tl.annotate_sequences", {"model": ModelRef("sequence_classifier"), **then[0]})]
 
     def show_results(self, layer, calls):

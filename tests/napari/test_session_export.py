@@ -1,6 +1,7 @@
 """What a session saves: a run dropped before saving is gone from the pipeline; a classifier
-trained in the panel is saved as its training step plus annotate, and the saved pipeline re-runs
-(``scnapse run``) to the same predictions."""
+trained in a panel (cells, image, time course) is saved as its training step plus its predict step,
+on the data the panel started from (the cells, the image and its labels, the tracks' table), and
+the saved pipeline re-runs (``scnapse run``) to the same predictions."""
 
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ def test_a_gui_forecaster_exports_as_training_plus_forecast_and_reruns(tmp_path,
 
     viewer = make_napari_viewer()
     data, kwargs, _ = sample_tracks()[0]
-    tracks = viewer.add_tracks(data, **kwargs)
+    ids = np.unique(data[:, 0]).astype(int)
+    tracks = viewer.add_tracks(data, graph={int(ids[1]): [int(ids[0])], int(ids[2]): [int(ids[0])]}, **kwargs)
     panel = TimeCourseWidget(viewer)
     panel.task.value = "forecast"
     panel.hidden.value = 8
@@ -146,10 +148,16 @@ def test_a_gui_forecaster_exports_as_training_plus_forecast_and_reruns(tmp_path,
     seqs = tracks.metadata["adata"]
     files = panel.save_pipeline(tmp_path / "tracks.yaml", script=False)
     pipe = Pipeline.from_yaml(files[0])
+    # the sequences are re-made from the tracks' table (and lineage), as the panel made them
+    assert pipe.input["tracks"].endswith("tracks_tracks.csv")
+    assert pipe.input["graph"] == {int(ids[1]): [int(ids[0])], int(ids[2]): [int(ids[0])]}
     assert [s.name for s in pipe.steps] == ["scnapse.tl.train_forecaster", "scnapse.tl.forecast"]
     train, forecast = pipe.steps
     assert forecast.params["model"] == train.id and train.params["horizon"] == 2
     assert train.params["seed"] == 2 and train.params["threads"] == 1 and train.params["hidden"] == [8]
     assert not (tmp_path / "tracks_models").exists()
     again = _rerun(files[0], tmp_path / "again.h5ad")
+    np.testing.assert_array_equal(again.obsm["sequence"], seqs.obsm["sequence"])
+    assert list(again.obs["divides"]) == list(seqs.obs["divides"]) and list(again.obs["parent"]) == list(seqs.obs["parent"])
+    assert (seqs.obs["parent"] == ids[0]).sum() == 2
     np.testing.assert_array_equal(again.obsm["forecast"], seqs.obsm["forecast"])

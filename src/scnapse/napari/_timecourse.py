@@ -26,6 +26,8 @@ PREDICTED = "predicted"
 #: options the panel does not show: how the sequences are stored (the panel makes them itself), and
 #: ``n_layers`` (``hidden`` gives one width per recurrent layer)
 STORAGE = ("sequence_key", "length_key", "n_layers")
+#: the Tracks layer's metadata key of the table and lineage graph its sequences were made from
+SOURCE = "scnapse_tracks_source"
 
 
 def track_labels(seqs) -> list[str]:
@@ -107,11 +109,29 @@ class TimeCourseWidget(StepPanel):
         if layer is None:
             raise ValueError("Pick a Tracks layer (File ▸ Open Sample ▸ scnapse ▸ Tracked nuclei).")
         if layer.metadata.get(ADATA) is None:
-            seqs = from_tracks(layer)
+            from ..ts._tracks import _tracks_frame
+
+            table, _, _, graph = _tracks_frame(layer, "track_id", "frame")
+            seqs = from_tracks(table, graph=graph)
+            layer.metadata[SOURCE] = (table, graph)  # what a saved pipeline re-makes the sequences from
             layer.metadata[ADATA] = seqs
             layer.metadata[SESSION] = Session(input=None, initial=seqs.copy())
             layer.metadata[VIEW] = {"obsm_key": None, "color_by": None, "legend": {}}
         return layer.metadata[ADATA]
+
+    def export_input(self, layer, session, path):
+        """The sequences' input as the pipeline re-makes them: the Tracks layer's table (data and
+        features) written beside the pipeline (``<name>_tracks.csv``), its lineage graph in the
+        input, i.e. ``scnapse.ts.from_tracks`` as the panel ran it."""
+        if layer.metadata.get(SOURCE) is None:
+            return super().export_input(layer, session, path)
+        table, graph = layer.metadata[SOURCE]
+        csv = path.with_name(f"{path.stem}_tracks.csv")
+        table.to_csv(csv, index=False)
+        spec = {"tracks": str(csv.resolve())}
+        if graph:
+            spec["graph"] = {int(child): [int(p) for p in np.atleast_1d(parents)] for child, parents in graph.items()}
+        return spec
 
     def run(self):
         if self._worker is not None:

@@ -112,6 +112,11 @@ def test_a_gui_image_classifier_exports_as_its_steps_from_the_image_and_reruns(t
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert panel.last_error is None, panel.last_error
     cells = lab.metadata["adata"]
+    # the Pipeline panel's re-run (from the cells as first made, before any click) gives the same
+    from scnapse.pipeline.replay import rerun_from
+
+    replayed = rerun_from(lab.metadata["scnapse_session"], 0)
+    np.testing.assert_array_equal(replayed.obs["predicted_class_confidence"], cells.obs["predicted_class_confidence"])
     files = panel.save_pipeline(tmp_path / "image.yaml")
     pipe = Pipeline.from_yaml(files[0])
     # the cells are re-made from the image and its labels with the panel's crop options

@@ -473,3 +473,21 @@ def test_image_embedding_runs_in_a_pipeline(tmp_path):
     out = pipe.run()
     assert out.obsm["X_cnn"].shape == (20, 4) and (tmp_path / "out.h5ad").exists()
     assert out.uns["cnn"]["params"]["seed"] == 3
+
+
+def test_mark_classes_writes_the_clicked_classes_and_names_bad_ids():
+    import anndata as ad
+    import pandas as pd
+
+    from scnapse.im import mark_classes
+
+    cells = ad.AnnData(np.zeros((4, 1)), obs=pd.DataFrame({"label": [2, 5, 7, 9]}, index=list("abcd")))
+    mark_classes(cells, classes={"small": [5], "large": [9, 2]})
+    assert list(cells.obs["annotation"].cat.categories) == ["large", "small"]
+    assert list(cells.obs["annotation"].astype(object).fillna("-")) == ["large", "small", "-", "large"]
+    with pytest.raises(ValueError, match=r"label id\(s\) \[3\] are not cells"):
+        mark_classes(cells, classes={"small": [3]})
+    with pytest.raises(ValueError, match="marked both"):
+        mark_classes(cells, classes={"small": [5], "large": [5]})
+    with pytest.raises(KeyError, match="obs\\['label'\\]"):
+        mark_classes(ad.AnnData(np.zeros((2, 1))), classes={"a": [1]})

@@ -153,3 +153,26 @@ def test_csv_and_10x_mtx_inputs(tmp_path):
     with pytest.raises(PipelineError, match="unsupported type"):
         (tmp_path / "x.parquet").write_text("")
         load_input(str(tmp_path / "x.parquet"))
+
+
+def test_a_tracks_input_makes_one_sequence_per_track(tmp_path):
+    import pandas as pd
+
+    from scnapse.pipeline import load_input
+    from scnapse.ts import from_tracks
+
+    table = pd.DataFrame({"track_id": [1, 1, 1, 2, 2, 3, 3], "frame": [0.0, 1, 2, 0, 1, 2, 3],
+                          "y": [0.5, 1.25, 2.0, 5.0, 5.5, 1.0, 1.5], "x": [3.0, 3.5, 4.0, 0.0, 0.1, 2.0, 2.5],
+                          "fate": ["a", "a", "a", "b", "b", "a", "a"]})
+    path = tmp_path / "tracks.csv"
+    table.to_csv(path, index=False)
+    seqs, source = load_input({"tracks": str(path), "graph": {2: [1], 3: [1]}})
+    expected = from_tracks(table, graph={2: [1], 3: [1]})
+    assert source == path and list(seqs.obs_names) == ["1", "2", "3"]
+    np.testing.assert_array_equal(seqs.obsm["sequence"], expected.obsm["sequence"])
+    assert list(seqs.obs["fate"]) == ["a", "b", "a"] and list(seqs.obs["n_children"]) == [2, 0, 0]
+    (tmp_path / "cells.h5ad").touch()
+    with pytest.raises(PipelineError, match="tracks input is a .csv"):
+        load_input({"tracks": str(tmp_path / "cells.h5ad")})
+    with pytest.raises(PipelineError, match="unexpected keyword"):
+        load_input({"tracks": str(path), "n_frames": 3})

@@ -8,7 +8,8 @@ by topic, the loss plot naming its cost and marking the best epoch, the done lin
 ``training_topics.png`` (the whole Autoencoder panel after that run), ``classifier_panel.png``
 (cells coloured by the predicted class, "Unassigned" grey, with the legend), ``image_panel.png``
 (nuclei classified from a few clicked examples, painted by class, with the legend),
-``timecourse_panel.png`` (the tracks sample classified by ``divides``), and
+``timecourse_panel.png`` (the tracks sample classified by ``divides``), ``timecourse_forecast.png``
+(its forecast: each track's next steps as diamonds in the track's colour), and
 ``../figures/scatter_view.png`` (the autoencoder embedding in the scatter view, a cluster selected
 there and highlighted in the viewer). Training is short (a few epochs, one thread): the pictures
 show the panels, not the best models.
@@ -206,4 +207,25 @@ viewer.dims.set_current_step(0, int(data[:, 1].max()))
 viewer.reset_view()
 scroll_to_end(tc)
 save(viewer, "timecourse_panel.png")
+viewer.close()
+
+# 6. time course: the forecast of the tracks sample, each track's next steps as diamonds in its colour
+viewer = new_viewer()
+data, kwargs, _ = sample_tracks()[0]
+tracks = viewer.add_tracks(data, **kwargs)
+tc = TimeCourseWidget(viewer)
+viewer.window.add_dock_widget(tc, name="scnapse: Time course", area="right")
+tc.task.value = "forecast"
+tc.horizon.value = 3
+tc.train_options.set_values(max_epochs=15, **SHORT)
+tc.run()
+wait(tc)
+tracks.tail_length = 10  # the last steps observed, then the forecast ahead
+viewer.layers.selection.active = tracks
+viewer.dims.set_current_step(0, int(data[:, 1].max()) + 1)  # the first forecast frame
+viewer.reset_view()
+viewer.camera.zoom *= 2.2  # a corner of the sample, where the diamonds and the tails read
+viewer.camera.center = (0, 60, 40)
+scroll_to_end(tc)
+save(viewer, "timecourse_forecast.png")
 viewer.close()

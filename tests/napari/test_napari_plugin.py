@@ -431,7 +431,8 @@ def test_image_panel_classifies_clicked_cells_and_embeds(tmp_path, make_napari_v
     np.testing.assert_allclose(panel.scatter.xy, cells.obsm["X_cnn"][:, :2])
     files = panel.save_pipeline(tmp_path / "image.yaml")
     pipe = Pipeline.from_yaml(files[0])
-    assert [s.name for s in pipe.steps] == ["scnapse.tl.image_embedding"]
+    assert [s.name for s in pipe.steps] == ["scnapse.im.mark_classes", "scnapse.tl.train_image_classifier",
+                                            "scnapse.tl.annotate_images", "scnapse.tl.image_embedding"]
     again = pipe.run(write=False)
     np.testing.assert_allclose(again.obsm["X_cnn"], cells.obsm["X_cnn"], rtol=1e-4, atol=1e-5)
 
@@ -462,15 +463,18 @@ def test_time_course_panel_embeds_and_forecasts_tracks(tmp_path, make_napari_vie
     wait_done(qtbot, panel, timeout=120_000)
     assert panel.last_error is None, panel.last_error
     fc = viewer.layers["tgmm tracks forecast"]
-    assert fc.data.shape == (n_tracks * 2, 4)
+    assert fc.data.shape == (n_tracks * 2 * 3, 4)  # 2 steps, drawn from the track's end to its last forecast frame
     # the forecast points sit after each track's last frame, near its last position
     first = seqs.obs.iloc[0]
     rows = fc.data[fc.features["track_id"].to_numpy() == first["track_id"]]
-    assert list(rows[:, 0]) == [first["end"] + 1, first["end"] + 2]
+    assert list(fc.features["frame"][fc.features["track_id"] == first["track_id"]][:2]) == [first["end"] + 1,
+                                                                                          first["end"] + 2]
+    assert sorted(set(rows[:, 0])) == [first["end"], first["end"] + 1, first["end"] + 2]
 
     files = panel.save_pipeline(tmp_path / "tracks.yaml")
     pipe = Pipeline.from_yaml(files[0])
-    assert [s.name for s in pipe.steps] == ["scnapse.tl.sequence_embedding", "scnapse.tl.forecast"]
+    assert [s.name for s in pipe.steps] == ["scnapse.tl.sequence_embedding", "scnapse.tl.train_forecaster",
+                                            "scnapse.tl.forecast"]
     again = pipe.run(write=False)
     np.testing.assert_allclose(again.obsm["X_rnn"], seqs.obsm["X_rnn"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(again.obsm["forecast"], seqs.obsm["forecast"], rtol=1e-4, atol=1e-4)

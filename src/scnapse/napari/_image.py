@@ -20,6 +20,8 @@ ANNOTATION_LAYER = "scnapse annotations"
 ANNOTATION_KEY = "annotation"
 #: the obs column of the predicted classes (``annotate_images``'s ``key_added``)
 PREDICTED = "predicted_class"
+#: the Labels layer's metadata key of what its cells were made from (the image, the labels, the crop options)
+SOURCE = "scnapse_cells_source"
 
 
 def warm_label_painting(dtype) -> None:
@@ -163,6 +165,8 @@ class ImageModelWidget(StepPanel):
         channel_axis = -1 if image.rgb else None
         image_data, label_data = image.data, labels.data
 
+        source = {"image": image_data, "labels": label_data, "options": {**options, "channel_axis": channel_axis}}
+
         def prepare():
             cells, initial = cached, None
             if cells is None:
@@ -171,20 +175,34 @@ class ImageModelWidget(StepPanel):
                 initial = cells.copy()
             if marks is not None:
                 warm_label_painting(np.asarray(label_data).dtype)  # here, not when the classes are painted
-                classes = sorted(set(marks.values()))
-                ann = cells.obs["label"].map(marks).to_numpy()
-                cells.obs[ANNOTATION_KEY] = pd.Categorical(ann, categories=classes)
-            return cells, (key, initial)
+            return cells, (key, initial, source)
 
         return cached, marks, prepare
 
     def on_prepared(self, layer, cells, extra) -> None:
-        key, initial = extra
+        key, initial, source = extra
         if layer.metadata.get(ADATA) is not cells:
             layer.metadata[ADATA] = cells
             layer.metadata["scnapse_cells_key"] = key
+            layer.metadata[SOURCE] = source
             layer.metadata[SESSION] = Session(input=None, initial=initial)
             layer.metadata[VIEW] = {"obsm_key": None, "color_by": None, "legend": {}}
+
+    def export_input(self, layer, session, path):
+        """The cells' input as the pipeline re-makes them: the image and its labels written beside
+        the pipeline (``<name>_image.tif``, ``<name>_labels.tif``) with the crop options, i.e.
+        ``scnapse.im.cells_from_labels`` as the panel ran it."""
+        import tifffile
+
+        source = layer.metadata.get(SOURCE)
+        if source is None:
+            return super().export_input(layer, session, path)
+        files = {}
+        for what in ("image", "labels"):
+            files[what] = path.with_name(f"{path.stem}_{what}.tif")
+            tifffile.imwrite(files[what], np.asarray(source[what]))
+        return {"image": str(files["image"].resolve()), "labels": str(files["labels"].resolve()),
+                **source["options"]}
 
     def run(self):
         if self._worker is not None:
@@ -220,10 +238,13 @@ class ImageModelWidget(StepPanel):
         if train.get("cost") not in (None, "cross_entropy"):
             raise ValueError(f"cost={train['cost']!r} is a reconstruction cost; a classifier uses 'cross_entropy'.")
         classify, predict = steps
-        return [Call("scnapse.tl.train_image_classifier", {"labels_key": ANNOTATION_KEY, **classify.values(), **train},
-                     trains=True, func=tl.train_image_classifier, record=False, returns="image_classifier"),
-                Call("scnapse.tl.annotate_images", {"model": ModelRef("image_classifier"), **predict.values()},
-                     func=tl.annotate_images, record=False)]
+        by_class = {cls: sorted(int(i) for i, c in marks.items() if c == cls) for cls in classes}
+        # recorded: the saved pipeline marks the same cells, re-trains the classifier and predicts with it
+        return [Call("scnapse.im.mark_classes", {"classes": by_class, "key_added": ANNOTATION_KEY}),
+                Call("scnapse.tl.train_image_classifier", {"labels_key": ANNOTATION_KEY, **classify.values(), **train},
+                     trains=True, func=tl.train_image_classifier, returns="image_classifier",
+                     step_id="image_classifier"),
+                Call("scnapse.tl.annotate_images", {"model": ModelRef("image_classifier"), **predict.values()})]
 
     def show_results(self, layer, calls):
         from napari.utils.colormaps import DirectLabelColormap

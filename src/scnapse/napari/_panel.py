@@ -564,15 +564,10 @@ class StepPanel(QWidget):
         session = layer.metadata[SESSION]
         if not session.steps:
             raise ValueError(f"Nothing that a pipeline can re-run was done on {layer.name!r} yet: run a step "
-                             "first (image classifiers trained from clicks are saved with their model, not as a "
-                             "pipeline).")
+                             "first.")
         if session.input is None and session.initial is not None:
-            from ..pipeline import write_h5ad_atomic
-
-            initial = path.with_name(f"{path.stem}_input.h5ad")
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_h5ad_atomic(session.initial, initial)
-            session.input = str(initial.resolve())
+            session.input = self.export_input(layer, session, path)
         pipe = session.to_pipeline(output=str(path.with_suffix(".h5ad")),
                                                    name=f"napari session on {layer.name}",
                                                    model_dir=path.parent / f"{path.stem}_models")
@@ -585,6 +580,15 @@ class StepPanel(QWidget):
             py.write_text(export_script(pipe))
             written.append(str(py))
         return written
+
+    def export_input(self, layer, session, path: Path):
+        """Write the input of cells made in napari beside the pipeline ``path``; returns the
+        pipeline's ``input``. Here: the cells as they were first made, ``<name>_input.h5ad``."""
+        from ..pipeline import write_h5ad_atomic
+
+        initial = path.with_name(f"{path.stem}_input.h5ad")
+        write_h5ad_atomic(session.initial, initial)
+        return str(initial.resolve())
 
     def _on_save_clicked(self):
         try:

@@ -5,6 +5,8 @@ classes as the tracks' colours."""
 
 from __future__ import annotations
 
+import weakref
+
 import napari
 import numpy as np
 import pandas as pd
@@ -24,6 +26,8 @@ PREDICTED = "predicted"
 #: options the panel does not show: how the sequences are stored (the panel makes them itself), and
 #: ``n_layers`` (``hidden`` gives one width per recurrent layer)
 STORAGE = ("sequence_key", "length_key", "n_layers")
+#: the Tracks layer's metadata key of the table and lineage graph its sequences were made from
+SOURCE = "scnapse_tracks_source"
 
 
 def track_labels(seqs) -> list[str]:
@@ -105,11 +109,29 @@ class TimeCourseWidget(StepPanel):
         if layer is None:
             raise ValueError("Pick a Tracks layer (File ▸ Open Sample ▸ scnapse ▸ Tracked nuclei).")
         if layer.metadata.get(ADATA) is None:
-            seqs = from_tracks(layer)
+            from ..ts._tracks import _tracks_frame
+
+            table, _, _, graph = _tracks_frame(layer, "track_id", "frame")
+            seqs = from_tracks(table, graph=graph)
+            layer.metadata[SOURCE] = (table, graph)  # what a saved pipeline re-makes the sequences from
             layer.metadata[ADATA] = seqs
             layer.metadata[SESSION] = Session(input=None, initial=seqs.copy())
             layer.metadata[VIEW] = {"obsm_key": None, "color_by": None, "legend": {}}
         return layer.metadata[ADATA]
+
+    def export_input(self, layer, session, path):
+        """The sequences' input as the pipeline re-makes them: the Tracks layer's table (data and
+        features) written beside the pipeline (``<name>_tracks.csv``), its lineage graph in the
+        input, i.e. ``scnapse.ts.from_tracks`` as the panel ran it."""
+        if layer.metadata.get(SOURCE) is None:
+            return super().export_input(layer, session, path)
+        table, graph = layer.metadata[SOURCE]
+        csv = path.with_name(f"{path.stem}_tracks.csv")
+        table.to_csv(csv, index=False)
+        spec = {"tracks": str(csv.resolve())}
+        if graph:
+            spec["graph"] = {int(child): [int(p) for p in np.atleast_1d(parents)] for child, parents in graph.items()}
+        return spec
 
     def run(self):
         if self._worker is not None:
@@ -130,14 +152,15 @@ class TimeCourseWidget(StepPanel):
         first, *then = (opts.values() for opts in self.step_options())
         if self.current_task() == EMBED:
             return [Call("scnapse.tl.sequence_embedding", {**first, **train}, trains=True)]
+        # recorded: the saved pipeline re-trains the model (same options, seed, threads), then predicts with it
         if self.current_task() == FORECAST:
-            return [Call("scnapse.tl.train_forecaster", {**first, **train},
-                         trains=True, func=tl.train_forecaster, record=False, returns="forecaster"),
+            return [Call("scnapse.tl.train_forecaster", {**first, **train}, trains=True, func=tl.train_forecaster,
+                         returns="forecaster", step_id="forecaster"),
                     Call("scnapse.tl.forecast", {"model": ModelRef("forecaster"), **then[0]})]
         if not first["labels_key"]:
             raise ValueError("labels (per track): choose the obs column with each track's class.")
-        return [Call("scnapse.tl.train_sequence_classifier", {**first, **train},
-                     trains=True, func=tl.train_sequence_classifier, record=False, returns="sequence_classifier"),
+        return [Call("scnapse.tl.train_sequence_classifier", {**first, **train}, trains=True,
+                     func=tl.train_sequence_classifier, returns="sequence_classifier", step_id="sequence_classifier"),
                 Call("scnapse.tl.annotate_sequences", {"model": ModelRef("sequence_classifier"), **then[0]})]
 
     def show_results(self, layer, calls):
@@ -189,13 +212,111 @@ class TimeCourseWidget(StepPanel):
             self._summary = f"forecast written to obsm['forecast'] ({pred.shape[1]} steps of {features})."
             return layer
         cols = [features.index(a) for a in spatial]
-        end = seqs.obs["end"].to_numpy(dtype=float)
-        rows = [np.r_[end[i] + h + 1, pred[i, h, cols]] for i in range(pred.shape[0]) for h in range(pred.shape[1])]
-        data = np.asarray(rows)
-        feats = pd.DataFrame({"track_id": np.repeat(seqs.obs["track_id"].to_numpy(), pred.shape[1]),
-                              "step": np.tile(np.arange(1, pred.shape[1] + 1), pred.shape[0])})
+        data, feats = forecast_rows(seqs.obs["track_id"].to_numpy(), seqs.obs["end"].to_numpy(dtype=float),
+                                    pred[:, :, cols], spatial)
         name = f"{layer.name} forecast"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        return self.viewer.add_points(data, features=feats, name=name, size=3, face_color="#ff7f0e",
-                                      border_width=0, out_of_slice_display=False)
+        base = forecast_size(layer)
+        size = np.where(feats["now"].to_numpy(), NOW_SIZE * base, base)
+        points = self.viewer.add_points(
+            data, features=feats, name=name, size=size, symbol=FORECAST_SYMBOL, face_color="white",
+            border_color=FORECAST_BORDER, border_width=0.1, scale=layer.scale, translate=layer.translate,
+            projection_mode="none")
+        color_forecast(points, layer)
+        tracks = weakref.ref(layer)
+        refresh = _weak(lambda pts, _=None: color_forecast(pts, tracks()), points)
+        layer.events.color_by.connect(refresh)
+        layer.events.colormap.connect(refresh)
+        if "z" in spatial:  # shown in every z plane of a 2-D view, as the tracks are
+            follow = _weak(lambda pts, _=None: follow_slice(pts, self.viewer.dims), points)
+            for event in (self.viewer.dims.events.point, self.viewer.dims.events.ndisplay,
+                          self.viewer.dims.events.order):
+                event.connect(follow)
+            follow()
+        h = pred.shape[1]
+        self._summary = (f"forecast of {h} steps after each track's end, drawn as ◆ in the track's colour from its "
+                         f"last frame to the last forecast frame (the current frame's step larger).")
+        return points
+
+
+#: the forecast points' symbol and border (observed cells are discs and track lines)
+FORECAST_SYMBOL, FORECAST_BORDER = "diamond", "white"
+#: the size of the step forecast for the frame shown, relative to the other steps
+NOW_SIZE = 1.6
+
+
+def forecast_rows(track_ids, end, pred, spatial) -> tuple[np.ndarray, pd.DataFrame]:
+    """The points of a forecast: each track's forecast path (``pred``: tracks × horizon ×
+    ``spatial``) drawn at every frame from the track's last one (``end``) to its last forecast
+    frame, so that it shows while the track's end is on screen. Columns ``[frame, *spatial]``;
+    features: ``track_id``, ``step`` (1…horizon), ``frame`` (the step's own frame), ``now``
+    (the step forecast for the frame it is drawn at), and the step's own spatial coordinates."""
+    n, horizon, _ = pred.shape
+    shown_at = end[:, None] + np.arange(horizon + 1)[None, :]  # tracks × frames drawn at
+    track = np.repeat(np.arange(n), (horizon + 1) * horizon)
+    at = np.repeat(shown_at.ravel(), horizon)
+    step = np.tile(np.arange(1, horizon + 1), n * (horizon + 1))
+    xyz = pred[track, step - 1]
+    own = end[track] + step
+    data = np.c_[at, xyz]
+    feats = pd.DataFrame({"track_id": np.asarray(track_ids)[track], "step": step, "frame": own, "now": own == at,
+                          **{a: xyz[:, k] for k, a in enumerate(spatial)}})
+    return data, feats
+
+
+def forecast_size(tracks) -> float:
+    """Forecast point size in the tracks' own units: a sixtieth of their extent in the plane shown."""
+    data = np.asarray(tracks.data, dtype=float)
+    extent = float(np.ptp(data[:, -2:], axis=0).max()) if len(data) else 0.0
+    return extent / 60 if extent > 0 else 1.0
+
+
+def track_end_colors(tracks, track_ids) -> np.ndarray:
+    """RGBA of each track's last vertex, as the Tracks layer draws it now (its ``color_by``)."""
+    manager = getattr(tracks, "_manager", None)
+    data = np.asarray(getattr(manager, "data", None) if manager is not None else tracks.data)
+    if manager is None:  # napari sorts the vertices by track, then time
+        data = data[np.lexsort((data[:, 1], data[:, 0]))]
+    colors = np.asarray(tracks.track_colors, dtype=float)
+    ids = data[:, 0]
+    uniq, first_from_end = np.unique(ids[::-1], return_index=True)
+    last = dict(zip(uniq.tolist(), (len(ids) - 1 - first_from_end).tolist()))
+    grey = np.array([0.5, 0.5, 0.5, 1.0])
+    return np.array([colors[last[t]] if t in last else grey for t in np.asarray(track_ids, dtype=float).tolist()])
+
+
+def color_forecast(points, tracks) -> None:
+    """Each forecast point in its track's colour; the tracks' legend (a class colouring) with it."""
+    if tracks is None or len(points.data) == 0:
+        return
+    points.face_color = track_end_colors(tracks, points.features["track_id"].to_numpy())
+    view = tracks.metadata.get(VIEW, {})
+    points.metadata[VIEW] = {"obsm_key": None, "color_by": view.get("color_by"), "legend": dict(view.get("legend") or {})}
+
+
+def follow_slice(points, dims) -> None:
+    """3-D tracks in a 2-D view: every forecast point in the z plane shown (the Tracks layer draws
+    its tracks in every plane); in a 3-D view, at its own z."""
+    if "z" not in points.features or len(points.data) == 0:
+        return
+    axis = dims.ndim - points.ndim + 1  # the world axis of the points' z
+    z = points.features["z"].to_numpy(dtype=float)
+    if axis not in dims.displayed:
+        z = np.full_like(z, (dims.point[axis] - points.translate[1]) / points.scale[1])
+    if not np.array_equal(points.data[:, 1], z):
+        data = np.array(points.data)
+        data[:, 1] = z
+        points.data = data
+
+
+def _weak(func, layer):
+    """``func(layer, event)`` holding the layer weakly (a removed layer is no longer updated)."""
+    ref = weakref.ref(layer)
+
+    def call(event=None):
+        target = ref()
+        if target is not None:
+            func(target, event)
+
+    return call

@@ -1,4 +1,4 @@
-"""A pipeline's input: a bundled data set, an AnnData / CSV / 10x file, or an image with labels."""
+"""A pipeline's input: a bundled data set, an AnnData / CSV / 10x file, an image with labels, or a tracking table."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ DATASETS = {"pbmc68k": "pbmc68k_reduced_counts.h5ad", "pbmc160": "decoupler_pbmc
 
 
 def load_input(spec):
-    """Read a pipeline's input: ``{dataset: name}`` (bundled), ``{image: PATH, labels: PATH}``, or
-    a path to ``.h5ad``, ``.csv`` / ``.tsv`` (cells × genes), a 10x ``.h5`` file or a 10x mtx
+    """Read a pipeline's input: ``{dataset: name}`` (bundled), ``{image: PATH, labels: PATH}``,
+    ``{tracks: PATH}`` (a tracking table, one sequence per track), or a path to ``.h5ad``, ``.csv`` / ``.tsv`` (cells × genes), a 10x ``.h5`` file or a 10x mtx
     folder. Returns ``(adata, path)``."""
     import anndata as ad
 
     if isinstance(spec, dict) and "image" in spec:
         return _load_image_input(spec)
+    if isinstance(spec, dict) and "tracks" in spec:
+        return _load_tracks_input(spec)
     if isinstance(spec, dict):
         return _load_dataset(spec)
     path = Path(str(spec))
@@ -49,7 +51,8 @@ def _load_dataset(spec: dict):
     from .. import datasets
 
     if set(spec) != {"dataset"}:
-        raise PipelineError(f"input {spec!r}: write {{dataset: NAME}}, {{image: PATH, labels: PATH}} or a file path.")
+        raise PipelineError(f"input {spec!r}: write {{dataset: NAME}}, {{image: PATH, labels: PATH}}, {{tracks: PATH}} "
+                            "or a file path.")
     name = spec["dataset"]
     if name not in DATASETS:
         raise PipelineError(f"input dataset {name!r} is not bundled; choose one of {sorted(DATASETS)}.")
@@ -83,6 +86,28 @@ def _load_image_input(spec: dict):
         raise PipelineError(f"input: {where} cannot be written ({err.strerror or err}); choose a path in a "
                             "folder that exists and that you can write to.") from None
     return cells, paths[0]
+
+
+def _load_tracks_input(spec: dict):
+    """``{tracks: tracks.csv, graph: {child: [parents]}, ..}`` → one sequence per track
+    (``sn.ts.from_tracks``): a table with one row per object per time point (``track_id``,
+    ``frame``, the coordinates and measurements); the other keys are ``from_tracks``'s options."""
+    import pandas as pd
+
+    from ..ts import from_tracks
+
+    path = Path(str(spec["tracks"]))
+    if not path.exists():
+        raise FileNotFoundError(f"The pipeline's input {str(path)!r} does not exist.")
+    if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        raise PipelineError(f"input tracks {str(path)!r}: a tracks input is a .csv or .tsv table (one row per object "
+                            "per time point).")
+    table = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t")
+    options = {k: v for k, v in spec.items() if k != "tracks"}
+    try:
+        return from_tracks(table, **options), path
+    except TypeError as err:
+        raise PipelineError(f"input {spec!r}: {err}") from None
 
 
 def file_checksum(path) -> str:

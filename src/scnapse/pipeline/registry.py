@@ -37,7 +37,7 @@ SCANPY_STEPS: tuple[str, ...] = (
     "tl.leiden", "tl.diffmap", "tl.rank_genes_groups", "tl.paga", "tl.dendrogram",
 )
 #: the scnapse modules whose definitions register steps (imported on the first look-up)
-STEP_MODULES: tuple[str, ...] = ("scnapse.tl", "scnapse.pl")
+STEP_MODULES: tuple[str, ...] = ("scnapse.tl", "scnapse.pl", "scnapse.im")
 #: the scores of an embedding step: label-based ones first (used when labels are given)
 EMBEDDING_METRICS: tuple[str, ...] = ("knn_accuracy", "leiden_ari", "val_loss")
 

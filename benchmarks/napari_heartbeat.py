@@ -43,6 +43,7 @@ def one_run(panel, app) -> dict:
     for _ in range(20):
         app.processEvents()
         time.sleep(0.01)
+    draws = panel.loss_plot.full_draws
     start = time.perf_counter()
     panel.run()
     while panel.running:
@@ -67,7 +68,7 @@ def one_run(panel, app) -> dict:
             "longest": gaps.max(), "over_200": int((gaps > 0.2).sum()),
             "start": longest(start, reports[0])[0], "training": longest(reports[0], reports[-1])[0],
             "end": longest(reports[-1], b[-1])[0], "median": float(np.median(gaps)),
-            "slices": list(panel.end_slices), "full_draws": panel.loss_plot.full_draws,
+            "slices": list(getattr(panel, "end_slices", [])), "full_draws": panel.loss_plot.full_draws - draws,
             "shown_in": end - reports[-1]}
 
 

@@ -454,7 +454,10 @@ class StepPanel(QWidget):
         self._running_layer = layer
         self._finished = finished = threading.Event()
         self.prepared = None
-        finish = self.result_preparer(layer, calls)
+        try:
+            finish = self.result_preparer(layer, calls)
+        except Exception:  # noqa: BLE001 - then show_results makes it on the GUI thread (and reports a problem)
+            finish = None
 
         def body(*args):
             try:
@@ -472,7 +475,7 @@ class StepPanel(QWidget):
             # napari's progress bar now, before the worker competes for the interpreter (its first
             # appearance lays out the window again: the slowest thing an epoch report would do)
             epochs = training.params.get("max_epochs")
-            self._progress = napari.utils.progress(total=epochs if isinstance(epochs, int) else None,
+            self._progress = napari.utils.progress(total=epochs if isinstance(epochs, int) and epochs > 0 else None,
                                                    desc=f"scnapse {self.title}")
         _gui_first(True)
         # the worker starts at the next turn of the event loop, once the window has repainted

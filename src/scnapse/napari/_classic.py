@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox
 
-from ._layers import show_embedding
+from ._layers import focus_layer, prepare_embedding, show_embedding
 from ._options import Option, StepOptions, form
 from ._panel import Call, StepPanel
 
@@ -81,6 +81,15 @@ class ClassicWidget(StepPanel):
             out.append(Call("scanpy.tl.tsne", {"use_rep": "X_pca", "perplexity": perplexity, "random_state": seed}))
         return out
 
+    def result_key(self) -> str:
+        return {"pca": "X_pca", "tsne": "X_tsne", "umap": "X_umap"}[self.method.value]
+
+    def result_preparer(self, layer, calls):
+        make = prepare_embedding(layer, self.result_key())  # the embedding's layer, made in the worker
+        return lambda adata, features: make(features)
+
     def show_results(self, layer, calls):
-        key = {"pca": "X_pca", "tsne": "X_tsne", "umap": "X_umap"}[self.method.value]
-        self.result_layer = show_embedding(self.viewer, layer, key)
+        # added hidden, shown at the next turn of the event loop: two short pauses, not one long one
+        self.result_layer = show_embedding(self.viewer, layer, self.result_key(), prepared=self.prepared,
+                                           focus=False)
+        self.then("focus", lambda: focus_layer(self.viewer, self.result_layer))

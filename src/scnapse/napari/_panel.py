@@ -10,6 +10,7 @@ cannot compute different things.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import traceback
@@ -20,13 +21,13 @@ import napari
 from magicgui.widgets import ComboBox, Container
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject, Signal
+from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtWidgets import (
     QApplication, QFileDialog, QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget,
 )
 
 from ._events import _connect_layer_events, adata_points_layers, refresh_cells_choice
-from ._layers import ADATA, SESSION, ModelRef, get_adata, refresh_features
+from ._layers import ADATA, SESSION, ModelRef, features_of, get_adata, refresh_features
 from ._legend import LegendLabel
 from ._scatter import refresh_scatter
 from ._lossplot import LossPlot
@@ -64,6 +65,13 @@ class _Relay(QObject):
 
 #: key of the data made by a panel's ``prepare`` function (in the worker) among a run's results
 PREPARED = "__prepared__"
+#: key of ``(adata, features_of(adata))`` made in the worker after the steps, among a run's results
+FEATURES = "__features__"
+#: key of what the panel's :meth:`StepPanel.result_preparer` made in the worker, among a run's results
+SHOWN = "__shown__"
+#: the GIL switch interval (s) while a panel's worker runs: the GUI thread waits at most this long
+#: for the interpreter when the worker runs Python code (Python's default: 5 ms, at every event)
+GUI_SWITCH_INTERVAL = 0.001
 #: at most this many characters of an error in a panel's status line (the notification has it all)
 STATUS_CHARS = 240
 _SLOTS = ("obsm", "varm", "obsp", "layers", "uns")
@@ -96,10 +104,32 @@ def _clip(message: str, chars: int = STATUS_CHARS, lines: int = 3) -> str:
     return short + (" …" if short != message else "")
 
 
-def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event, prepare=None) -> None:
+_interval_lock = threading.Lock()
+_interval_users = [0, None]  # workers running, the switch interval to put back when none is
+
+
+def _gui_first(running: bool) -> None:
+    """While any panel's worker runs, the GIL switch interval is :data:`GUI_SWITCH_INTERVAL`
+    (the numbers computed do not change; only how soon the GUI thread gets the interpreter)."""
+    with _interval_lock:
+        if running:
+            if _interval_users[0] == 0:
+                _interval_users[1] = sys.getswitchinterval()
+                sys.setswitchinterval(min(_interval_users[1], GUI_SWITCH_INTERVAL))
+            _interval_users[0] += 1
+        elif _interval_users[0] > 0:
+            _interval_users[0] -= 1
+            if _interval_users[0] == 0:
+                sys.setswitchinterval(_interval_users[1])
+
+
+def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event, prepare=None,
+               finish=None) -> None:
     """Worker-thread body: run ``calls`` on ``adata`` in order; report each epoch, then the calls
     that ran (or the error) through ``relay``. ``prepare()``, if given, first makes the data (e.g.
-    crops from an image: slow work kept off the GUI thread) and returns ``(adata, extra)``."""
+    crops from an image: slow work kept off the GUI thread) and returns ``(adata, extra)``. After
+    the calls, the layers' new ``features`` and ``finish(adata, features)`` (what the panel will
+    show, e.g. a :class:`~._layers.PreparedEmbedding`) are made here too, off the GUI thread."""
     from ..pipeline import get_step
 
     done, results = [], {}
@@ -126,6 +156,14 @@ def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event,
             if call.returns:
                 results[call.returns] = out
             done.append(call)
+        if done:
+            features = features_of(adata)
+            results[FEATURES] = (adata, features)
+            if finish is not None:
+                try:
+                    results[SHOWN] = finish(adata, features)
+                except Exception:  # noqa: BLE001 - the GUI thread makes it again and reports the problem
+                    pass
     except Exception as err:  # noqa: BLE001 - every error goes to the GUI as a notification
         err.__scnapse_done__ = (done, results)
         relay.failed.emit(err)
@@ -208,6 +246,16 @@ class StepPanel(QWidget):
         if self.loss_plot is not None:
             layout.addWidget(self.loss_plot)
         layout.addStretch(1)
+
+        # the end of a run is shown in short steps, one per turn of the event loop
+        self._stages: list[tuple] = []
+        self._in_stage = False
+        self.end_slices: list[tuple[str, float, float]] = []
+        self.prepared = None
+        self._stage_timer = QTimer(self)
+        self._stage_timer.setSingleShot(True)
+        self._stage_timer.setInterval(0)
+        self._stage_timer.timeout.connect(self._next_stage)
 
         self._relay = _Relay()
         self._relay.report.connect(self._on_report)
@@ -323,6 +371,13 @@ class StepPanel(QWidget):
     def show_results(self, layer, calls: list[Call]) -> None:
         pass
 
+    def result_preparer(self, layer, calls: list[Call]):
+        """A function ``f(adata, features)`` run in the worker thread after the steps, that makes
+        what :meth:`show_results` will show (for example a :class:`~._layers.PreparedEmbedding`:
+        colours, features, legend), kept in ``self.prepared``; ``None``: nothing to make. Called on
+        the GUI thread when the run starts: read the widgets here, not in ``f``."""
+        return None
+
     def on_cells_changed(self, adata) -> None:
         """Update widgets that list the AnnData's columns / layers (the option pickers)."""
         for opts in self.step_options(every=True):
@@ -398,18 +453,33 @@ class StepPanel(QWidget):
         self.status.setText(f"{self.title}: running…")
         self._running_layer = layer
         self._finished = finished = threading.Event()
+        self.prepared = None
+        try:
+            finish = self.result_preparer(layer, calls)
+        except Exception:  # noqa: BLE001 - then show_results makes it on the GUI thread (and reports a problem)
+            finish = None
 
         def body(*args):
             try:
                 _run_calls(*args)
             finally:
+                _gui_first(False)
                 self.stopped_at = time.perf_counter()
                 finished.set()
 
-        worker = create_worker(body, adata, calls, self._relay, self._cancel, prepare,
+        worker = create_worker(body, adata, calls, self._relay, self._cancel, prepare, finish,
                                _start_thread=False, _ignore_errors=True)
         self._worker = worker
-        worker.start()
+        training = next((c for c in calls if c.trains), None)
+        if training is not None and self._progress is None:
+            # napari's progress bar now, before the worker competes for the interpreter (its first
+            # appearance lays out the window again: the slowest thing an epoch report would do)
+            epochs = training.params.get("max_epochs")
+            self._progress = napari.utils.progress(total=epochs if isinstance(epochs, int) and epochs > 0 else None,
+                                                   desc=f"scnapse {self.title}")
+        _gui_first(True)
+        # the worker starts at the next turn of the event loop, once the window has repainted
+        QTimer.singleShot(0, worker.start)
 
     def _set_running(self, running: bool) -> None:
         for w in (self.inputs, self.options, self.train_options):
@@ -431,66 +501,122 @@ class StepPanel(QWidget):
         # last: napari's progress bar may process pending events (the next reports, the end)
         if self._progress is None:
             self._progress = napari.utils.progress(total=report.max_epochs, desc=f"scnapse {self.title}")
+        elif self._progress.total != report.max_epochs:
+            self._progress.total = report.max_epochs
         self._progress.update(1)
 
     def _on_returned(self, outcome) -> None:
-        try:
-            self._show_done(self._running_layer, *outcome)
-        finally:
-            self._on_finished()
+        self._run_stages([*self._done_stages(self._running_layer, *outcome), ("finish", self._on_finished, True)])
 
     def on_prepared(self, layer, adata, extra) -> None:
         """Keep the data made by ``prepare`` with ``layer`` (GUI thread)."""
 
-    def _show_done(self, layer, done: list[Call], results: dict) -> None:
-        results = dict(results)
-        if PREPARED in results:
-            self.on_prepared(layer, *results.pop(PREPARED))
-        adata = layer.metadata[ADATA]
-        session = layer.metadata[SESSION]
-        cancelled = self._cancel.is_set()
-        if cancelled and self._last_report is None and any(c.trains for c in self._calls):
-            # cancelled before the first epoch: the data were put back; keep the layer, record nothing
-            first = next((i for i, c in enumerate(done) if c.trains), len(done))
-            done, results = done[:first], {}
-            if not done:
-                self.results = {}
-                self.status.setText(f"{self.title}: cancelled before the first epoch — nothing changed.")
-                show_info(f"scnapse {self.title}: cancelled before the first epoch — nothing changed.")
-                return
-        self.results = results
-        if self.loss_plot is not None and self._last_report is not None:
-            self.loss_plot.set_cost(_resolved_cost(adata, self._calls, results) or self.loss_plot.cost)
-            self.loss_plot.flush()  # the last epochs and the best-epoch mark, now rather than after the timer
-        names = {key: session.add_model(key, model) for key, model in results.items()}
-        trained_by = {}  # a model trained by a recorded step: the pipeline re-trains it (its step id)
-        for call in done:
-            if not call.record:
-                continue
-            params = {k: (trained_by[v.name] if v.name in trained_by else ModelRef(names[v.name]))
-                      if isinstance(v, ModelRef) else v for k, v in call.params.items()}
-            if call.trains and cancelled and self._last_report is not None:
-                # what ran: the epochs completed before Cancel (re-running them gives the same model)
-                params["max_epochs"] = self._last_report.epoch
-            session.record(call.name, params, call.step_id)
-            if call.returns:
-                trained_by[call.returns] = session.steps[-1]["id"]
-        refresh_features(self.viewer, adata)
-        if done:
-            try:
-                self.show_results(layer, done)
+    # -- the end of a run, in short steps ------------------------------------------------------------
+    def _run_stages(self, stages: list[tuple]) -> None:
+        """Run ``stages`` — ``(name, function, always)`` — one per turn of the event loop, so that
+        napari repaints and answers between them (a single long callback would freeze the window).
+        A stage that returns ``False``, or raises (the error is shown), drops the stages after it
+        that are not ``always``. :attr:`end_slices` keeps ``(name, seconds, CPU seconds)`` of each."""
+        self.end_slices = []
+        self._stages = list(stages)
+        self._next_stage()
+
+    def then(self, name: str, func) -> None:
+        """Run ``func()`` as the next stage of the end of a run (from :meth:`show_results`: e.g.
+        show a layer added hidden, once napari has taken it in); outside a stage: now."""
+        if not self._in_stage:
+            func()
+            return
+        self._stages.insert(0, (name, func, False))
+
+    def _next_stage(self) -> None:
+        if not self._stages:
+            return
+        name, func, _always = self._stages.pop(0)
+        start, cpu = time.perf_counter(), time.thread_time()
+        self._in_stage = True
+        try:
+            ok = func()
+        except Exception as err:  # a display problem must not lose the computed result
+            self._error(err, trace=traceback.format_exc())
+            ok = False
+        finally:
+            self._in_stage = False
+            self.end_slices.append((name, time.perf_counter() - start, time.thread_time() - cpu))
+        if ok is False:
+            self._stages = [stage for stage in self._stages if stage[2]]
+        if self._stages:
+            self._stage_timer.start()
+
+    def _done_stages(self, layer, done: list[Call], results: dict) -> list[tuple]:
+        """Showing a finished run: record it, new features, the result layers, legend, scatter
+        view, status line — each a stage of its own (see :meth:`_run_stages`)."""
+        run = {"done": done, "results": dict(results)}
+
+        def record():
+            done, results = run["done"], run["results"]
+            if PREPARED in results:
+                self.on_prepared(layer, *results.pop(PREPARED))
+            features = results.pop(FEATURES, None)
+            self.prepared = results.pop(SHOWN, None)
+            adata = layer.metadata[ADATA]
+            session = layer.metadata[SESSION]
+            cancelled = self._cancel.is_set()
+            if cancelled and self._last_report is None and any(c.trains for c in self._calls):
+                # cancelled before the first epoch: the data were put back; keep the layer, record nothing
+                first = next((i for i, c in enumerate(done) if c.trains), len(done))
+                done, results, features, self.prepared = done[:first], {}, None, None
+                if not done:
+                    self.results = {}
+                    self.status.setText(f"{self.title}: cancelled before the first epoch — nothing changed.")
+                    show_info(f"scnapse {self.title}: cancelled before the first epoch — nothing changed.")
+                    return False
+            self.results = results
+            if self.loss_plot is not None and self._last_report is not None:
+                self.loss_plot.set_cost(_resolved_cost(adata, self._calls, results) or self.loss_plot.cost)
+                self.loss_plot.flush()  # the last epochs and the best-epoch mark, now rather than after the timer
+            names = {key: session.add_model(key, model) for key, model in results.items()}
+            trained_by = {}  # a model trained by a recorded step: the pipeline re-trains it (its step id)
+            for call in done:
+                if not call.record:
+                    continue
+                params = {k: (trained_by[v.name] if v.name in trained_by else ModelRef(names[v.name]))
+                          if isinstance(v, ModelRef) else v for k, v in call.params.items()}
+                if call.trains and cancelled and self._last_report is not None:
+                    # what ran: the epochs completed before Cancel (re-running them gives the same model)
+                    params["max_epochs"] = self._last_report.epoch
+                session.record(call.name, params, call.step_id)
+                if call.returns:
+                    trained_by[call.returns] = session.steps[-1]["id"]
+            run.update(done=done, adata=adata, cancelled=cancelled,
+                       features=features[1] if features is not None and features[0] is adata else None)
+
+        def features():
+            refresh_features(self.viewer, run["adata"], run["features"])
+
+        def show():
+            if run["done"]:
+                self.show_results(layer, run["done"])
+
+        def legend():
+            if run["done"]:
                 self.legend.update_legend()
+
+        def scatter():
+            if run["done"]:
                 refresh_scatter(self.viewer)  # an open scatter view shows the new results
-            except Exception as err:  # a display problem must not lose the computed result
-                self._error(err, trace=traceback.format_exc())
-                return
-        what = "cancelled — the best model so far is kept" if cancelled else "done"
-        summary = getattr(self, "_summary", None)
-        epochs = self._epochs_line()
-        if epochs:
-            summary = f"{epochs} {summary}" if summary else epochs
-        self.status.setText(f"{self.title}: {what}." + (f" {summary}" if summary else ""))
-        show_info(f"scnapse {self.title}: {what}.")
+
+        def status():
+            what = "cancelled — the best model so far is kept" if run["cancelled"] else "done"
+            summary = getattr(self, "_summary", None)
+            epochs = self._epochs_line()
+            if epochs:
+                summary = f"{epochs} {summary}" if summary else epochs
+            self.status.setText(f"{self.title}: {what}." + (f" {summary}" if summary else ""))
+            show_info(f"scnapse {self.title}: {what}.")
+
+        return [("record", record, False), ("features", features, False), ("show", show, False),
+                ("legend", legend, False), ("scatter", scatter, False), ("status", status, False)]
 
     def _epochs_line(self) -> str:
         """"30 epochs, best 27; final loss train 0.41, validation 0.44" (empty without training)."""
@@ -510,16 +636,17 @@ class StepPanel(QWidget):
         return line + "."
 
     def _on_errored(self, err: Exception) -> None:
-        try:
-            # steps that completed before the failing one did change the data: record them
-            done, results = getattr(err, "__scnapse_done__", ([], {}))
-            if PREPARED in results:
-                self.on_prepared(self._running_layer, *results.pop(PREPARED))
-            if done:
-                self._show_done(self._running_layer, done, results)
-            self._error(err, trace="".join(traceback.format_exception(type(err), err, err.__traceback__)))
-        finally:
-            self._on_finished()
+        # steps that completed before the failing one did change the data: record them
+        done, results = getattr(err, "__scnapse_done__", ([], {}))
+        layer, results = self._running_layer, dict(results)
+        stages = []
+        if done:
+            stages += self._done_stages(layer, done, results)
+        elif PREPARED in results:
+            stages.append(("prepared", lambda: self.on_prepared(layer, *results.pop(PREPARED)), True))
+        trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        stages += [("error", lambda: self._error(err, trace=trace), True), ("finish", self._on_finished, True)]
+        self._run_stages(stages)
 
     def _on_finished(self) -> None:
         self._worker = None

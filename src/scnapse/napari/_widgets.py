@@ -9,7 +9,9 @@ from magicgui.widgets import ComboBox
 
 from ._cells import CellsWidget, legend_html
 from ._classic import ClassicWidget, looks_like_counts
-from ._layers import ModelRef, get_adata, is_adata_layer, recolor, show_embedding
+from ._layers import (
+    ModelRef, focus_layer, get_adata, is_adata_layer, prepare_embedding, recolor, show_embedding,
+)
 from ._options import BATCH_KEY, LABELS_KEY, LAYER, X_CHOICE, Option, Picker, StepOptions, form, label_columns
 from ._panel import Call, StepPanel
 
@@ -54,8 +56,15 @@ class AutoencoderWidget(StepPanel):
     def result_key(self) -> str:
         return self.key_added.value.strip() or "X_autoencoder"
 
+    def result_preparer(self, layer, calls):
+        make = prepare_embedding(layer, self.result_key())  # the embedding's layer, made in the worker
+        return lambda adata, features: make(features)
+
     def show_results(self, layer, calls):
-        self.result_layer = show_embedding(self.viewer, layer, self.result_key())
+        # added hidden, shown at the next turn of the event loop: two short pauses, not one long one
+        self.result_layer = show_embedding(self.viewer, layer, self.result_key(), prepared=self.prepared,
+                                           focus=False)
+        self.then("focus", lambda: focus_layer(self.viewer, self.result_layer))
 
 
 TRAIN_NEW = "train on a labelled column"

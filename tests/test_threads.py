@@ -124,7 +124,7 @@ def test_auto_leaves_out_the_cpus_other_programs_keep_busy(monkeypatch):
 
 def test_busy_cpus_counts_whole_cpus_from_the_kernel_s_figures(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(_settings, "_last_cpu_sample", None)
+    monkeypatch.setattr(_settings, "_cpu_samples", [])
     ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (95, 200), 1: (10, 200)}])
     monkeypatch.setattr(_settings, "_cpu_times", lambda cpus: next(ticks))
     assert _measure_busy_cpus(window=0.01, max_age=0) == 1  # 0.95 + 0.10 of a CPU taken
@@ -138,7 +138,7 @@ def test_busy_cpus_measures_since_the_last_reading_without_waiting(monkeypatch):
     import time
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(_settings, "_last_cpu_sample", None)
+    monkeypatch.setattr(_settings, "_cpu_samples", [])
     monkeypatch.setattr(_settings, "_cpu_times", lambda cpus: {0: (0, 100), 1: (0, 100)})
     _settings.note_cpu_sample()  # a step ends
     time.sleep(0.05)
@@ -146,11 +146,16 @@ def test_busy_cpus_measures_since_the_last_reading_without_waiting(monkeypatch):
     monkeypatch.setattr(_settings, "_cpu_times", lambda cpus: next(ticks))
     monkeypatch.setattr(time, "sleep", lambda s: pytest.fail("measured afresh although a recent reading exists"))
     assert _measure_busy_cpus(window=0.01, max_age=5) == 1
-    monkeypatch.setattr(_settings, "_last_cpu_sample", (time.perf_counter() - 60, {0: (0, 0), 1: (0, 0)}, 0.0))
+    monkeypatch.setattr(_settings, "_cpu_samples", [(time.perf_counter() - 60, {0: (0, 0), 1: (0, 0)}, 0.0)])
     slept = []
     monkeypatch.setattr(time, "sleep", slept.append)
     ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (0, 200), 1: (0, 200)}])
-    assert _measure_busy_cpus(window=0.01, max_age=5) == 0 and slept == [0.01]  # a stale reading: a fresh window
+    assert _measure_busy_cpus(window=0.01, max_age=5) == 0 and slept == [pytest.approx(0.01, abs=1e-3)]  # a stale reading: a fresh window
+    # a reading younger than the window: wait for the rest of the window only
+    monkeypatch.setattr(_settings, "_cpu_samples", [(time.perf_counter() - 0.006, {0: (0, 0), 1: (0, 0)}, 0.0)])
+    slept.clear()
+    ticks = iter([{0: (100, 100), 1: (0, 100)}])
+    assert _measure_busy_cpus(window=0.01, max_age=5) == 1 and len(slept) == 1 and 0 < slept[0] < 0.005
 
 
 def test_auto_gives_small_batch_dense_training_one_thread(monkeypatch):
@@ -167,7 +172,7 @@ def test_auto_gives_small_batch_dense_training_one_thread(monkeypatch):
 
 
 def test_busy_cpus_sees_a_cpu_bound_program(monkeypatch):
-    monkeypatch.setattr(_settings, "_last_cpu_sample", None)
+    monkeypatch.setattr(_settings, "_cpu_samples", [])
     import subprocess
     import sys
 

@@ -88,8 +88,8 @@ def _cpu_times(cpus) -> dict[int, tuple[int, int]]:
     return out
 
 
-#: the last reading of the CPUs' clock ticks: (perf_counter seconds, per-CPU ticks, own CPU seconds)
-_last_cpu_sample: tuple[float, dict, float] | None = None
+#: the latest readings of the CPUs' clock ticks: (perf_counter seconds, per-CPU ticks, own CPU seconds)
+_cpu_samples: list[tuple[float, dict, float]] = []
 
 
 def _cpu_sample(cpus) -> tuple[float, dict, float]:
@@ -98,14 +98,18 @@ def _cpu_sample(cpus) -> tuple[float, dict, float]:
     return time.perf_counter(), _cpu_times(cpus), time.process_time()
 
 
+def _keep_sample(sample) -> None:
+    _cpu_samples.append(sample)
+    del _cpu_samples[:-4]
+
+
 def note_cpu_sample() -> None:
-    """Read the CPUs' clock ticks now, so that the next :func:`busy_cpus` measures over the time
+    """Read the CPUs' clock ticks now, so that the next :func:`busy_cpus` can measure over the time
     since (a training step calls it when it ends)."""
-    global _last_cpu_sample
     try:
-        _last_cpu_sample = _cpu_sample(os.sched_getaffinity(0))
+        _keep_sample(_cpu_sample(os.sched_getaffinity(0)))
     except (AttributeError, OSError, ValueError):
-        _last_cpu_sample = None
+        pass
 
 
 def busy_cpus(window: float = 0.1, max_age: float = 5.0) -> int:
@@ -115,14 +119,15 @@ def busy_cpus(window: float = 0.1, max_age: float = 5.0) -> int:
     a wrong "free" costs more than a wrong "taken"). 0 where it cannot be measured (no
     ``/proc/stat``).
 
-    The time measured over is the time since the last reading when that is between ``window`` and
-    ``max_age`` seconds ago (steps run one after another measure the gap between them, at no
-    cost), else a fresh ``window`` of seconds.
+    The time measured over starts at the latest earlier reading that is between ``window`` and
+    ``max_age`` seconds old (steps run one after another measure over the previous step, at no
+    cost); with none, it waits until ``window`` seconds have passed since the oldest younger
+    reading, or since a fresh one.
 
     Parameters
     ----------
     window
-        Seconds to measure over when there is no recent reading (and the least time measured over).
+        The least time measured over, in seconds.
     max_age
         The oldest reading still used, in seconds; 0 always measures afresh.
 
@@ -133,19 +138,21 @@ def busy_cpus(window: float = 0.1, max_age: float = 5.0) -> int:
     """
     import time
 
-    global _last_cpu_sample
     try:
         cpus = os.sched_getaffinity(0)
     except (AttributeError, OSError):
         return 0
     try:
-        last = _last_cpu_sample
-        if last is not None and set(last[1]) == set(cpus) and window <= time.perf_counter() - last[0] <= max_age:
-            t0, before, own0 = last
+        now = time.perf_counter()
+        same = [r for r in _cpu_samples if set(r[1]) == set(cpus) and now - r[0] <= max_age]
+        older = [r for r in same if now - r[0] >= window]
+        if older:
+            t0, before, own0 = older[-1]
         else:
-            t0, before, own0 = _cpu_sample(cpus)
-            time.sleep(window)
-        t1, after, own1 = _last_cpu_sample = _cpu_sample(cpus)
+            t0, before, own0 = same[0] if same else _cpu_sample(cpus)
+            time.sleep(max(0.0, window - (time.perf_counter() - t0)))
+        t1, after, own1 = sample = _cpu_sample(cpus)
+        _keep_sample(sample)
     except (OSError, ValueError):
         return 0
     busy = 0.0

@@ -152,7 +152,7 @@ def test_busy_cpus_measures_since_the_last_reading_without_waiting(monkeypatch):
     ticks = iter([{0: (0, 100), 1: (0, 100)}, {0: (0, 200), 1: (0, 200)}])
     assert _measure_busy_cpus(window=0.01, max_age=5) == 0 and slept == [pytest.approx(0.01, abs=1e-3)]  # a stale reading: a fresh window
     # a reading younger than the window: wait for the rest of the window only
-    monkeypatch.setattr(_settings, "_cpu_samples", [(time.perf_counter() - 0.006, {0: (0, 0), 1: (0, 0)}, 0.0)])
+    monkeypatch.setattr(_settings, "_cpu_samples", [(time.perf_counter() - 0.006, {0: (0, 0), 1: (0, 0)}, time.process_time())])
     slept.clear()
     ticks = iter([{0: (100, 100), 1: (0, 100)}])
     assert _measure_busy_cpus(window=0.01, max_age=5) == 1 and len(slept) == 1 and 0 < slept[0] < 0.005

@@ -112,9 +112,15 @@ class CellClassifier(BaseModel):
         A linear path beside the network, fitted exactly first (multinomial logistic regression
         on the standardised input, L-BFGS to convergence), with the network's nonlinear part
         starting at zero: training starts at the logistic regression's solution and learns what
-        it misses (default ``True``; the linear path is then kept fixed). ``False``: the plain MLP.
+        it misses (default ``True``; the linear path is then kept fixed). When no epoch beats
+        that start on the validation cells, early stopping keeps it (``history.best_epoch`` 0).
+        After training (and the baseline, scored on the validation cells) the linear path is
+        fitted again on every labelled cell (``params["linear_refit_cells"]``). ``False``: the
+        plain MLP.
     lr_penalty
-        Inverse L2 strength ``C`` of that logistic regression (scikit-learn's ``C``).
+        Inverse L2 strength ``C`` of that logistic regression (scikit-learn's ``C``; default 1,
+        scikit-learn's own default). Models saved before this option existed used ``1e-3``
+        and keep it.
     batch_key
         Column of ``obs`` naming each cell's batch (sample, donor, study…). The model's input is
         then centred per batch: each batch on its own per-gene mean, so that labels learnt on

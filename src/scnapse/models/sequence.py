@@ -118,9 +118,11 @@ class SequenceModel(BaseModel):
         classifier gets a logistic-regression path on standardised summary features of each
         sequence (per feature mean, std, min, max, first, last, slope; and the length), fitted
         first; a forecaster gets a linear autoregressive path (ridge on the last ``ar_order`` steps, fitted
-        in closed form on the training windows) and its recurrent part starts at zero; if
-        training ends worse than that start on the validation windows, the start is kept
-        (``params["kept_linear_start"]``).
+        in closed form on the training windows) and its recurrent part starts at zero. The
+        start is the training loop's epoch 0: if no epoch beats it on the validation samples (or
+        training ends worse than it there), the start is kept (``params["kept_linear_start"]``).
+        A forecaster's AR path is then fitted again on all the training sequences, validation
+        ones included (``params["ar_refit_sequences"]``), after the baseline was scored.
     ar_order
         Steps of history the linear autoregressive path reads (forecast).
     **train_options

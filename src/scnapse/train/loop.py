@@ -210,8 +210,9 @@ def _start_loss(module: nn.Module, step: StepFn, val: Loader | None, par, precis
     afterwards, so that measuring it changes nothing in the training that follows."""
     if val is None or not len(val):
         return None
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    cuda = device.type == "cuda"
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if cuda else None):
         sums = _loss_sums(module, step, val, precision)
     _, loss, _ = par.epoch_means((0.0, 0.0), sums, False, device)
     return loss if loss is not None and math.isfinite(loss) else None

@@ -208,12 +208,13 @@ def _start_loss(module: nn.Module, step: StepFn, val: Loader | None, par, precis
     """The validation loss of ``module`` as it is, before any training (``None`` without
     validation samples, or when it is not finite). The random number generators are put back
     afterwards, so that measuring it changes nothing in the training that follows."""
-    if val is None or not len(val):
+    if val is None:
         return None
     cuda = device.type == "cuda"
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
     with torch.random.fork_rng(devices=devices, device_type="cuda" if cuda else None):
-        sums = _loss_sums(module, step, val, precision)
+        sums = _loss_sums(module, step, val, precision) if len(val) else None
+    # every process takes part in the sum, as after each epoch (same decision everywhere)
     _, loss, _ = par.epoch_means((0.0, 0.0), sums, False, device)
     return loss if loss is not None and math.isfinite(loss) else None
 

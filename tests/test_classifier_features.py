@@ -43,6 +43,44 @@ def test_starts_at_the_logistic_regression_solution():
     assert float(model.module.head.weight.abs().max()) < 1e-6
 
 
+def test_keeps_its_start_and_refits_the_logistic_regression_on_every_labelled_cell():
+    adata = make_counts(n_obs=150, n_vars=30, n_types=3, seed=1)
+    # a learning rate too small to move: no epoch beats the start ("epoch 0"), which early stopping
+    # keeps; the linear path is then fitted again on all labelled cells, validation cells included
+    model = sn.tl.train_classifier(adata, labels_key="cell_type", hidden=(16,), validation_fraction=0.2,
+                                   max_epochs=10, early_stopping=2, lr=1e-12, progress=False, seed=0)
+    assert model.history.best_epoch == 0 and model.history.epoch == [1, 2]
+    assert model.history.start_val_loss == pytest.approx(model.history.val_loss[0], rel=1e-4)
+    assert model.module.head.weight.detach().abs().max().item() == 0.0  # the MLP's output is still zero
+    assert model.params["linear_refit_cells"] == adata.n_obs and model.params["n_validation"] > 0
+    x = _lognorm(adata.X.toarray().astype(np.float64))
+    mean, std = x.mean(0), x.std(0)
+    std[std < 1e-8] = 1
+    z, y = (x - mean) / std, adata.obs["cell_type"].cat.codes
+    # the default class weights: each class weighs as much, over all the labelled cells
+    lr = LogisticRegression(C=model.lr_penalty, class_weight="balanced", max_iter=5000, tol=1e-10).fit(z, y)
+    np.testing.assert_allclose(_proba(model, adata), lr.predict_proba(z), atol=2e-3)
+    # the baseline was scored before the refit: the logistic regression of the training cells
+    assert model.baseline["method"] == "logistic regression"
+    # the loss plot draws the start at epoch 0 and marks it as the weights kept
+    ax = sn.pl.loss(adata, "classifier")
+    assert ax.lines[1].get_xdata()[0] == 0
+    assert "best epoch (0: the start was kept)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_lr_penalty_default_and_older_models_keep_theirs(tmp_path):
+    import json
+
+    assert CellClassifier().lr_penalty == 1.0
+    adata = make_counts(n_obs=120, n_vars=30, n_types=3, seed=3)
+    model = sn.tl.train_classifier(adata, labels_key="cell_type", hidden=(8,), **{**FAST, "max_epochs": 2})
+    path = model.save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    del config["architecture"]["lr_penalty"]  # saved before the option existed: C was 1e-3
+    (path / "config.json").write_text(json.dumps(config))
+    assert CellClassifier.load(path).lr_penalty == 1e-3
+
+
 def test_linear_init_off_saved_and_baseline_recorded(tmp_path):
     adata = make_counts(n_obs=160, n_vars=30, n_types=3, seed=2)
     model = sn.tl.train_classifier(adata, labels_key="cell_type", hidden=(16,), **FAST)

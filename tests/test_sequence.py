@@ -271,6 +271,22 @@ def test_forecaster_starts_as_the_closed_form_ridge_ar():
     assert not np.allclose(off.forecast(seqs), ref, atol=1e-2)
 
 
+def test_forecaster_keeps_its_start_and_refits_the_ar_path_on_every_sequence():
+    seqs = sn.ts.simulate_damped(40, length=12, seed=3)
+    # a learning rate too small to move: no epoch beats the start, which early stopping keeps;
+    # the AR path is then fitted again on all the sequences, validation ones included
+    fc = sn.tl.train_forecaster(seqs, horizon=3, hidden=(4,), ar_order=4, lr=1e-12, max_epochs=10,
+                                early_stopping=2, validation_fraction=0.25, progress=False, seed=0)
+    assert fc.history.best_epoch == 0 and fc.history.epoch == [1, 2] and fc.history.start_val_loss is not None
+    assert fc.params["kept_linear_start"] and fc.params["ar_refit_sequences"] == 40
+    assert fc.params["n_validation_sequences"] > 0
+    assert fc.module.out.weight.abs().max().item() == 0.0  # the recurrent output is still zero
+    ref = _ridge_ar_reference(seqs, fc.mean.numpy(), fc.std.numpy(), 4, 3)  # ridge AR on all 40
+    np.testing.assert_allclose(fc.forecast(seqs), ref, rtol=1e-4, atol=1e-4)
+    # the baseline was scored on the validation windows before the refit: network = AR there
+    assert fc.baseline["network"] == pytest.approx(fc.baseline["baseline"], rel=1e-5)
+
+
 def test_forecaster_reports_ar_and_persistence_and_never_ends_worse_than_its_start(tmp_path):
     seqs = sn.ts.simulate_damped(60, length=20, seed=2)
     opts = dict(progress=False, seed=0, validation_fraction=0.25, early_stopping=0)

@@ -92,6 +92,58 @@ def test_early_stopping_stops_and_restores_best():
     assert _mean_loss(module, step, val) == pytest.approx(best_val, rel=1e-5)
 
 
+def _shifted_regression(val_target: float):
+    """A linear model started at zero, trained towards 1 but validated against ``val_target``."""
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 1)
+    with torch.no_grad():
+        module.weight.zero_()
+        module.bias.zero_()
+    x = torch.randn(64, 3)
+    fields = {"x": x, "y": torch.ones(64)}
+    val_fields = {"x": x[:16], "y": torch.full((16,), float(val_target))}
+
+    def step(m, batch, training):
+        return (m(batch["x"])[:, 0] - batch["y"]) ** 2
+
+    cfg = TrainConfig(cost="mse", lr=0.05, early_stopping=3, max_epochs=20)
+    train = Loader(fields, np.arange(64), 16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    return module, step, train, Loader(val_fields, np.arange(16), 16), cfg
+
+
+def test_a_start_no_epoch_beats_is_kept_as_epoch_0():
+    # every epoch moves the model towards the training target 1, away from the validation target 0
+    module, step, train, val, cfg = _shifted_regression(0.0)
+    hist = fit(module, step, train, val, cfg, max_epochs=20, progress=False)
+    assert hist.start_val_loss == pytest.approx(0.0) and min(hist.val_loss) > 1e-3
+    assert hist.best_epoch == 0 and hist.stopped == "early_stopping" and hist.epoch == [1, 2, 3]
+    assert module.weight.abs().max().item() == 0.0 and module.bias.abs().max().item() == 0.0  # the start weights
+    assert hist.to_dict()["start_val_loss"] == pytest.approx(0.0)
+    # validated against the training target, the epochs beat the start and the best one is kept
+    module, step, train, val, cfg = _shifted_regression(1.0)
+    hist = fit(module, step, train, val, cfg, max_epochs=20, progress=False)
+    assert hist.start_val_loss == pytest.approx(1.0) and hist.best_epoch >= 1
+    assert _mean_loss(module, step, val) == pytest.approx(min(hist.val_loss), rel=1e-5)
+
+
+def test_measuring_the_start_draws_no_random_numbers():
+    # a step that samples even when evaluating (as a variational model may): the start's
+    # evaluation must leave the generator as it was, so a seed gives the same training
+    module, _, train, val, cfg = _shifted_regression(1.0)
+    seen = []
+
+    def step(m, batch, training):
+        if training and not seen:
+            seen.append(torch.random.get_rng_state())
+        noise = torch.rand(batch["x"].shape[0])
+        return (m(batch["x"])[:, 0] - batch["y"]) ** 2 + 0.0 * noise
+
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    hist = fit(module, step, train, val, cfg, max_epochs=1, progress=False)
+    assert hist.start_val_loss is not None and torch.equal(seen[0], before)
+
+
 def test_cancel_keeps_best_so_far():
     cancel = threading.Event()
     seen = []

@@ -96,6 +96,38 @@ def test_loss_plot_names_the_cost_marks_the_best_epoch_and_starts_empty(qtbot):
     assert plot.empty and plot.ylabel == "loss"
 
 
+def test_loss_plot_draws_the_start_at_epoch_0_and_marks_it_when_kept(qtbot):
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.reset("mse")
+    for e, (t, v) in enumerate([(1.0, 0.9), (0.8, 0.8)], start=1):
+        plot.add(SimpleNamespace(epoch=e, max_epochs=5, train_loss=t, val_loss=v, best_epoch=0, start_val_loss=0.5))
+    plot.redraw()
+    assert plot.epochs == [1, 2] and plot.start == 0.5
+    assert list(plot.val_line.get_xdata()) == [0, 1, 2] and list(plot.val_line.get_ydata()) == [0.5, 0.9, 0.8]
+    assert plot.best_line.get_visible() and list(plot.best_line.get_xdata()) == [0, 0]
+    assert plot.ax.get_ylim()[0] < 0.5  # the start is inside the axes
+    # a report without a start (older callers) leaves the curve as it was
+    plot.reset("mse")
+    plot.add(report(1, 1.0, 0.9, best=1))
+    plot.redraw()
+    assert plot.start is None and list(plot.val_line.get_xdata()) == [1]
+
+
+def test_done_line_says_when_the_start_was_the_best(qtbot):
+    from scnapse.napari._panel import StepPanel
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.reset("mse")
+    for e, v in enumerate([0.9, 0.8], start=1):
+        plot.add(SimpleNamespace(epoch=e, max_epochs=5, train_loss=1.0, val_loss=v, best_epoch=0, start_val_loss=0.5))
+    line = StepPanel._epochs_line(SimpleNamespace(loss_plot=plot))
+    assert line.startswith("2 epochs, best epoch 0 (the start, before training); final loss")
+    plot.add(SimpleNamespace(epoch=3, max_epochs=5, train_loss=1.0, val_loss=0.4, best_epoch=3, start_val_loss=0.5))
+    assert "3 epochs, best epoch 3;" in StepPanel._epochs_line(SimpleNamespace(loss_plot=plot))
+
+
 def test_loss_plot_of_a_run_names_the_auto_cost(tmp_path, make_napari_viewer, qtbot):
     adata = make_counts()
     path = tmp_path / "cells.h5ad"

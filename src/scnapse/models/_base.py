@@ -4,6 +4,7 @@
 
     seed, device → _prepare(adata, ...) → split (stratified by class where there are labels)
     → class weights → _build(data, train_rows) → _loaders(...) → train.fit(...) → _after_fit(...)
+    → _baseline(...) → _refit_linear(...)
     → params (every resolved choice, seed, device, run options, versions) and history
 
 A family supplies the hooks: ``_prepare`` (check its input, encode labels with
@@ -11,7 +12,9 @@ A family supplies the hooks: ``_prepare`` (check its input, encode labels with
 ``_build`` (the ``nn.Module``), ``_step`` (one training step: per-sample losses),
 ``_default_max_epochs`` and, if needed, ``_loaders``, ``_after_fit`` and ``_baseline`` (the
 classical method's score on the same held-out cells, next to the network's: see
-:func:`baseline_record`). Checkpoints and resume,
+:func:`baseline_record`) and ``_refit_linear`` (once the held-out cells have served for early
+stopping and the baseline, the family's classical linear path is fitted again on all the
+training rows, held-out ones included). Checkpoints and resume,
 mixed precision, shuffled chunks, DDP under ``torchrun``, progress, callbacks and cancel come from
 :class:`~scnapse.train.RunOptions` through the same code for every family. Training defaults that
 differ from :class:`~scnapse.train.TrainConfig`'s are declared once per family, in
@@ -198,6 +201,7 @@ class BaseModel:
         self.baseline = self._baseline(data, train_rows, val_rows)
         if self.baseline:
             warn_if_not_better(self.baseline, self._description)
+        self._refit_linear(data, train_rows, val_rows)
         checkpoint = fit_kwargs["checkpoint"]
         self.params = {
             **cfg.to_dict(), **data.params, "seed": seed,
@@ -260,6 +264,11 @@ class BaseModel:
         """The classical method beside the network, scored on ``val_rows`` (the held-out cells the
         network was validated on): a :func:`baseline_record`, or ``None`` (nothing to compare)."""
         return None
+
+    def _refit_linear(self, data: Prepared, train_rows, val_rows) -> None:
+        """After :meth:`_baseline`: fit the classical linear path again on all of ``data.rows``
+        (the validation rows served early stopping and the baseline; the final model learns from
+        them too), recording what it did in ``data.params``. Nothing by default."""
 
     @classmethod
     def _config_from(cls, defaults: dict | None, train_options: dict):

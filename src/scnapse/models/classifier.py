@@ -34,6 +34,7 @@ from ._batches import apply_centring, batch_codes, batch_moments, centre_by_batc
 from ._labels import (
     UNASSIGNED,
     as_categorical,
+    balanced_weights,
     check_class_weight,
     encode_labels,
     labels_from_proba,
@@ -111,9 +112,15 @@ class CellClassifier(BaseModel):
         A linear path beside the network, fitted exactly first (multinomial logistic regression
         on the standardised input, L-BFGS to convergence), with the network's nonlinear part
         starting at zero: training starts at the logistic regression's solution and learns what
-        it misses (default ``True``; the linear path is then kept fixed). ``False``: the plain MLP.
+        it misses (default ``True``; the linear path is then kept fixed). When no epoch beats
+        that start on the validation cells, early stopping keeps it (``history.best_epoch`` 0).
+        After training (and the baseline, scored on the validation cells) the linear path is
+        fitted again on every labelled cell (``params["linear_refit_cells"]``). ``False``: the
+        plain MLP.
     lr_penalty
-        Inverse L2 strength ``C`` of that logistic regression (scikit-learn's ``C``).
+        Inverse L2 strength ``C`` of that logistic regression (scikit-learn's ``C``; default 1,
+        scikit-learn's own default). Models saved before this option existed used ``1e-3``
+        and keep it.
     batch_key
         Column of ``obs`` naming each cell's batch (sample, donor, study…). The model's input is
         then centred per batch: each batch on its own per-gene mean, so that labels learnt on
@@ -155,7 +162,7 @@ class CellClassifier(BaseModel):
         scale: bool = False,
         class_balance: str | None = None,
         linear_init: bool = True,
-        lr_penalty: float = 1e-3,
+        lr_penalty: float = 1.0,
         batch_key: str | None = None,
         batch_scale: bool = False,
         **train_options,
@@ -320,22 +327,23 @@ class CellClassifier(BaseModel):
     def _model_input(self, matrix, idx: torch.Tensor) -> torch.Tensor:
         return self.prep(matrix.take(idx))
 
-    def _fit_logistic(self, data: Prepared, train_rows, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fit_logistic(self, data: Prepared, train_rows, seed: int,
+                      class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Multinomial logistic regression on the standardised input of (at most
         ``LINEAR_MAX_CELLS``) training cells, fitted to convergence by L-BFGS in float64 with the
-        same class weights as the network's cost; returned folded into ``(weight, bias)`` that act
-        on the network's input directly (the standardisation is part of the linear map)."""
+        same class weights as the network's cost (or ``class_weight``); returned folded into
+        ``(weight, bias)`` that act on the network's input directly (the standardisation is part
+        of the linear map)."""
         from sklearn.linear_model import LogisticRegression
 
-        rows = np.sort(np.asarray(train_rows))
-        if len(rows) > LINEAR_MAX_CELLS:
-            rows = np.sort(np.random.default_rng(seed).choice(rows, LINEAR_MAX_CELLS, replace=False))
+        rows = self._linear_rows(train_rows, seed)
         x = torch.cat(list(self._inputs(data.fields["x"], rows))).double().cpu().numpy()
         y = data.labels.codes[rows]
         mean, std = x.mean(0), x.std(0)
         std[std < 1e-8] = 1.0
         z = (x - mean) / std
-        weight = None if data.class_weight is None else data.class_weight.cpu().double().numpy()[y]
+        class_weight = data.class_weight if class_weight is None else class_weight
+        weight = None if class_weight is None else class_weight.cpu().double().numpy()[y]
         lr = LogisticRegression(C=self.lr_penalty, max_iter=2000, tol=1e-8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a ConvergenceWarning after 2000 steps: the fit is still used
@@ -353,6 +361,31 @@ class CellClassifier(BaseModel):
         w = coef / std
         b = intercept - w @ mean
         return torch.from_numpy(w).float(), torch.from_numpy(b).float()
+
+    @staticmethod
+    def _linear_rows(rows, seed: int) -> np.ndarray:
+        """The cells a logistic regression is fitted on: ``rows``, at most ``LINEAR_MAX_CELLS``
+        of them (drawn with ``seed``)."""
+        rows = np.sort(np.asarray(rows))
+        if len(rows) > LINEAR_MAX_CELLS:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, LINEAR_MAX_CELLS, replace=False))
+        return rows
+
+    def _refit_linear(self, data: Prepared, train_rows, val_rows) -> None:
+        """The linear path fitted again on every labelled cell, validation cells included (with
+        class weights from all of them), once early stopping, calibration and the baseline have
+        used the validation cells; the MLP beside it is kept as trained."""
+        linear = self.module.linear
+        if linear is None or not len(val_rows):
+            return
+        seed = self.config.resolved_seed
+        weight = (balanced_weights(data.labels.codes[data.rows], len(self.classes), data.class_weight.device)
+                  if data.class_weight is not None else None)
+        w, b = self._fit_logistic(data, data.rows, seed, class_weight=weight)
+        with torch.no_grad():
+            linear.weight.copy_(w.to(linear.weight))
+            linear.bias.copy_(b.to(linear.bias))
+        data.params["linear_refit_cells"] = int(len(self._linear_rows(data.rows, seed)))
 
     def _baseline(self, data: Prepared, train_rows, val_rows) -> dict | None:
         """Logistic regression (the linear path's start, or fitted now) on the same held-out cells."""

@@ -118,9 +118,11 @@ class SequenceModel(BaseModel):
         classifier gets a logistic-regression path on standardised summary features of each
         sequence (per feature mean, std, min, max, first, last, slope; and the length), fitted
         first; a forecaster gets a linear autoregressive path (ridge on the last ``ar_order`` steps, fitted
-        in closed form on the training windows) and its recurrent part starts at zero; if
-        training ends worse than that start on the validation windows, the start is kept
-        (``params["kept_linear_start"]``).
+        in closed form on the training windows) and its recurrent part starts at zero. The
+        start is the training loop's epoch 0: if no epoch beats it on the validation samples (or
+        training ends worse than it there), the start is kept (``params["kept_linear_start"]``).
+        A forecaster's AR path is then fitted again on all the training sequences, validation
+        ones included (``params["ar_refit_sequences"]``), after the baseline was scored.
     ar_order
         Steps of history the linear autoregressive path reads (forecast).
     **train_options
@@ -365,8 +367,10 @@ class SequenceModel(BaseModel):
             data.params["kept_linear_start"] = kept
         if self.task != "forecast" or not self.linear_init:
             return
-        kept = False
-        if len(val_rows):
+        # early stopping kept the start ("epoch 0") when no epoch beat it on the validation windows
+        h = self.history
+        kept = bool(self.config.early_stopping and h is not None and h.epoch and h.best_epoch == 0)
+        if len(val_rows) and not kept:
             err = self._window_errors(data, val_rows)
             if err["network"] > err["ar"]:
                 # training did not beat its linear start on held-out windows: keep the start
@@ -394,6 +398,17 @@ class SequenceModel(BaseModel):
         return baseline_record(method=f"linear AR({self.ar_order})", metric="forecast MSE (standardised)",
                                network=err["network"], baseline=err["ar"], n=err["n"], higher_is_better=False,
                                unit="held-out windows", persistence=err["persistence"])
+
+    def _refit_linear(self, data: Prepared, train_rows, val_rows) -> None:
+        """A forecaster's autoregressive path fitted again on every window of all the training
+        sequences, validation sequences included, once early stopping and the baseline have used
+        them; the recurrent part beside it is kept as trained."""
+        if self.task != "forecast" or not self.linear_init or not len(val_rows):
+            return
+        W, b = self._fit_ar(data, data.rows)
+        self.module.ar_weight.copy_(W.to(self.module.ar_weight))
+        self.module.ar_bias.copy_(b.to(self.module.ar_bias))
+        data.params["ar_refit_sequences"] = int(len(data.rows))
 
     def _loaders(self, data, train_rows, val_rows, gen, device, run):
         fields, val_fields = (self._fields(rows, data, device) for rows in (train_rows, val_rows))

@@ -61,6 +61,7 @@ class LossPlot(QWidget):
         self.train: list[float] = []
         self.val: list[float] = []
         self.best_epoch: int | None = None
+        self.start: float | None = None  # validation loss before training, drawn at epoch 0
         self.ax.clear()
         self.max_epochs: int | None = None
         self._background = None
@@ -99,6 +100,9 @@ class LossPlot(QWidget):
         self.val.append(float("nan") if report.val_loss is None else report.val_loss)
         self.max_epochs = getattr(report, "max_epochs", None) or self.max_epochs
         self.best_epoch = getattr(report, "best_epoch", None)
+        start = getattr(report, "start_val_loss", None)
+        if start is not None and math.isfinite(start):
+            self.start = float(start)
         if not self._timer.isActive():
             self._timer.start()
 
@@ -126,7 +130,14 @@ class LossPlot(QWidget):
         self.canvas.blit(self.ax.bbox)
 
     def _finite_losses(self) -> list[float]:
-        return [v for v in (*self.train, *self.val) if math.isfinite(v)]
+        start = () if self.start is None else (self.start,)
+        return [v for v in (*self.train, *self.val, *start) if math.isfinite(v)]
+
+    def _val_data(self) -> tuple[list[int], list[float]]:
+        """The validation curve, from the start (epoch 0) where it was measured."""
+        if self.start is None:
+            return self.epochs, self.val
+        return [0, *self.epochs], [self.start, *self.val]
 
     def _limits_ok(self) -> bool:
         """Whether the curves fit the current axes and still fill a fair part of them."""
@@ -159,7 +170,7 @@ class LossPlot(QWidget):
     def redraw(self) -> None:
         """Show the epochs so far: the lines alone when the axes still fit them, else everything."""
         self.train_line.set_data(self.epochs, self.train)
-        self.val_line.set_data(self.epochs, self.val)
+        self.val_line.set_data(*self._val_data())
         if not self.epochs:
             return
         first = not self.ax.axison
@@ -168,7 +179,7 @@ class LossPlot(QWidget):
             self.empty_text.set_visible(False)
             self.ax.legend(handles=self.legend_handles(), fontsize=7, loc="lower center", ncol=3,
                            bbox_to_anchor=(0.5, 1.0), frameon=False, borderaxespad=0.2, handlelength=1.5)
-        if self.best_epoch:
+        if self.best_epoch or (self.best_epoch == 0 and self.start is not None):
             self.best_line.set_xdata([self.best_epoch, self.best_epoch])
             self.best_line.set_visible(True)
         now = time.monotonic()

@@ -627,9 +627,13 @@ class StepPanel(QWidget):
 
         val = [v for v in plot.val if not math.isnan(v)]
         line = f"{len(plot.epochs)} epochs"
-        if val:
-            best = min(range(len(plot.val)), key=lambda i: math.inf if math.isnan(plot.val[i]) else plot.val[i])
-            line += f", best epoch {plot.epochs[best]}"
+        best = plot.best_epoch
+        if best is None and val:
+            best = plot.epochs[min(range(len(plot.val)), key=lambda i: math.inf if math.isnan(plot.val[i]) else plot.val[i])]
+        if best == 0 and plot.start is not None:
+            line += ", best epoch 0 (the start, before training)"
+        elif best:
+            line += f", best epoch {best}"
         line += f"; final loss: train {plot.train[-1]:.4g}"
         if val:
             line += f", validation {plot.val[-1]:.4g}"

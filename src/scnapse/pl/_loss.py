@@ -113,7 +113,9 @@ def loss(adata: AnnData, key: str = "autoencoder", *, ax: Axes | None = None, lo
          save: str | None = None, show: bool | None = None) -> Axes:
     """Train and validation loss per epoch of the step recorded in ``adata.uns[key]``.
 
-    The best epoch (the weights that were kept) is marked.
+    The best epoch (the weights that were kept) is marked. The validation loss of the model
+    before training, where it was measured, is drawn at epoch 0; a best epoch 0 means no epoch
+    beat that start (e.g. a ``linear_init`` path's classical solution), which was kept.
 
     Parameters
     ----------
@@ -147,11 +149,18 @@ def loss(adata: AnnData, key: str = "autoencoder", *, ax: Axes | None = None, lo
         fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(epochs, np.asarray(h["train_loss"], dtype=float), label="train")
     val = np.asarray(h["val_loss"], dtype=float)
+    start = h.get("start_val_loss")
+    start = float(start) if start is not None and np.isfinite(float(start)) else None
+    if start is not None:  # "epoch 0": the model as built, before training
+        epochs_val, val = np.concatenate([[0], epochs]), np.concatenate([[start], val])
+    else:
+        epochs_val = epochs
     if np.isfinite(val).any():
-        ax.plot(epochs, val, label="validation")
+        ax.plot(epochs_val, val, label="validation")
     best = int(h.get("best_epoch", 0))
-    if best:
-        ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best})")
+    if best or start is not None:
+        what = f"best epoch ({best})" if best else "best epoch (0: the start was kept)"
+        ax.axvline(best, color="grey", ls="--", lw=1, label=what)
     ax.set_xlabel("epoch")
     ax.set_ylabel(cost_label(adata.uns[key].get("params", {})))
     if log:

@@ -166,10 +166,12 @@ def compare_runs(
         hist = record.get("history") or getattr(getattr(result, "history", None), "to_dict", dict)()
         train = [float(x) for x in hist.get("train_loss", [])]
         val = [np.nan if x is None else float(x) for x in hist.get("val_loss", [])]
+        start = hist.get("start_val_loss")  # "epoch 0": kept when no epoch beat it
+        candidates = val + ([float(start)] if start is not None else [])
         row = {"setting": label, **{k: _fmt(v) if isinstance(v, (list, tuple)) else v for k, v in setting.items()},
                "final_train_loss": train[-1] if train else np.nan,
                "final_val_loss": val[-1] if val else np.nan,
-               "best_val_loss": float(np.nanmin(val)) if val and np.isfinite(val).any() else np.nan,
+               "best_val_loss": float(np.nanmin(candidates)) if candidates and np.isfinite(candidates).any() else np.nan,
                "best_epoch": int(hist.get("best_epoch", 0) or 0), "epochs": len(train)}
         metrics = record.get("metrics") or getattr(result, "metrics", None) or {}
         for name in ("accuracy", "macro_f1"):

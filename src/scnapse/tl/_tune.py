@@ -208,6 +208,9 @@ def _objective(plan: _Plan, adata: AnnData) -> Callable:
         losses: list[float] = []
 
         def report(r):
+            start = getattr(r, "start_val_loss", None)
+            if not losses and start is not None:
+                losses.append(start)  # the start (epoch 0) is kept when no epoch beats it
             losses.append(r.val_loss)
             if not plan.prune or r.val_loss is None:
                 return None

@@ -22,7 +22,7 @@ class Outcome:
 
     adata: AnnData  # the data, with what the step wrote (taken out again after scoring)
     result: Any  # what the step returned: a model, or None
-    val_losses: list[float]  # the validation loss of each epoch, as reported
+    val_losses: list[float]  # the validation loss of the start (epoch 0, where measured) and of each epoch
     written: dict = field(default_factory=dict)  # the obsm entries the step wrote
     labels: np.ndarray | None = None
     seed: int = 0

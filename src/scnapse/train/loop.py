@@ -5,6 +5,11 @@ napari ``thread_worker`` can pass it on as it is; ``fit`` runs it to the end wit
 and callbacks. Whichever way training ends — finished, early-stopped, cancelled, or closed — the
 best weights seen so far (by validation loss) are put back into the model.
 
+Before the first epoch the validation loss of the model as it was built is measured (the
+*start*, "epoch 0"; ``History.start_val_loss``): a model that starts at a classical solution (the
+linear paths of ``linear_init``) keeps it when no epoch beats it on the validation samples
+(``best_epoch`` 0). Measuring it draws no random numbers, so a seed gives the numbers it gave.
+
 The same loop runs mixed precision (``precision=``), saves and resumes checkpoints
 (``checkpoint=``, see :mod:`scnapse.train.checkpoint`) and, launched by ``torchrun`` with several
 processes, trains with DistributedDataParallel (see :mod:`scnapse.train.distributed`).
@@ -54,9 +59,12 @@ class EpochReport:
     seconds
         Wall-clock time of the epoch.
     best_epoch
-        The epoch whose weights are kept so far.
+        The epoch whose weights are kept so far (0: the start, before any training).
     improved
         Whether this epoch is the new best.
+    start_val_loss
+        The validation loss of the model before the first epoch (``None`` without validation
+        samples).
     """
     epoch: int  # 1-based
     max_epochs: int
@@ -66,6 +74,7 @@ class EpochReport:
     seconds: float
     best_epoch: int
     improved: bool
+    start_val_loss: float | None = None
 
 
 @dataclass
@@ -77,9 +86,13 @@ class History:
     epoch, train_loss, val_loss, lr, seconds
         One entry per epoch.
     best_epoch
-        The epoch whose weights were kept.
+        The epoch whose weights were kept; 0 when no epoch beat the start (the model as built,
+        e.g. the classical solution of a ``linear_init`` path), which is then kept.
     stopped
         ``"max_epochs"``, ``"early_stopping"``, ``"cancelled"`` or ``"callback"``.
+    start_val_loss
+        The validation loss before the first epoch ("epoch 0"; ``None`` without validation
+        samples, and in histories saved before it was measured).
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -89,6 +102,7 @@ class History:
     seconds: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped: str = "not started"
+    start_val_loss: float | None = None
 
     def add(self, r: EpochReport) -> None:
         self.epoch.append(r.epoch)
@@ -97,10 +111,13 @@ class History:
         self.lr.append(r.lr)
         self.seconds.append(r.seconds)
         self.best_epoch = r.best_epoch
+        if r.start_val_loss is not None:
+            self.start_val_loss = r.start_val_loss
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["val_loss"] = [float("nan") if v is None else v for v in self.val_loss]
+        d["start_val_loss"] = float("nan") if self.start_val_loss is None else self.start_val_loss
         return d
 
 
@@ -186,6 +203,22 @@ class _Progress:
                 "waited": self.waited, "best_state": self.best_state, "history": self.history}
 
 
+def _start_loss(module: nn.Module, step: StepFn, val: Loader | None, par, precision: str | None,
+                device: torch.device) -> float | None:
+    """The validation loss of ``module`` as it is, before any training (``None`` without
+    validation samples, or when it is not finite). The random number generators are put back
+    afterwards, so that measuring it changes nothing in the training that follows."""
+    if val is None:
+        return None
+    cuda = device.type == "cuda"
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if cuda else None):
+        sums = _loss_sums(module, step, val, precision) if len(val) else None
+    # every process takes part in the sum, as after each epoch (same decision everywhere)
+    _, loss, _ = par.epoch_means((0.0, 0.0), sums, False, device)
+    return loss if loss is not None and math.isfinite(loss) else None
+
+
 def _check_finite(monitored: float, epoch: int, config: TrainConfig) -> None:
     if not math.isfinite(monitored):
         raise FloatingPointError(
@@ -254,6 +287,13 @@ def iter_fit(
         start = int(saved.pop("epoch")) + 1
         prog = _Progress(**{k: saved[k] for k in ("best_loss", "best_epoch", "best_state", "waited")},
                          history=[dict(r) for r in saved["history"]])
+    if saved is None:
+        # "epoch 0": the model as built is the first candidate for the weights kept
+        start_loss = _start_loss(module, step, val, par, precision, device)
+        if start_loss is not None:
+            prog.update(start_loss, 0, module)
+    else:
+        start_loss = prog.history[-1].get("start_val_loss") if prog.history else None
     completed = False
     try:
         finished = bool(prog.history) and (start > max_epochs or prog.patience_spent(config))
@@ -284,7 +324,7 @@ def iter_fit(
                 scheduler.step(monitored)
             report = EpochReport(epoch=epoch, max_epochs=max_epochs, train_loss=train_loss, val_loss=val_loss,
                                  lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
-                                 best_epoch=prog.best_epoch, improved=improved)
+                                 best_epoch=prog.best_epoch, improved=improved, start_val_loss=start_loss)
             prog.history.append(asdict(report))
             stopping = prog.patience_spent(config)
             if checkpoint is not None and checkpoint.due(epoch, last=stopping or epoch == max_epochs):

@@ -170,7 +170,7 @@ def busy_cpus(window: float = 0.1, max_age: float = 5.0) -> int:
 #: thread gains nothing on an idle machine, and on a busy one every step waits for the slower
 #: thread. A dense network trained on mini-batches of at most :data:`SMALL_BATCH` samples (the
 #: cell classifier's default of 32) does too little work per step to share: two threads trained
-#: it 2.6× slower than one on an idle machine. An explicit count (``threads=2``,
+#: it 2.4–4× slower than one on an idle machine. An explicit count (``threads=2``,
 #: ``settings.n_threads = 2``) is always used as given.
 AUTO_THREAD_CAP: dict[str, int] = {"recurrent": 1, "small-batch": 1}
 

@@ -296,10 +296,11 @@ def test_map_query_init_starts_the_new_batches_at_the_mean_or_zero(batches):
 def test_map_query_epochs_by_query_size(batches):
     from scnapse.models.autoencoder import MAP_QUERY_MIN_EPOCHS, MAP_QUERY_STEPS, map_query_epochs
 
-    assert (MAP_QUERY_STEPS, MAP_QUERY_MIN_EPOCHS) == (100, 2)
-    assert map_query_epochs(400, 256) == 50  # 2 steps a pass
-    assert map_query_epochs(100, 256) == 100
-    assert map_query_epochs(10_000, 256) == 3  # 40 steps a pass
+    assert (MAP_QUERY_STEPS, MAP_QUERY_MIN_EPOCHS) == (50, 2)
+    assert map_query_epochs(200, 256) == 50  # 1 step a pass
+    assert map_query_epochs(400, 256) == 25  # 2 steps a pass
+    assert map_query_epochs(700, 256) == 17  # 3 steps a pass
+    assert map_query_epochs(10_000, 256) == 2  # 40 steps a pass: at least 2 passes
     assert map_query_epochs(1_000_000, 256) == 2
     ref = batches[batches.obs["batch"] != "batch2"].copy()
     query = batches[batches.obs["batch"].isin(["batch1", "batch2"])].copy()  # known + new cells

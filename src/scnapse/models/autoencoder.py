@@ -42,7 +42,7 @@ DEFAULT_BATCH_MMD = 0.01
 REFERENCE_CODES = 1000
 #: ``map_query`` with ``max_epochs=None`` makes enough passes over the query's new cells for about
 #: this many optimiser steps (at least MAP_QUERY_MIN_EPOCHS passes); see :func:`map_query_epochs`
-MAP_QUERY_STEPS = 100
+MAP_QUERY_STEPS = 50
 MAP_QUERY_MIN_EPOCHS = 2
 #: ``map_query``'s weight of the MMD (each step: the mini-batch against as many reference codes) between the query's codes and the reference codes (``batch_mmd=None``)
 MAP_QUERY_BATCH_MMD = 0.3
@@ -59,7 +59,7 @@ def default_max_epochs(n_obs: int) -> int:
 def map_query_epochs(n_cells: int, batch_size: int) -> int:
     """Passes over ``n_cells`` query cells for about :data:`MAP_QUERY_STEPS` optimiser steps of
     ``batch_size`` cells, at least :data:`MAP_QUERY_MIN_EPOCHS`: with 256 cells a step, 50 passes
-    of 2 steps for 400 cells, 3 passes of 40 steps for 10,000."""
+    of 1 step for 200 cells, 25 passes of 2 steps for 400, 2 passes of 40 steps for 10,000."""
     steps_per_pass = -(-max(int(n_cells), 1) // max(int(batch_size), 1))
     return max(MAP_QUERY_MIN_EPOCHS, -(-MAP_QUERY_STEPS // steps_per_pass))
 
@@ -621,7 +621,7 @@ class Autoencoder(BaseModel):
         layer
             Use ``query.layers[layer]`` instead of ``query.X``.
         max_epochs
-            Passes over the query's new cells; ``None``: enough for about 100 optimiser steps, at
+            Passes over the query's new cells; ``None``: enough for about 50 optimiser steps, at
             least 2 (:func:`map_query_epochs`).
         lr, batch_size, seed
             Training of the new parameters (Adam).

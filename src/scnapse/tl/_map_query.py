@@ -47,7 +47,7 @@ def map_query(
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     max_epochs
-        Passes over the query's cells of new batches; ``None``: enough for about 100 optimiser
+        Passes over the query's cells of new batches; ``None``: enough for about 50 optimiser
         steps, at least 2.
     lr, batch_size, seed
         Training of the new batches' parameters (Adam).

@@ -44,7 +44,8 @@ REFERENCE_CODES = 1000
 #: this many optimiser steps (at least MAP_QUERY_MIN_EPOCHS passes); see :func:`map_query_epochs`
 MAP_QUERY_STEPS = 50
 MAP_QUERY_MIN_EPOCHS = 2
-#: ``map_query``'s weight of the MMD (each step: the mini-batch against as many reference codes) between the query's codes and the reference codes (``batch_mmd=None``)
+#: ``map_query``'s weight (``batch_mmd=None``) of the MMD between the query's codes and the
+#: reference codes (each step: the mini-batch against as many reference codes, drawn at random)
 MAP_QUERY_BATCH_MMD = 0.3
 #: how ``map_query`` starts the new batches' parameters
 MAP_QUERY_INITS = ("mean", "zeros")
@@ -270,7 +271,8 @@ class Autoencoder(BaseModel):
         ``obs`` column naming each cell's batch. Each batch gets its own shift of the encoder's
         first layer and of the decoder's first layer and output (a per-gene factor for the count
         costs), the PCA start is computed on batch-centred data, and ``batch_mmd`` pulls the
-        batches' codes together. New batches are added later with :meth:`map_query`.
+        batches' codes together. New batches are added later with :meth:`map_query`; for it the
+        model keeps the codes of up to 1,000 training cells (``reference_codes``, saved with it).
     categorical_covariate_keys, continuous_covariate_keys
         ``obs`` columns the decoder is conditioned on as well (one-hot categories; standardised
         numbers such as percent mitochondrial).
@@ -601,7 +603,7 @@ class Autoencoder(BaseModel):
 
     # -- query mapping --------------------------------------------------------------------------
     def map_query(self, query: AnnData, *, batch_key: str | None = None, layer: str | None = None,
-                  max_epochs: int | None = None, lr: float = 3e-2, batch_size: int = 256,
+                  max_epochs: int | None = None, lr: float = 0.1, batch_size: int = 256,
                   batch_mmd: float | None = None, init: str = "mean", seed: int = 0) -> Autoencoder:
         """A copy of this model that also knows ``query``'s new batches (scArches style).
 

@@ -19,7 +19,7 @@ def map_query(
     batch_key: str | None = None,
     layer: str | None = None,
     max_epochs: int | None = None,
-    lr: float = 3e-2,
+    lr: float = 0.1,
     batch_size: int = 256,
     batch_mmd: float | None = None,
     init: Literal["mean", "zeros"] = "mean",

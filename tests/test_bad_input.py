@@ -443,3 +443,34 @@ def test_the_suite_counts_its_cases():
 
 if __name__ == "__main__":
     print(count_cases())
+
+
+@pytest.fixture(scope="module")
+def batch_reference():
+    a = sn.datasets.simulated_batches(200, n_genes=40, n_batches=3, n_cell_types=3, seed=0)
+    ref = a[a.obs["batch"] != "batch2"].copy()
+    model = Autoencoder(4, hidden=(8,), batch_key="batch", max_epochs=2, seed=0).fit(ref, progress=False)
+    return model, a[a.obs["batch"] == "batch2"].copy()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"max_epochs": 0}, "max_epochs=0 must be a whole number >= 1"),
+    ({"max_epochs": 2.5}, "max_epochs=2.5 must be a whole number"),
+    ({"batch_mmd": -1.0}, "batch_mmd=-1.0 must be a finite number >= 0"),
+    ({"batch_mmd": "strong"}, "batch_mmd='strong' must be a number"),
+    ({"init": "random"}, "init='random': choose 'mean'"),
+    ({"lr": 0}, "lr=0.0 must be a number > 0"),
+    ({"batch_size": 0}, "batch_size=0 must be a whole number"),
+])
+def test_map_query_refuses_bad_options(batch_reference, bad, match):
+    model, query = batch_reference
+    refuses(lambda q: sn.tl.map_query(q, model, **bad), query, match)
+
+
+def test_map_query_refuses_reference_codes_of_the_wrong_shape(batch_reference):
+    import copy
+
+    model, query = batch_reference
+    broken = copy.copy(model)
+    broken.reference_codes = torch.zeros(10, 3)
+    refuses(lambda q: sn.tl.map_query(q, broken), query, r"reference_codes has shape \(10, 3\)")

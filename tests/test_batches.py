@@ -187,3 +187,126 @@ def test_real_cross_study_pbmc_mixes_batches_and_keeps_labels():
     batch, labels = a.obs["batch"].to_numpy(), a.obs["cell_type"].astype(str).to_numpy()
     assert _batch_entropy(aware, batch) > _batch_entropy(plain, batch) + 0.05
     assert _knn_accuracy(aware, labels) > _knn_accuracy(plain, labels) - 0.05
+
+
+# -- query mapping: reference codes, the pull onto the reference, its options --------------------
+def test_reference_codes_are_training_codes_saved_and_old_models_load_without(batches, tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    from scnapse.models import autoencoder as ae_module
+
+    m = sn.models.Autoencoder(4, hidden=(8,), batch_key="batch", **MFAST).fit(batches, progress=False)
+    codes = m.reference_codes
+    n_train = m.params["n_train"]
+    assert codes.shape == (min(n_train, ae_module.REFERENCE_CODES), 4) and m.params["reference_codes"] == len(codes)
+    # each kept code is the code of a cell (its own batch read), nearly exactly
+    z = torch.from_numpy(m.transform(batches))
+    assert float((codes[:, None] - z[None]).abs().amax(2).min(1).values.max()) < 1e-4
+    m.save(tmp_path / "m")
+    assert torch.equal(sn.models.Autoencoder.load(tmp_path / "m").reference_codes, codes)
+    # at most REFERENCE_CODES of them
+    monkeypatch.setattr(ae_module, "REFERENCE_CODES", 50)
+    few = sn.models.Autoencoder(4, hidden=(8,), batch_key="batch", **MFAST).fit(batches, progress=False)
+    assert few.reference_codes.shape == (50, 4)
+    # without batches there are none
+    assert sn.models.Autoencoder(4, hidden=(8,), **MFAST).fit(batches, progress=False).reference_codes is None
+    # a model saved without them (an earlier scnapse) loads, and maps without the pull by default
+    weights = tmp_path / "m" / "model.safetensors"
+    tensors = load_file(str(weights))
+    del tensors["reference_codes"]
+    save_file(tensors, str(weights))
+    old = sn.models.Autoencoder.load(tmp_path / "m")
+    assert old.reference_codes is None
+    query = batches[:30].copy()
+    query.obs["batch"] = "new"
+    mapped = old.map_query(query, max_epochs=2)
+    assert mapped.params["map_query"]["batch_mmd"] == 0.0 and mapped.params["map_query"]["reference_codes"] == 0
+    with pytest.raises(ValueError, match="reference codes"):
+        old.map_query(query, max_epochs=2, batch_mmd=0.3)
+    old.reference_codes = torch.from_numpy(old.transform(batches[:100]))  # the fix the message names
+    assert old.map_query(query, max_epochs=2, batch_mmd=0.3).params["map_query"]["reference_codes"] == 100
+
+
+def test_reference_mmd_is_zero_for_one_distribution_and_pulls_toward_the_reference():
+    from scnapse.nn.losses import reference_mmd
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(300, 4, generator=g)
+    z = torch.randn(200, 4, generator=g)
+    same = float(reference_mmd(z, ref))
+    assert same < 0.02 < float(reference_mmd(z + 2.0, ref))
+    # groups: the sum of each group's discrepancy to the reference
+    groups = torch.arange(200) % 2
+    shifted = z + 2.0 * groups[:, None].float()
+    by_group = float(reference_mmd(shifted, ref, groups))
+    parts = float(reference_mmd(shifted[groups == 0], ref)) + float(reference_mmd(shifted[groups == 1], ref))
+    assert by_group == pytest.approx(parts, rel=0.3) and by_group > 0.1
+    # the gradient moves the shifted codes back toward the reference; none reaches the reference
+    s = (z + 2.0).requires_grad_(True)
+    r = ref.clone().requires_grad_(True)
+    reference_mmd(s, r).backward()
+    assert float(s.grad.mean()) > 0 and r.grad is None
+
+
+def test_the_reference_pull_brings_a_shifted_query_onto_the_reference(batches):
+    from scnapse.nn.losses import reference_mmd
+
+    ref = batches[batches.obs["batch"] != "batch2"].copy()
+    query = batches[batches.obs["batch"] == "batch2"].copy()
+    query.X = query.X.copy()
+    query.X[:, ::2] *= 4  # a strong batch effect on half the genes
+    model = sn.models.Autoencoder(4, hidden=(16,), batch_key="batch", max_epochs=20, seed=0).fit(ref, progress=False)
+    ref_codes = torch.from_numpy(model.transform(ref))
+
+    def distance(batch_mmd):
+        mapped = model.map_query(query, batch_mmd=batch_mmd, init="zeros", max_epochs=40)
+        rec = mapped.params["map_query"]
+        assert rec["batch_mmd"] == batch_mmd and rec["epochs"] == 40 and len(rec["loss"]) == 40
+        return float(reference_mmd(torch.from_numpy(mapped.transform(query)), ref_codes)), rec
+
+    without, rec0 = distance(0.0)
+    with_pull, rec = distance(3.0)
+    assert rec0["reference_mmd"] == [] and rec["reference_mmd"][-1] < rec["reference_mmd"][0]
+    assert with_pull < 0.5 * without
+
+
+def test_map_query_init_starts_the_new_batches_at_the_mean_or_zero(batches):
+    ref = batches[batches.obs["batch"] != "batch2"].copy()
+    model = sn.models.Autoencoder(4, hidden=(8,), batch_key="batch", **MFAST).fit(ref, progress=False)
+    import copy
+
+    for init in ("mean", "zeros"):
+        module = copy.deepcopy(model.module)
+        module.add_batches(2, init=init)
+        for name in ("batch_enc", "batch_hidden", "batch_out"):
+            old, new = getattr(model.module, name), getattr(module, name)
+            assert torch.equal(new[:, :2], old)
+            start = old.mean(1) if init == "mean" else torch.zeros(old.shape[0])
+            for col in (2, 3):
+                assert torch.allclose(new[:, col], start), (init, name)
+            assert init == "zeros" or bool(start.abs().sum() > 0)  # the mean is not zero here
+    query = batches[batches.obs["batch"] == "batch2"].copy()
+    mean = model.map_query(query, max_epochs=1, lr=1e-12, batch_mmd=0)
+    zeros = model.map_query(query, max_epochs=1, lr=1e-12, batch_mmd=0, init="zeros")
+    assert mean.params["map_query"]["init"] == "mean" and zeros.params["map_query"]["init"] == "zeros"
+    assert torch.allclose(mean.module.batch_out[:, 2], model.module.batch_out.mean(1), atol=1e-6)
+    assert float(zeros.module.batch_out.detach()[:, 2].abs().max()) < 1e-6
+
+
+def test_map_query_epochs_by_query_size(batches):
+    from scnapse.models.autoencoder import MAP_QUERY_MIN_EPOCHS, MAP_QUERY_STEPS, map_query_epochs
+
+    assert (MAP_QUERY_STEPS, MAP_QUERY_MIN_EPOCHS) == (50, 2)
+    assert map_query_epochs(200, 256) == 50  # 1 step a pass
+    assert map_query_epochs(400, 256) == 25  # 2 steps a pass
+    assert map_query_epochs(700, 256) == 17  # 3 steps a pass
+    assert map_query_epochs(10_000, 256) == 2  # 40 steps a pass: at least 2 passes
+    assert map_query_epochs(1_000_000, 256) == 2
+    ref = batches[batches.obs["batch"] != "batch2"].copy()
+    query = batches[batches.obs["batch"].isin(["batch1", "batch2"])].copy()  # known + new cells
+    model = sn.models.Autoencoder(4, hidden=(8,), batch_key="batch", **MFAST).fit(ref, progress=False)
+    rec = model.map_query(query, batch_size=64).params["map_query"]
+    n_new = int((query.obs["batch"] == "batch2").sum())
+    assert rec["n_trained"] == n_new and rec["n_query"] == query.n_obs
+    assert rec["epochs"] == map_query_epochs(n_new, 64) == len(rec["loss"]) and rec["max_epochs"] is None
+    assert model.map_query(query, max_epochs=3).params["map_query"]["epochs"] == 3

@@ -10,7 +10,9 @@ import yaml
 
 import scnapse as sn
 from scnapse.cli import main
+from scnapse.models.autoencoder import map_query_epochs
 from scnapse.pipeline import Pipeline
+from scnapse.pipeline.registry import PipelineError
 
 
 
@@ -61,6 +63,24 @@ def test_batch_key_and_map_query_in_a_pipeline_file_rerun_bit_identical(files):
     info = a.uns["X_mapped"]["params"]["map_query"]
     assert list(info["new_batches"]) == ["batch2"] and list(info["reference_batches"]) == ["batch0", "batch1"]
     assert not np.array_equal(a.obsm["X_integrated"], a.obsm["X_mapped"])
+
+
+def test_map_query_options_in_a_pipeline_file(files, tmp_path):
+    root, _, _ = files
+    steps = [{"scnapse.tl.map_query": {"model": str(root / "reference"), "max_epochs": None, "batch_mmd": 0.5,
+                                       "init": "zeros", "batch_size": 64, "key_added": "X_mapped"}}]
+    spec = {"input": str(root / "full.h5ad"), "seed": 1, "device": "cpu", "steps": steps}
+    a = Pipeline.from_dict(spec).run(write=False)
+    info = a.uns["X_mapped"]["params"]["map_query"]
+    n_new = int((a.obs["batch"] == "batch2").sum())
+    assert info["init"] == "zeros" and info["batch_mmd"] == 0.5
+    assert int(info["epochs"]) == map_query_epochs(n_new, 64) == len(info["loss"])
+    for bad, match in [({"init": "random"}, "init='random' must be one of 'mean', 'zeros'"),
+                       ({"max_epochs": "ten"}, "max_epochs='ten' must be an integer"),
+                       ({"batch_mmd": "strong"}, "batch_mmd='strong' must be a number")]:
+        wrong = {**spec, "steps": [{"scnapse.tl.map_query": {**steps[0]["scnapse.tl.map_query"], **bad}}]}
+        with pytest.raises(PipelineError, match=match):
+            Pipeline.from_dict(wrong)
 
 
 @pytest.mark.slow  # scib-metrics compiles its metrics on first use (about a minute on one core)

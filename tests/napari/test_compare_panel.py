@@ -183,6 +183,10 @@ def test_batch_pickers_colour_by_batch_and_map_query(make_napari_viewer, qtbot, 
     assert mq.source.value == SAVED
     assert mq.run() is None and "model folder" in mq.last_error
     mq.model_path.value = tmp_path / "ref_ae"
+    # the step's defaults: passes chosen by the query's size ("auto"), new batches start at the mean
+    defaults = mq.opts.values()
+    assert defaults["max_epochs"] is None and defaults["init"] == "mean", defaults
+    assert [v for _, v in mq.opts.widget("init").choices] == ["mean", "zeros"]
     mq.opts.widget("max_epochs").value = 5
     assert mq.run() is not None
     qtbot.waitUntil(lambda: not mq.running, timeout=120_000)

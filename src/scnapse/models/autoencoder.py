@@ -17,6 +17,7 @@ from ..nn.losses import (
     check_data_for_cost,
     gaussian_kl,
     reconstruction_loss,
+    reference_mmd,
 )
 from ..train import Matrix, RunOptions, TrainConfig
 from ..train.data import is_backed, iter_row_chunks, summarize
@@ -37,12 +38,31 @@ AE_COSTS = ("mse", "bce", "kl", "hellinger", "poisson", "nb")
 DEFAULT_HIDDEN = (128,)
 #: weight of the batch-mixing penalty with ``batch_key`` (see ``Autoencoder``'s ``batch_mmd``)
 DEFAULT_BATCH_MMD = 0.01
+#: a batch-aware model keeps the codes of at most this many training cells (``reference_codes``)
+REFERENCE_CODES = 1000
+#: ``map_query`` with ``max_epochs=None`` makes enough passes over the query's new cells for about
+#: this many optimiser steps (at least MAP_QUERY_MIN_EPOCHS passes); see :func:`map_query_epochs`
+MAP_QUERY_STEPS = 50
+MAP_QUERY_MIN_EPOCHS = 2
+#: ``map_query``'s weight (``batch_mmd=None``) of the MMD between the query's codes and the
+#: reference codes (each step: the mini-batch against as many reference codes, drawn at random)
+MAP_QUERY_BATCH_MMD = 0.3
+#: how ``map_query`` starts the new batches' parameters
+MAP_QUERY_INITS = ("mean", "zeros")
 
 
 def default_max_epochs(n_obs: int) -> int:
     """Enough passes for ~30,000 mini-batch steps on small data, fewer on large (early stopping
     usually ends training well before): 400 up to 10,000 cells, then ∝ 1/cells, at least 10."""
     return int(np.clip(round(4_000_000 / max(n_obs, 1)), 10, 400))
+
+
+def map_query_epochs(n_cells: int, batch_size: int) -> int:
+    """Passes over ``n_cells`` query cells for about :data:`MAP_QUERY_STEPS` optimiser steps of
+    ``batch_size`` cells, at least :data:`MAP_QUERY_MIN_EPOCHS`: with 256 cells a step, 50 passes
+    of 1 step for 200 cells, 25 passes of 2 steps for 400, 2 passes of 40 steps for 10,000."""
+    steps_per_pass = -(-max(int(n_cells), 1) // max(int(batch_size), 1))
+    return max(MAP_QUERY_MIN_EPOCHS, -(-MAP_QUERY_STEPS // steps_per_pass))
 
 
 def check_matrix_values(summary, *, what: str) -> None:
@@ -251,7 +271,8 @@ class Autoencoder(BaseModel):
         ``obs`` column naming each cell's batch. Each batch gets its own shift of the encoder's
         first layer and of the decoder's first layer and output (a per-gene factor for the count
         costs), the PCA start is computed on batch-centred data, and ``batch_mmd`` pulls the
-        batches' codes together. New batches are added later with :meth:`map_query`.
+        batches' codes together. New batches are added later with :meth:`map_query`; for it the
+        model keeps the codes of up to 1,000 training cells (``reference_codes``, saved with it).
     categorical_covariate_keys, continuous_covariate_keys
         ``obs`` columns the decoder is conditioned on as well (one-hot categories; standardised
         numbers such as percent mitochondrial).
@@ -310,6 +331,9 @@ class Autoencoder(BaseModel):
         self.history = None
         self.var_names: pd.Index | None = None
         self.params: dict = {}
+        #: codes (cells × n_latent) of up to REFERENCE_CODES training cells of a batch-aware model,
+        #: saved with the weights; ``map_query`` pulls the query's codes onto them
+        self.reference_codes: torch.Tensor | None = None
 
     # -- training -------------------------------------------------------------------------------
     def fit(
@@ -418,6 +442,26 @@ class Autoencoder(BaseModel):
     def _default_max_epochs(self, n_samples: int, data: Prepared) -> int:
         return default_max_epochs(len(data.rows))
 
+    def _after_fit(self, data: Prepared, train_rows, val_rows, val, gen) -> None:
+        """A batch-aware model keeps the codes of a seeded sample of its training cells."""
+        self.reference_codes = None
+        if "cond" not in data.fields or not self.module.n_batches:
+            return
+        rng = np.random.default_rng([int(self.config.resolved_seed), 13])
+        rows = np.asarray(train_rows)
+        if len(rows) > REFERENCE_CODES:
+            rows = np.sort(rng.choice(rows, size=REFERENCE_CODES, replace=False))
+        matrix, cond = data.fields["x"], data.fields["cond"]
+        self.module.eval()
+        codes = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), 1024):
+                idx = torch.as_tensor(rows[start : start + 1024], dtype=torch.long, device=matrix.device)
+                mu, _ = self.module.encode(self.prep(matrix.take(idx)), cond[idx.to(cond.device)])
+                codes.append(mu.float().cpu())
+        self.reference_codes = torch.cat(codes)
+        data.params["reference_codes"] = int(len(rows))
+
     def _step(self, data: Prepared):
         prep, noise, variational, beta = self.prep, self.config.input_noise, self.variational, self.beta
         cost, mmd = self.cost, self.batch_mmd
@@ -516,6 +560,8 @@ class Autoencoder(BaseModel):
         }
         tensors = {f"module.{k}": v for k, v in self.module.state_dict().items()}
         tensors.update(self.prep.tensors())
+        if self.reference_codes is not None:
+            tensors["reference_codes"] = self.reference_codes
         return config, tensors
 
     def _set_state(self, config, tensors):
@@ -553,15 +599,21 @@ class Autoencoder(BaseModel):
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
         self.module.load_state_dict(state)
         self.module.eval()
+        # models saved before reference codes were kept load without them
+        self.reference_codes = tensors.get("reference_codes")
 
     # -- query mapping --------------------------------------------------------------------------
     def map_query(self, query: AnnData, *, batch_key: str | None = None, layer: str | None = None,
-                  max_epochs: int = 50, lr: float = 3e-2, batch_size: int = 256, seed: int = 0) -> Autoencoder:
+                  max_epochs: int | None = None, lr: float = 0.1, batch_size: int = 256,
+                  batch_mmd: float | None = None, init: str = "mean", seed: int = 0) -> Autoencoder:
         """A copy of this model that also knows ``query``'s new batches (scArches style).
 
         Only the new batches' own parameters (their columns in the encoder's and decoder's batch
-        paths) are learnt, on ``query``'s cells; every reference weight stays frozen, bit for bit.
-        Genes are matched by name as in :meth:`transform` (missing ones read as zero).
+        paths) are learnt, on the query's cells of new batches; every reference weight stays
+        frozen, bit for bit. Besides the reconstruction, a penalty on the maximum mean discrepancy
+        between each new batch's codes and the model's :attr:`reference_codes` (codes of training
+        cells kept with the model) pulls the query onto the reference. Genes are matched by name
+        as in :meth:`transform` (missing ones read as zero).
 
         Parameters
         ----------
@@ -571,15 +623,25 @@ class Autoencoder(BaseModel):
             ``query.obs`` column with the batches; default the reference's ``batch_key``.
         layer
             Use ``query.layers[layer]`` instead of ``query.X``.
-        max_epochs, lr, batch_size, seed
-            Training of the new parameters (Adam, full passes over the query's cells); how the
-            defaults were chosen: docs/batches.md.
+        max_epochs
+            Passes over the query's new cells; ``None``: enough for about 50 optimiser steps, at
+            least 2 (:func:`map_query_epochs`).
+        lr, batch_size, seed
+            Training of the new parameters (Adam).
+        batch_mmd
+            Weight of the penalty pulling the query's codes onto the reference codes; ``None``:
+            0.3 (0 for a model saved without reference codes). 0 maps on the reconstruction alone.
+        init
+            Start of the new batches' parameters: ``"mean"`` (the mean of the reference batches'
+            parameters: the average batch) or ``"zeros"``.
+
+        How the defaults were chosen, with the measurements: docs/batches.md.
 
         Returns
         -------
         Autoencoder
-            The mapped model (the reference is left unchanged); ``params["map_query"]`` records
-            the new batches, epochs, time and loss.
+            The mapped model (the reference is left unchanged; it keeps the reference codes);
+            ``params["map_query"]`` records the new batches, the options, epochs, time and loss.
         """
         import copy
         import time
@@ -593,7 +655,29 @@ class Autoencoder(BaseModel):
             raise TypeError(f"query must be an AnnData, not {type(query).__name__}.")
         if query.n_obs < 2:
             raise ValueError("query needs at least 2 cells to map.")
-        max_epochs, batch_size = check_count(max_epochs, "max_epochs"), check_count(batch_size, "batch_size")
+        batch_size = check_count(batch_size, "batch_size")
+        if max_epochs is not None:
+            max_epochs = check_count(max_epochs, "max_epochs")
+        lr = check_number(lr, "lr")
+        if lr <= 0:
+            raise ValueError(f"lr={lr!r} must be a number > 0.")
+        if init not in MAP_QUERY_INITS:
+            raise ValueError(f"init={init!r}: choose 'mean' (the new batches start as the average reference "
+                             "batch) or 'zeros'.")
+        ref_codes = self.reference_codes
+        if batch_mmd is None:
+            batch_mmd = MAP_QUERY_BATCH_MMD if ref_codes is not None else 0.0
+        else:
+            batch_mmd = check_number(batch_mmd, "batch_mmd")
+            if batch_mmd > 0 and ref_codes is None:
+                raise ValueError(f"batch_mmd={batch_mmd} needs the reference codes this model was saved without "
+                                 "(it was trained by an earlier scnapse). Set them from reference cells, e.g. "
+                                 "model.reference_codes = torch.from_numpy(model.transform(reference[:1000])), "
+                                 "or pass batch_mmd=0.")
+        if batch_mmd > 0 and (ref_codes.ndim != 2 or ref_codes.shape[1] != self.n_latent or len(ref_codes) < 2):
+            raise ValueError(f"model.reference_codes has shape {tuple(ref_codes.shape)}; it must hold the codes "
+                             f"of at least 2 reference cells (cells × {self.n_latent}), e.g. "
+                             "torch.from_numpy(model.transform(reference[:1000])).")
         key = info["batch_key"] if batch_key is None else batch_key
         col = _obs_column(query, key, "batch_key").astype(str)
         counts = col.value_counts()
@@ -601,6 +685,8 @@ class Autoencoder(BaseModel):
         single = [b for b in new if counts[b] < 2]
         if single:
             raise ValueError(f"Query batch(es) {single[:10]} hold a single cell; a new batch needs at least 2 cells.")
+        rows = np.flatnonzero(col.isin(new).to_numpy())  # only the new batches' cells train
+        epochs = (map_query_epochs(len(rows), batch_size) if max_epochs is None else max_epochs) if new else 0
         t0 = time.perf_counter()
         mapped = copy.deepcopy(self)
         qinfo = {**info, "batch_key": key, "batches": list(info["batches"]) + new}
@@ -608,21 +694,26 @@ class Autoencoder(BaseModel):
         device = next(module.parameters()).device
         for p in module.parameters():
             p.requires_grad_(False)
-        losses = []
+        losses, mmds = [], []
         if new:
-            trainable = module.add_batches(len(new))
+            n_old = module.n_batches
+            trainable = module.add_batches(len(new), init=init)
             module.to(device)
-            x_raw, inp = mapped._query_matrix(query, layer, device)
-            cond = conditioning(query, qinfo).to(device)
+            sub = query[rows]
+            x_raw, inp = mapped._query_matrix(sub, layer, device)
+            cond = conditioning(sub, qinfo).to(device)
+            groups = cond[:, n_old : n_old + len(new)].argmax(1)
             library = x_raw.sum(1)
+            ref = None if not batch_mmd else ref_codes.to(device)
             gen = torch.Generator().manual_seed(int(seed))
             opt = torch.optim.Adam(trainable, lr=float(lr))
             module.eval()  # no dropout, batch-norm statistics of the reference
             cost, log_theta = mapped.cost, getattr(module, "log_theta", None)
-            for _ in range(max_epochs):
-                order = torch.randperm(query.n_obs, generator=gen).to(device)
-                total = 0.0
-                for s in range(0, query.n_obs, batch_size):
+            n = len(rows)
+            for _ in range(epochs):
+                order = torch.randperm(n, generator=gen).to(device)
+                total = total_mmd = 0.0
+                for s in range(0, n, batch_size):
                     idx = order[s : s + batch_size]
                     res = module(inp[idx], cond[idx])
                     target = inp[idx] if cost == "mse" else x_raw[idx]
@@ -630,11 +721,17 @@ class Autoencoder(BaseModel):
                     if mapped.variational:
                         loss = loss + mapped.beta * gaussian_kl(res["mu"], res["logvar"]) / inp.shape[1]
                     loss = loss.mean()
+                    if ref is not None:  # a fresh sample of the reference codes, as many as the cells
+                        pick = torch.randperm(len(ref), generator=gen)[: len(idx)].to(device)
+                        penalty = reference_mmd(res["mu"], ref[pick], groups[idx])
+                        loss = loss + batch_mmd * penalty
+                        total_mmd += float(penalty.detach()) * len(idx)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     total += float(loss.detach()) * len(idx)
-                losses.append(total / query.n_obs)
+                losses.append(total / n)
+                mmds.append(total_mmd / n)
         for p in module.parameters():
             p.requires_grad_(True)
         module.eval()
@@ -642,9 +739,12 @@ class Autoencoder(BaseModel):
         mapped.batch_key = key
         mapped.params = {**self.params, "batch_key": key, "batches": list(qinfo["batches"]),
                          "map_query": {"reference_batches": list(info["batches"]), "new_batches": new,
-                                       "epochs": max_epochs if new else 0, "lr": float(lr), "batch_size": batch_size,
-                                       "seed": int(seed), "n_query": int(query.n_obs),
-                                       "seconds": time.perf_counter() - t0, "loss": losses}}
+                                       "epochs": epochs, "max_epochs": max_epochs, "lr": float(lr),
+                                       "batch_size": batch_size, "batch_mmd": float(batch_mmd), "init": init,
+                                       "reference_codes": 0 if ref_codes is None else int(len(ref_codes)),
+                                       "seed": int(seed), "n_query": int(query.n_obs), "n_trained": int(len(rows)),
+                                       "seconds": time.perf_counter() - t0, "loss": losses,
+                                       "reference_mmd": mmds if batch_mmd else []}}
         return mapped
 
     def _query_matrix(self, query: AnnData, layer, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,8 +43,8 @@ class MapQueryWidget(StepPanel):
                                tooltip="A folder written by Autoencoder.save, or a model mapped in this session.")
         self.model_path = FileEdit(label="model folder", mode="d",
                                    tooltip="The saved reference (a batch-aware Autoencoder).")
-        self.opts = StepOptions(map_query, show=("batch_key", "layer", "max_epochs", "lr", "batch_size",
-                                                 "key_added"), pickers={"batch_key": BATCH_KEY, "layer": LAYER},
+        self.opts = StepOptions(map_query, show=("batch_key", "layer", "max_epochs", "init", "lr",
+                                                 "batch_size", "key_added"), pickers={"batch_key": BATCH_KEY, "layer": LAYER},
                                 tooltips={"batch_key": "obs column of the query's batches (none: the "
                                                        "reference's batch_key)."})
         self.option_sets = {None: [self.opts]}

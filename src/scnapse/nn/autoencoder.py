@@ -136,16 +136,20 @@ class AutoencoderModule(nn.Module):
             return (mu if skip is None else mu + skip), logvar.clamp(-15, 15)
         return (h if skip is None else h + skip), None
 
-    def add_batches(self, n_new: int) -> list[torch.Tensor]:
-        """Append ``n_new`` batch columns (zero) to every batch parameter; the gradients of the
-        existing columns are zeroed by hooks, so an optimizer without weight decay leaves them
-        bit-identical. Returns the enlarged parameters."""
+    def add_batches(self, n_new: int, *, init: str = "zeros") -> list[torch.Tensor]:
+        """Append ``n_new`` batch columns to every batch parameter: zero (``init="zeros"``), or the
+        mean of the existing batches' columns (``"mean"``: the new batches start as the average
+        batch). The gradients of the existing columns are zeroed by hooks, so an optimizer without
+        weight decay leaves them bit-identical. Returns the enlarged parameters."""
+        if init not in ("zeros", "mean"):
+            raise ValueError(f"init={init!r}: choose 'mean' or 'zeros'.")
         n_old, params = self.n_batches, []
         for name in ("batch_enc", "batch_hidden", "batch_out"):
             old = getattr(self, name, None)
             if old is None:
                 continue
-            new = nn.Parameter(torch.cat([old.detach(), old.new_zeros(old.shape[0], n_new)], dim=1))
+            start = old.detach().mean(1, keepdim=True) if init == "mean" and n_old else old.new_zeros(old.shape[0], 1)
+            new = nn.Parameter(torch.cat([old.detach(), start.expand(-1, n_new)], dim=1))
             mask = torch.zeros_like(new)
             mask[:, n_old:] = 1
             new.register_hook(lambda g, m=mask: g * m)

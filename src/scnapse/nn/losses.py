@@ -175,6 +175,26 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 LOG_2PI = math.log(2 * math.pi)
 
 
+def _mmd_kernel(z: torch.Tensor) -> torch.Tensor:
+    """The kernel matrix of the MMD penalties: Gaussian kernels at three widths around the median
+    squared distance of ``z`` (the width itself is not differentiated), each cell's kernel with
+    itself left out (a constant bias), so two samples of one distribution score near 0."""
+    d2 = torch.cdist(z, z).pow(2)
+    width = d2.detach().median().clamp_min(1e-6)
+    kernel = sum(torch.exp(-d2 / (width * s)) for s in (0.25, 1.0, 4.0))
+    return kernel - torch.diag(torch.diagonal(kernel))
+
+
+def _mmd_between(kernel: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """The MMD between the cells of masks ``a`` and ``b``, from :func:`_mmd_kernel`; ``None`` when
+    either holds fewer than two cells."""
+    n_a, n_b = int(a.sum()), int(b.sum())
+    if n_a < 2 or n_b < 2:
+        return None
+    w = a.to(kernel.dtype) / n_a - b.to(kernel.dtype) / n_b
+    return w @ kernel @ w
+
+
 def batch_mmd(z: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
     """Maximum mean discrepancy between each group's codes and the other groups' codes, summed
     over groups (a scalar; zero when a mini-batch holds fewer than two cells of a group or of the
@@ -182,16 +202,32 @@ def batch_mmd(z: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Ten
     (the width itself is not differentiated), so the penalty does not depend on the code's scale.
     Each cell's kernel with itself is left out, so two samples of one distribution score near 0.
     """
-    d2 = torch.cdist(z, z).pow(2)
-    width = d2.detach().median().clamp_min(1e-6)
-    kernel = sum(torch.exp(-d2 / (width * s)) for s in (0.25, 1.0, 4.0))
-    kernel = kernel - torch.diag(torch.diagonal(kernel))  # a cell's kernel with itself: a constant bias
+    kernel = _mmd_kernel(z)
     total = z.new_zeros(())
     for g in range(int(n_groups)):
         inside = groups == g
-        n_in = int(inside.sum())
-        if n_in < 2 or len(groups) - n_in < 2:
-            continue
-        w = inside.to(z.dtype) / n_in - (~inside).to(z.dtype) / (len(groups) - n_in)
-        total = total + w @ kernel @ w
+        term = _mmd_between(kernel, inside, ~inside)
+        if term is not None:
+            total = total + term
+    return total
+
+
+def reference_mmd(z: torch.Tensor, reference: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Maximum mean discrepancy between codes ``z`` and a fixed sample of ``reference`` codes, with
+    the kernels of :func:`batch_mmd` (widths from the two samples together); a scalar. ``groups``
+    (a code per row of ``z``): the sum over groups of each group's MMD to the reference. A group
+    (or a reference) of fewer than two cells adds nothing. Query mapping uses it to pull the query
+    onto the reference; the reference is a constant (no gradient reaches it)."""
+    reference = reference.detach().to(z.device, z.dtype)
+    n = len(z)
+    kernel = _mmd_kernel(torch.cat([z, reference]))
+    is_ref = torch.arange(n + len(reference), device=z.device) >= n
+    if groups is None:
+        groups = torch.zeros(n, dtype=torch.long, device=z.device)
+    no_ref = torch.zeros(len(reference), dtype=torch.bool, device=z.device)
+    total = z.new_zeros(())
+    for g in torch.unique(groups).tolist():
+        term = _mmd_between(kernel, torch.cat([groups == g, no_ref]), is_ref)
+        if term is not None:
+            total = total + term
     return total

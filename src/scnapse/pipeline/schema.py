@@ -354,7 +354,14 @@ def _type_problems(func, params: dict) -> list[str]:
     problems = []
     for key, value in params.items():
         hint = hints.get(key)
-        if hint in _SIMPLE and value is not None:
+        args = typing.get_args(hint)
+        if args and type(None) in args and len(args) == 2:  # ``X | None``: None, or an X
+            hint = next(a for a in args if a is not type(None))
+        if typing.get_origin(hint) is typing.Literal and value is not None:
+            if value not in typing.get_args(hint):
+                choices = ", ".join(map(repr, typing.get_args(hint)))
+                problems.append(f"parameter {key}={value!r} must be one of {choices}.")
+        elif hint in _SIMPLE and value is not None:
             ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
             if hint is float and isinstance(value, int) and not isinstance(value, bool):
                 ok = True

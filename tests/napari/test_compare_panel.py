@@ -186,7 +186,7 @@ def test_batch_pickers_colour_by_batch_and_map_query(make_napari_viewer, qtbot, 
     # the step's defaults: passes chosen by the query's size ("auto"), new batches start at the mean
     defaults = mq.opts.values()
     assert defaults["max_epochs"] is None and defaults["init"] == "mean", defaults
-    assert [v for _, v in mq.opts.widget("init").choices] == ["mean", "zeros"]
+    assert list(mq.opts.widget("init").choices) == ["mean", "zeros"]
     mq.opts.widget("max_epochs").value = 5
     assert mq.run() is not None
     qtbot.waitUntil(lambda: not mq.running, timeout=120_000)

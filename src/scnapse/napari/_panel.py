@@ -123,6 +123,31 @@ def _gui_first(running: bool) -> None:
                 sys.setswitchinterval(_interval_users[1])
 
 
+_warm_up = []  # the thread that loads torch's optimiser stack, once per process
+
+
+def _warm_up_training() -> None:
+    """Load what a first training loads on first use (torch's optimisers pull in its compiler
+    stack: about 800 modules, 1–4 s, holding the interpreter lock for up to ~0.2 s at a time) in a
+    background thread when the first panel opens, while the user picks options, instead of in the
+    worker while the loss plot should be drawing. Not a daemon: an exit waits for it."""
+    if _warm_up:
+        return
+
+    def load():
+        try:
+            import torch
+
+            p = torch.zeros(1, requires_grad=True)
+            torch.optim.Adam([p])
+        except Exception:  # noqa: BLE001 - only a warm-up; a real training reports its own errors
+            pass
+
+    thread = threading.Thread(target=load, name="scnapse-warm-up")
+    _warm_up.append(thread)
+    thread.start()
+
+
 def _run_calls(adata, calls: list[Call], relay: _Relay, cancel: threading.Event, prepare=None,
                finish=None) -> None:
     """Worker-thread body: run ``calls`` on ``adata`` in order; report each epoch, then the calls
@@ -199,6 +224,7 @@ class StepPanel(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
+        _warm_up_training()
         self.viewer = napari_viewer
         self._worker = None
         self._cancel = threading.Event()

@@ -193,3 +193,28 @@ def test_end_of_run_is_shown_in_short_steps_prepared_in_the_worker(make_napari_v
     assert sys.getswitchinterval() == interval
     assert "cell_type" in panel.legend.text() and "done" in panel.status.text()
     print("end of run (wall/CPU ms):", ", ".join(f"{n} {w * 1000:.0f}/{c * 1000:.0f}" for n, w, c in panel.end_slices))
+
+
+def test_the_first_panel_loads_the_optimiser_stack_in_the_background():
+    import subprocess
+    import sys
+    import textwrap
+
+    # in a fresh process: the stack is not loaded before a panel opens, and is after, off the GUI thread
+    code = textwrap.dedent("""
+        import sys, threading
+        import napari
+        from scnapse.napari import _panel
+        from scnapse.napari import AutoencoderWidget
+        assert "torch._dynamo" not in sys.modules
+        viewer = napari.Viewer(show=False)
+        AutoencoderWidget(viewer)
+        AutoencoderWidget(viewer)
+        assert len(_panel._warm_up) == 1 and _panel._warm_up[0] is not threading.main_thread()
+        _panel._warm_up[0].join(60)
+        assert "torch._dynamo" in sys.modules
+        viewer.close()
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

@@ -136,3 +136,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def forecast_in_time_course_panel(viewer, qtbot, *, hidden: int, max_epochs: int, seed: int):
+    """Forecast the tracks in ``viewer`` from a new Time course panel (2 steps ahead, tiny and
+    fast training, one thread) and wait for it; returns the panel."""
+    from scnapse.napari import TimeCourseWidget
+
+    panel = TimeCourseWidget(viewer)
+    panel.task.value = "forecast"
+    panel.hidden.value = hidden
+    panel.horizon.value = 2
+    panel.train_options.set_values(max_epochs=max_epochs, early_stopping=0, batch_size=64, seed=seed, threads=1)
+    panel.run()
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.last_error is None, panel.last_error
+    return panel

@@ -10,8 +10,10 @@ import pytest
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from scnapse.napari import TimeCourseWidget, sample_tracks  # noqa: E402
+from scnapse.napari import sample_tracks  # noqa: E402
 from scnapse.napari._timecourse import NOW_SIZE, forecast_rows, track_end_colors  # noqa: E402
+
+from conftest import forecast_in_time_course_panel  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -33,14 +35,7 @@ def test_forecast_points_are_sized_coloured_by_track_and_follow_the_slice(make_n
     viewer = make_napari_viewer()
     data, kwargs, _ = sample_tracks()[0]
     tracks = viewer.add_tracks(data, scale=(1, 1, 2, 2), **kwargs)
-    panel = TimeCourseWidget(viewer)
-    panel.task.value = "forecast"
-    panel.hidden.value = 4
-    panel.horizon.value = 2
-    panel.train_options.set_values(max_epochs=1, early_stopping=0, batch_size=64, seed=0, threads=1)
-    panel.run()
-    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
-    assert panel.last_error is None, panel.last_error
+    panel = forecast_in_time_course_panel(viewer, qtbot, hidden=4, max_epochs=1, seed=0)
     fc = viewer.layers["tgmm tracks forecast"]
     assert panel.result_layer is fc
     # in the tracks' world: their scale, a size relative to their extent (not a fixed 3)

@@ -136,20 +136,14 @@ def test_a_gui_image_classifier_exports_as_its_steps_from_the_image_and_reruns(t
 
 
 def test_a_gui_forecaster_exports_as_training_plus_forecast_and_reruns(tmp_path, make_napari_viewer, qtbot):
-    from scnapse.napari import TimeCourseWidget, sample_tracks
+    from conftest import forecast_in_time_course_panel
+    from scnapse.napari import sample_tracks
 
     viewer = make_napari_viewer()
     data, kwargs, _ = sample_tracks()[0]
     ids = np.unique(data[:, 0]).astype(int)
     tracks = viewer.add_tracks(data, graph={int(ids[1]): [int(ids[0])], int(ids[2]): [int(ids[0])]}, **kwargs)
-    panel = TimeCourseWidget(viewer)
-    panel.task.value = "forecast"
-    panel.hidden.value = 8
-    panel.horizon.value = 2
-    panel.train_options.set_values(max_epochs=2, early_stopping=0, batch_size=64, seed=2, threads=1)
-    panel.run()
-    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
-    assert panel.last_error is None, panel.last_error
+    panel = forecast_in_time_course_panel(viewer, qtbot, hidden=8, max_epochs=2, seed=2)
     seqs = tracks.metadata["adata"]
     files = panel.save_pipeline(tmp_path / "tracks.yaml", script=False)
     pipe = Pipeline.from_yaml(files[0])

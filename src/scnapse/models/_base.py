@@ -166,13 +166,18 @@ class BaseModel:
             note_cpu_sample()  # the next step's "auto" measures the load from here
 
     def _thread_workload(self) -> str | None:
-        """The kind of training, for the default thread count (:data:`workload`, or
-        ``"small-batch"`` for a dense network on small mini-batches)."""
+        """The kind of training, for the default thread count."""
+        return self.workload_for(self.config.batch_size)
+
+    @classmethod
+    def workload_for(cls, batch_size: int) -> str | None:
+        """The kind of training on mini-batches of ``batch_size`` samples, for the default thread
+        count: :data:`workload`, or ``"small-batch"`` for a dense network on small mini-batches."""
         from .._settings import SMALL_BATCH
 
-        if self.workload is None and self.dense and self.config.batch_size <= SMALL_BATCH:
+        if cls.workload is None and cls.dense and batch_size <= SMALL_BATCH:
             return "small-batch"
-        return self.workload
+        return cls.workload
 
     def _fit_run(self, adata, run, **data_options):
         """:meth:`_fit` with the run options resolved and the thread count set."""
@@ -206,7 +211,8 @@ class BaseModel:
         self.params = {
             **cfg.to_dict(), **data.params, "seed": seed,
             "max_epochs": max_epochs, "device": str(device), "n_train": int(len(train_rows)),
-            "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples), **run.to_dict(self._thread_workload()),
+            "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples),
+            **run.to_dict(self._thread_workload()),
             "world_size": world_size(), "resumed_from_epoch": checkpoint.restored_epoch if checkpoint else 0,
             "environment": environment(device),
         }

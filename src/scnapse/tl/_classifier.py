@@ -122,7 +122,8 @@ def train_classifier(
     return model
 
 
-train_classifier.thread_workload = "small-batch"  # its default mini-batch of 32: one thread by "auto"
+# what a session records as the step's default threads: its default mini-batch decides
+train_classifier.thread_workload = CellClassifier.workload_for(CellClassifier.train_defaults["batch_size"])
 
 
 @step("scnapse.tl.annotate", takes_model=True)

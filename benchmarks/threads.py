@@ -45,9 +45,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
-import scnapse as sn
+import scnapse as sn  # before torch, as in a user's script: scnapse sets OMP_WAIT_POLICY before torch loads
+
+import torch  # noqa: E402
 
 warnings.filterwarnings("ignore")
 sn.settings.verbosity = 30

@@ -293,6 +293,32 @@ def test_map_query_init_starts_the_new_batches_at_the_mean_or_zero(batches):
     assert float(zeros.module.batch_out.detach()[:, 2].abs().max()) < 1e-6
 
 
+def test_map_query_rescale_learns_a_scale_for_the_new_batch_only(batches, tmp_path):
+    ref = batches[batches.obs["batch"] != "batch2"].copy()
+    query = batches[batches.obs["batch"] == "batch2"].copy()
+    model = sn.models.Autoencoder(4, hidden=(8,), batch_key="batch", **MFAST).fit(ref, progress=False)
+    assert getattr(model.module, "batch_gain", None) is None  # training adds none
+    scaled = model.map_query(query, max_epochs=5)
+    gain = scaled.module.batch_gain.detach()
+    assert gain.shape == scaled.module.batch_enc.shape
+    assert torch.equal(gain[:, :2], torch.zeros(gain.shape[0], 2))  # reference batches: a scale of exactly 1
+    assert float(gain[:, 2].abs().max()) > 0  # learnt for the new batch
+    assert scaled.params["map_query"]["rescale"] is True
+    np.testing.assert_array_equal(scaled.transform(ref), model.transform(ref))
+    plain = model.map_query(query, max_epochs=5, rescale=False)
+    assert getattr(plain.module, "batch_gain", None) is None and plain.params["map_query"]["rescale"] is False
+    assert not np.allclose(scaled.transform(query), plain.transform(query))
+    # saved and loaded with its scale; mapping again without rescale keeps the new batch's scale at 1
+    scaled.save(tmp_path / "m")
+    loaded = sn.models.Autoencoder.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.transform(query), scaled.transform(query))
+    more = batches[batches.obs["batch"] == "batch2"].copy()
+    more.obs["batch"] = "batch3"
+    again = loaded.map_query(more, max_epochs=2, rescale=False)
+    assert torch.equal(again.module.batch_gain.detach()[:, 3], torch.zeros(gain.shape[0]))
+    assert torch.equal(again.module.batch_gain.detach()[:, :3], gain)
+
+
 def test_map_query_epochs_by_query_size(batches):
     from scnapse.models.autoencoder import MAP_QUERY_MIN_EPOCHS, MAP_QUERY_STEPS, map_query_epochs
 

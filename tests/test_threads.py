@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import anndata as ad
 import numpy as np
 import pytest
 import torch
@@ -160,11 +161,16 @@ def test_busy_cpus_measures_since_the_last_reading_without_waiting(monkeypatch):
 
 def test_auto_gives_small_batch_dense_training_one_thread(monkeypatch):
     monkeypatch.setattr(_settings, "available_cpus", lambda: 2)
-    assert sn.models.CellClassifier()._thread_workload() == "small-batch"  # its default batch of 32
+    assert sn.models.CellClassifier()._thread_workload() == "small-step"  # its default batch of 32
     assert sn.models.CellClassifier(batch_size=256)._thread_workload() is None
-    assert sn.models.Autoencoder(batch_size=16)._thread_workload() == "small-batch"
+    assert sn.models.Autoencoder(batch_size=16)._thread_workload() == "small-step"
     assert sn.models.Autoencoder()._thread_workload() is None
-    assert _settings.resolve_threads("auto", "small-batch") == 1
+    # the step's size decides too: 128 cells × 765 genes × 128 units share badly, × 5,000 genes well
+    few, many = (ad.AnnData(np.zeros((4, n), dtype=np.float32)) for n in (765, 5000))
+    assert sn.models.Autoencoder()._thread_workload(few) == "small-step"
+    assert sn.models.Autoencoder()._thread_workload(many) is None
+    assert sn.models.Autoencoder(hidden=(512,), batch_size=256)._thread_workload(few) is None
+    assert _settings.resolve_threads("auto", "small-step") == 1
     assert _settings.resolve_threads("auto", None) == 2
     session = Session(seed=0)
     session.record("scnapse.tl.train_classifier", {"labels_key": "cell_type"})

@@ -168,14 +168,22 @@ def busy_cpus(window: float = 0.1, max_age: float = 5.0) -> int:
 #: (measured by ``benchmarks/threads.py``; figures in docs/benchmarks.md, "Threads"). A recurrent
 #: network steps through time in matrix products too small to share between threads: a second
 #: thread gains nothing on an idle machine, and on a busy one every step waits for the slower
-#: thread. A dense network trained on mini-batches of at most :data:`SMALL_BATCH` samples (the
-#: cell classifier's default of 32) does too little work per step to share: two threads trained
-#: it 2.4–4× slower than one on an idle machine. An explicit count (``threads=2``,
-#: ``settings.n_threads = 2``) is always used as given.
-AUTO_THREAD_CAP: dict[str, int] = {"recurrent": 1, "small-batch": 1}
+#: thread. A dense network whose steps are small ("small-step": mini-batches of at most
+#: :data:`SMALL_BATCH` samples, as the cell classifier's default of 32, or fewer than
+#: :data:`SMALL_STEP` multiply-adds in its first layer per step, as the autoencoder on a few
+#: thousand genes) does too little work per operation to share: with OpenMP's threads waiting
+#: passively (scnapse's default), every operation wakes the second thread, and two threads trained
+#: the autoencoder on 765 genes 1.5× and the classifier 4× slower than one on an idle machine.
+#: An explicit count (``threads=2``, ``settings.n_threads = 2``) is always used as given.
+AUTO_THREAD_CAP: dict[str, int] = {"recurrent": 1, "small-step": 1}
 
-#: the largest mini-batch that counts as "small-batch" work (:data:`AUTO_THREAD_CAP`)
+#: the largest mini-batch that counts as "small-step" work (:data:`AUTO_THREAD_CAP`)
 SMALL_BATCH = 32
+
+#: fewer multiply-adds than this in a dense network's first layer per step count as "small-step"
+#: work (:data:`AUTO_THREAD_CAP`): 128 cells × 2,000 genes × 128 units (3.3e7) trained as fast on
+#: two threads as on one, 256 × 765 × 256 (5.0e7) 10 % faster on two
+SMALL_STEP = 40_000_000
 
 
 def resolve_threads(threads: int | str | None = None, workload: str | None = None) -> int:
@@ -194,7 +202,7 @@ def resolve_threads(threads: int | str | None = None, workload: str | None = Non
     threads
         A positive integer, ``"auto"`` or ``None``.
     workload
-        The kind of training (``"recurrent"``, ``"small-batch"``; ``None``: any other), for ``"auto"``.
+        The kind of training (``"recurrent"``, ``"small-step"``; ``None``: any other), for ``"auto"``.
 
     Returns
     -------

@@ -148,7 +148,7 @@ class BaseModel:
     #: the kind of training, for the default thread count (``scnapse._settings.AUTO_THREAD_CAP``)
     workload: ClassVar[str | None] = None
     #: a dense network: ``"auto"`` gives it one thread on mini-batches of at most
-    #: ``scnapse._settings.SMALL_BATCH`` samples ("small-batch" work)
+    #: ``scnapse._settings.SMALL_BATCH`` samples or small first layers ("small-step" work)
     dense: ClassVar[bool] = False
 
     # -- the training template ------------------------------------------------------------------
@@ -159,24 +159,33 @@ class BaseModel:
 
         run = RunOptions.resolve(run, run_options)
         try:
-            with thread_limits(run.n_threads(self._thread_workload())) as n:
+            with thread_limits(run.n_threads(self._thread_workload(adata))) as n:
                 # "auto" measures the load once: the count used is the count recorded
                 return self._fit_run(adata, dataclasses.replace(run, threads=n), **data_options)
         finally:
             note_cpu_sample()  # the next step's "auto" measures the load from here
 
-    def _thread_workload(self) -> str | None:
-        """The kind of training, for the default thread count."""
-        return self.workload_for(self.config.batch_size)
+    def _thread_workload(self, adata=None) -> str | None:
+        """The kind of training (on ``adata``, when given), for the default thread count."""
+        return self.workload_for(self.config.batch_size, self._first_layer_size(adata))
+
+    def _first_layer_size(self, adata) -> int | None:
+        """Inputs × units of the network's first layer when trained on ``adata`` (``None``: not
+        known), for the default thread count of a dense network."""
+        return None
 
     @classmethod
-    def workload_for(cls, batch_size: int) -> str | None:
+    def workload_for(cls, batch_size: int, first_layer: int | None = None) -> str | None:
         """The kind of training on mini-batches of ``batch_size`` samples, for the default thread
-        count: :data:`workload`, or ``"small-batch"`` for a dense network on small mini-batches."""
-        from .._settings import SMALL_BATCH
+        count: :data:`workload`, or ``"small-step"`` for a dense network whose steps are too small
+        to share between threads: mini-batches of at most :data:`~scnapse._settings.SMALL_BATCH`
+        samples, or fewer than :data:`~scnapse._settings.SMALL_STEP` multiply-adds in the first
+        layer (``batch_size × first_layer``, ``first_layer`` its inputs × units) per step."""
+        from .._settings import SMALL_BATCH, SMALL_STEP
 
-        if cls.workload is None and cls.dense and batch_size <= SMALL_BATCH:
-            return "small-batch"
+        if cls.workload is None and cls.dense:
+            if batch_size <= SMALL_BATCH or (first_layer is not None and batch_size * first_layer < SMALL_STEP):
+                return "small-step"
         return cls.workload
 
     def _fit_run(self, adata, run, **data_options):
@@ -212,7 +221,7 @@ class BaseModel:
             **cfg.to_dict(), **data.params, "seed": seed,
             "max_epochs": max_epochs, "device": str(device), "n_train": int(len(train_rows)),
             "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples),
-            **run.to_dict(self._thread_workload()),
+            **run.to_dict(self._thread_workload(adata)),
             "world_size": world_size(), "resumed_from_epoch": checkpoint.restored_epoch if checkpoint else 0,
             "environment": environment(device),
         }

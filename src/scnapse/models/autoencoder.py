@@ -288,7 +288,7 @@ class Autoencoder(BaseModel):
     """
 
     kind = "Autoencoder"
-    dense = True  # one thread by default on small mini-batches (AUTO_THREAD_CAP)
+    dense = True  # one thread by default on small steps (AUTO_THREAD_CAP)
 
     def __init__(
         self,
@@ -334,6 +334,11 @@ class Autoencoder(BaseModel):
         #: codes (cells × n_latent) of up to REFERENCE_CODES training cells of a batch-aware model,
         #: saved with the weights; ``map_query`` pulls the query's codes onto them
         self.reference_codes: torch.Tensor | None = None
+
+    def _first_layer_size(self, adata) -> int | None:
+        if adata is None or not hasattr(adata, "n_vars"):
+            return None
+        return int(adata.n_vars) * int(self.hidden[0] if self.hidden else self.n_latent)
 
     # -- training -------------------------------------------------------------------------------
     def fit(
@@ -474,7 +479,8 @@ class Autoencoder(BaseModel):
                 inp = inp + noise * torch.randn_like(inp)
             res = module(inp, batch.get("cond"))
             loss = reconstruction_loss(
-                cost, res["out"], target, library=batch["library"], log_theta=getattr(module, "log_theta", None)
+                cost, res["out"], target, library=batch["library"], log_theta=getattr(module, "log_theta", None),
+                nonzeros=batch.get("x_nonzeros"),
             )
             if variational:
                 loss = loss + beta * gaussian_kl(res["mu"], res["logvar"]) / x.shape[1]
@@ -550,7 +556,8 @@ class Autoencoder(BaseModel):
                              "activation": self.config.activation, "dropout": self.config.dropout,
                              "batch_norm": self.config.batch_norm, "cost": self.cost,
                              "variational": self.variational, "beta": self.beta,
-                             "batch_mmd": self.batch_mmd, "linear_skip": self.pca_init, **self._cond_sizes()},
+                             "batch_mmd": self.batch_mmd, "linear_skip": self.pca_init, **self._cond_sizes(),
+                             "batch_gain": getattr(self.module, "batch_gain", None) is not None},
             "conditioning": self.conditioning,
             "preprocessing": self.prep.to_config(),
             "train_config": self.config.to_dict(),
@@ -595,6 +602,7 @@ class Autoencoder(BaseModel):
             arch["n_in"], self.n_latent, self.hidden, activation=arch["activation"], dropout=arch["dropout"],
             batch_norm=arch["batch_norm"], cost=self.cost, variational=self.variational,
             linear_skip=self.pca_init, n_batches=arch.get("n_batches", 0), n_covariates=arch.get("n_covariates", 0),
+            batch_gain=bool(arch.get("batch_gain", False)),
         )
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
         self.module.load_state_dict(state)
@@ -605,11 +613,12 @@ class Autoencoder(BaseModel):
     # -- query mapping --------------------------------------------------------------------------
     def map_query(self, query: AnnData, *, batch_key: str | None = None, layer: str | None = None,
                   max_epochs: int | None = None, lr: float = 0.1, batch_size: int = 256,
-                  batch_mmd: float | None = None, init: str = "mean", seed: int = 0) -> Autoencoder:
+                  batch_mmd: float | None = None, init: str = "mean", rescale: bool = True,
+                  seed: int = 0) -> Autoencoder:
         """A copy of this model that also knows ``query``'s new batches (scArches style).
 
         Only the new batches' own parameters (their columns in the encoder's and decoder's batch
-        paths) are learnt, on the query's cells of new batches; every reference weight stays
+        paths, and with ``rescale`` a scale of the encoder's first layer) are learnt, on the query's cells of new batches; every reference weight stays
         frozen, bit for bit. Besides the reconstruction, a penalty on the maximum mean discrepancy
         between each new batch's codes and the model's :attr:`reference_codes` (codes of training
         cells kept with the model) pulls the query onto the reference. Genes are matched by name
@@ -634,6 +643,10 @@ class Autoencoder(BaseModel):
         init
             Start of the new batches' parameters: ``"mean"`` (the mean of the reference batches'
             parameters: the average batch) or ``"zeros"``.
+        rescale
+            The new batches also learn a scale for each unit of the encoder's first layer (a
+            per-batch gain, 1 at the start and for every reference batch), besides its shift: a
+            query sequenced at another depth reads differently on every unit, not only offset.
 
         How the defaults were chosen, with the measurements: docs/batches.md.
 
@@ -697,7 +710,7 @@ class Autoencoder(BaseModel):
         losses, mmds = [], []
         if new:
             n_old = module.n_batches
-            trainable = module.add_batches(len(new), init=init)
+            trainable = module.add_batches(len(new), init=init, gain=bool(rescale))
             module.to(device)
             sub = query[rows]
             x_raw, inp = mapped._query_matrix(sub, layer, device)
@@ -741,6 +754,7 @@ class Autoencoder(BaseModel):
                          "map_query": {"reference_batches": list(info["batches"]), "new_batches": new,
                                        "epochs": epochs, "max_epochs": max_epochs, "lr": float(lr),
                                        "batch_size": batch_size, "batch_mmd": float(batch_mmd), "init": init,
+                                       "rescale": bool(rescale),
                                        "reference_codes": 0 if ref_codes is None else int(len(ref_codes)),
                                        "seed": int(seed), "n_query": int(query.n_obs), "n_trained": int(len(rows)),
                                        "seconds": time.perf_counter() - t0, "loss": losses,

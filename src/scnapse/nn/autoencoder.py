@@ -40,6 +40,7 @@ class AutoencoderModule(nn.Module):
         linear_skip: bool = False,
         n_batches: int = 0,
         n_covariates: int = 0,
+        batch_gain: bool = False,
     ):
         super().__init__()
         self.n_batches, self.n_covariates = int(n_batches), int(n_covariates)
@@ -66,6 +67,8 @@ class AutoencoderModule(nn.Module):
             first = self.encoder[0] if len(self.encoder) else self.to_latent
             n_first = first.out_features + (n_latent if linear_skip else 0)
             self.batch_enc = nn.Parameter(torch.zeros(n_first, self.n_batches))
+            if batch_gain:  # and a per-batch log-scale of that product (added by query mapping)
+                self.batch_gain = nn.Parameter(torch.zeros(n_first, self.n_batches))
         if self.n_covariates:  # one-hot categorical and standardised continuous covariates
             self.cov_out = nn.Parameter(torch.zeros(n_in, self.n_covariates))
             if self.n_cond_hidden:
@@ -125,6 +128,9 @@ class AutoencoderModule(nn.Module):
         else:
             h = F.linear(x, w, b)
         if self.n_batches and cond is not None:
+            gain = getattr(self, "batch_gain", None)
+            if gain is not None:  # exp(0) = 1 exactly: batches without a scale are left as they are
+                h = h * torch.exp(F.linear(cond[:, : self.n_batches], gain))
             h = h + F.linear(cond[:, : self.n_batches], self.batch_enc)
         skip = None
         if self.linear_skip:
@@ -136,25 +142,31 @@ class AutoencoderModule(nn.Module):
             return (mu if skip is None else mu + skip), logvar.clamp(-15, 15)
         return (h if skip is None else h + skip), None
 
-    def add_batches(self, n_new: int, *, init: str = "zeros") -> list[torch.Tensor]:
+    def add_batches(self, n_new: int, *, init: str = "zeros", gain: bool = False) -> list[torch.Tensor]:
         """Append ``n_new`` batch columns to every batch parameter: zero (``init="zeros"``), or the
         mean of the existing batches' columns (``"mean"``: the new batches start as the average
-        batch). The gradients of the existing columns are zeroed by hooks, so an optimizer without
-        weight decay leaves them bit-identical. Returns the enlarged parameters."""
+        batch). With ``gain``, the encoder's first product also gets a per-batch log-scale
+        (``batch_gain``; zero, a scale of exactly 1, for the existing batches and at the start). The
+        gradients of the existing columns are zeroed by hooks, so an optimizer without weight decay
+        leaves them bit-identical. Returns the enlarged parameters."""
         if init not in ("zeros", "mean"):
             raise ValueError(f"init={init!r}: choose 'mean' or 'zeros'.")
         n_old, params = self.n_batches, []
-        for name in ("batch_enc", "batch_hidden", "batch_out"):
+        if gain and getattr(self, "batch_gain", None) is None and n_old:
+            self.batch_gain = nn.Parameter(self.batch_enc.detach().new_zeros(self.batch_enc.shape))
+        for name in ("batch_enc", "batch_gain", "batch_hidden", "batch_out"):
             old = getattr(self, name, None)
             if old is None:
                 continue
-            start = old.detach().mean(1, keepdim=True) if init == "mean" and n_old else old.new_zeros(old.shape[0], 1)
+            mean_start = init == "mean" and n_old and name != "batch_gain"
+            start = old.detach().mean(1, keepdim=True) if mean_start else old.new_zeros(old.shape[0], 1)
             new = nn.Parameter(torch.cat([old.detach(), start.expand(-1, n_new)], dim=1))
             mask = torch.zeros_like(new)
             mask[:, n_old:] = 1
             new.register_hook(lambda g, m=mask: g * m)
             setattr(self, name, new)
-            params.append(new)
+            if name != "batch_gain" or gain:
+                params.append(new)
         self.n_batches = n_old + n_new
         return params
 

@@ -111,25 +111,40 @@ def _at_nonzeros(x: torch.Tensor, at_nonzeros: bool | None) -> bool:
     return not (x.is_cuda or x.is_mps) if at_nonzeros is None else at_nonzeros
 
 
+def _nonzeros(x: torch.Tensor, nonzeros) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, cols)`` of ``x``'s non-zeros: ``nonzeros`` when given (the data loader has them from
+    the sparse matrix, sparing a search of the dense block; explicit zeros among them add nothing),
+    else found in ``x``."""
+    if nonzeros is not None:
+        return nonzeros
+    return x.nonzero(as_tuple=True)
+
+
+def _log_factorials(x: torch.Tensor, rows: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
+    """Per row, the sum of ``log x!`` over the non-zeros (a constant: no gradient)."""
+    with torch.no_grad():
+        return x.new_zeros(x.shape[0]).index_add_(0, rows, torch.lgamma(xv + 1))
+
+
 def poisson(out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, at_nonzeros: bool | None = None,
-            **_) -> torch.Tensor:
+            nonzeros: tuple[torch.Tensor, torch.Tensor] | None = None, **_) -> torch.Tensor:
     out, x = out.float(), x.float()  # a likelihood in float32, also under bf16/fp16 autocast
     log_q = F.log_softmax(out, dim=1)
-    # Σ μ = ℓ Σ q = ℓ: the μ term needs no pass over the genes; x log μ − log x! only at non-zeros
+    # Σ μ = ℓ Σ q = ℓ: the μ term needs no pass over the genes; log x! only at the non-zeros
     log_lib = library.clamp_min(1.0).log()
+    xlog = (x * log_q).sum(dim=1)
     if not _at_nonzeros(x, at_nonzeros):
-        xlog = (x * log_q).sum(dim=1) - torch.lgamma(x + 1).sum(dim=1)
+        xlog = xlog - torch.lgamma(x + 1).sum(dim=1)
     else:
-        rows, cols = x.nonzero(as_tuple=True)
-        xv = x[rows, cols]
-        xlog = log_q.new_zeros(x.shape[0]).index_add_(0, rows, xv * log_q[rows, cols] - torch.lgamma(xv + 1))
+        rows, cols = _nonzeros(x, nonzeros)
+        xlog = xlog - _log_factorials(x, rows, x[rows, cols])
     total = x.sum(dim=1)
     return (library.clamp_min(1.0) - total * log_lib - xlog) / x.shape[1]
 
 
 def nb(
     out: torch.Tensor, x: torch.Tensor, *, library: torch.Tensor, log_theta: torch.Tensor,
-    at_nonzeros: bool | None = None, **_
+    at_nonzeros: bool | None = None, nonzeros: tuple[torch.Tensor, torch.Tensor] | None = None, **_
 ) -> torch.Tensor:
     out, x, log_theta = out.float(), x.float(), log_theta.float()  # float32 under autocast too
     # with d = log μ − log θ:  θ log(θ/(θ+μ)) = −θ·softplus(d)  and  x log(μ/(θ+μ)) = x·(d − softplus(d))
@@ -137,16 +152,17 @@ def nb(
     s = F.softplus(d)
     theta = log_theta.exp()
     with torch.autocast(device_type=out.device.type, enabled=False):  # autocast would run it in bf16
-        ll = -(s @ theta)
-    # the x terms and lgamma(x + θ) − lgamma(θ) − lgamma(x + 1) are 0 where x = 0: on the CPU,
-    # evaluate them at the non-zeros only (most entries are zeros; lgamma dominated the cost)
+        ll = -(s @ theta) + (x * (d - s)).sum(dim=1)
+    # lgamma(x + θ) − lgamma(θ) − lgamma(x + 1) is 0 where x = 0: on the CPU, evaluate it at the
+    # non-zeros only (most entries are zeros; lgamma and its derivative dominated the cost), with
+    # lgamma(θ) once per gene and log x! without a gradient
     if not _at_nonzeros(x, at_nonzeros):
-        ll = ll + (x * (d - s) + torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(dim=1)
+        ll = ll + (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(dim=1)
     else:
-        rows, cols = x.nonzero(as_tuple=True)
-        xv, th = x[rows, cols], theta[cols]
-        at = xv * (d[rows, cols] - s[rows, cols]) + torch.lgamma(xv + th) - torch.lgamma(th) - torch.lgamma(xv + 1)
-        ll = ll.index_add(0, rows, at)
+        rows, cols = _nonzeros(x, nonzeros)
+        xv = x[rows, cols]
+        ll = ll.index_add(0, rows, torch.lgamma(xv + theta[cols]) - torch.lgamma(theta)[cols])
+        ll = ll - _log_factorials(x, rows, xv)
     return -ll / x.shape[1]
 
 

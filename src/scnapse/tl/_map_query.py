@@ -23,13 +23,14 @@ def map_query(
     batch_size: int = 256,
     batch_mmd: float | None = None,
     init: Literal["mean", "zeros"] = "mean",
+    rescale: bool = True,
     seed: int = 0,
     key_added: str | None = None,
 ) -> Autoencoder:
     """Map new cells onto a trained batch-aware autoencoder, reference weights frozen.
 
     The query's batches the reference does not know get their own parameters (their columns of
-    the encoder's and decoder's batch paths), learnt on the query's cells while every reference
+    the encoder's and decoder's batch paths, and a scale of the encoder's first layer), learnt on the query's cells while every reference
     weight stays exactly as it was (as scArches does); cells of known batches use theirs. A penalty
     on the maximum mean discrepancy between the query's codes and reference codes kept with the
     model pulls the query onto the reference. Genes are matched by name as in
@@ -56,6 +57,9 @@ def map_query(
         (0 for a model saved without reference codes).
     init
         Start of the new batches' parameters: ``"mean"`` (the average reference batch) or ``"zeros"``.
+    rescale
+        The new batches also learn a scale for each unit of the encoder's first layer (1 for every
+        reference batch), besides their shift.
     key_added
         ``obsm[key_added]`` gets the embedding and ``uns[key_added]`` the record; default
         ``obsm['X_autoencoder']`` and ``uns['autoencoder']``.
@@ -70,7 +74,7 @@ def map_query(
     """
     model, _ = annotation_model(model, Autoencoder)
     mapped = model.map_query(adata, batch_key=batch_key, layer=layer, max_epochs=max_epochs, lr=lr,
-                             batch_size=batch_size, batch_mmd=batch_mmd, init=init, seed=seed)
+                             batch_size=batch_size, batch_mmd=batch_mmd, init=init, rescale=rescale, seed=seed)
     write_embedding(adata, mapped, mapped.transform(adata, layer=layer), key_added=key_added,
                     default_obsm="X_autoencoder", default_uns="autoencoder")
     return mapped

@@ -189,8 +189,14 @@ class Matrix:
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         """Dense rows ``idx`` (a 1-D long tensor on this matrix's device)."""
+        return self.take_with_nonzeros(idx)[0]
+
+    def take_with_nonzeros(self, idx: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """``(block, nonzeros)``: the dense rows ``idx`` as :meth:`take` gives them, and for sparse
+        data the positions ``(rows, cols)`` of the block's stored entries (row-major; what a count
+        likelihood evaluates at the non-zeros reads, without searching the block); else ``None``."""
         if self.kind == "dense":
-            return self.dense.index_select(0, idx)
+            return self.dense.index_select(0, idx), None
         if self.kind == "sparse":
             return self._take_sparse(idx)
         rows = idx.cpu().numpy()
@@ -199,7 +205,7 @@ class Matrix:
         block = block.toarray() if sparse.issparse(block) else np.asarray(block)
         out = np.empty_like(block, dtype=np.float32)
         out[order] = block
-        return _to_device(out, self.device, self.pin_memory or self.device.type == "cuda")
+        return _to_device(out, self.device, self.pin_memory or self.device.type == "cuda"), None
 
     def read(self, rows: np.ndarray):
         """Rows ``rows`` (sorted, increasing) of the underlying matrix, in host memory (sparse
@@ -225,19 +231,23 @@ class Matrix:
         total = int(counts.sum())
         out = torch.zeros(len(idx), self.shape[1], dtype=torch.float32, device=self.device)
         if total == 0:
-            return out
+            empty = torch.zeros(0, dtype=torch.long, device=self.device)
+            return out, (empty, empty)
         row_of = torch.repeat_interleave(torch.arange(len(idx), device=self.device), counts, output_size=total)
         first = torch.cumsum(counts, 0) - counts
         pos = torch.arange(total, device=self.device) - torch.repeat_interleave(first - starts, counts, output_size=total)
-        out[row_of, self.indices[pos].long()] = self.data[pos]
-        return out
+        cols = self.indices[pos].long()
+        out[row_of, cols] = self.data[pos]
+        return out, (row_of, cols)
 
 
 class Loader:
     """Mini-batches over the rows ``indices`` of several aligned fields.
 
     ``fields`` maps names to a :class:`Matrix` or a tensor with one row per cell. Each batch is a
-    dict of tensors on ``device``. The rows inside a batch are sorted (which keeps backed reads
+    dict of tensors on ``device``; a sparse :class:`Matrix` field ``name`` also gives
+    ``name + "_nonzeros"``, the ``(rows, cols)`` of its stored entries in the dense block
+    (:meth:`Matrix.take_with_nonzeros`). The rows inside a batch are sorted (which keeps backed reads
     sequential); with ``shuffle`` the batches change each pass, drawn from ``generator``.
     A final batch of one row is dropped while training (batch norm cannot use it).
 
@@ -422,9 +432,12 @@ class Loader:
                 if cache is not None and name in cache[1]:
                     local = torch.from_numpy(np.searchsorted(cache[0], idx.numpy()))
                     m = cache[1][name]
-                    out[name] = m.take(local.to(m.device))
+                    block, nonzeros = m.take_with_nonzeros(local.to(m.device))
                 else:
-                    out[name] = f.take(idx.to(f.device))
+                    block, nonzeros = f.take_with_nonzeros(idx.to(f.device))
+                out[name] = block
+                if nonzeros is not None:  # sparse data: where the stored entries sit in the block
+                    out[f"{name}_nonzeros"] = nonzeros
             else:
                 out[name] = f[idx.to(f.device)].to(self.device, non_blocking=True)
         return out

@@ -221,7 +221,7 @@ class BaseModel:
             **cfg.to_dict(), **data.params, "seed": seed,
             "max_epochs": max_epochs, "device": str(device), "n_train": int(len(train_rows)),
             "n_validation": int(len(val_rows)), "n_training_samples": int(n_samples),
-            **run.to_dict(self._thread_workload(adata)),
+            **run.to_dict(),  # threads: the count _fit resolved
             "world_size": world_size(), "resumed_from_epoch": checkpoint.restored_epoch if checkpoint else 0,
             "environment": environment(device),
         }

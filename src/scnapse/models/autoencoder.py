@@ -336,7 +336,7 @@ class Autoencoder(BaseModel):
         self.reference_codes: torch.Tensor | None = None
 
     def _first_layer_size(self, adata) -> int | None:
-        if adata is None or not hasattr(adata, "n_vars"):
+        if not isinstance(adata, AnnData):  # not known; bad input is refused after, with its message
             return None
         return int(adata.n_vars) * int(self.hidden[0] if self.hidden else self.n_latent)
 
@@ -618,8 +618,8 @@ class Autoencoder(BaseModel):
         """A copy of this model that also knows ``query``'s new batches (scArches style).
 
         Only the new batches' own parameters (their columns in the encoder's and decoder's batch
-        paths, and with ``rescale`` a scale of the encoder's first layer) are learnt, on the query's cells of new batches; every reference weight stays
-        frozen, bit for bit. Besides the reconstruction, a penalty on the maximum mean discrepancy
+        paths, and with ``rescale`` a scale of the encoder's first layer) are learnt, on the
+        query's cells of new batches; every reference weight stays frozen, bit for bit. Besides the reconstruction, a penalty on the maximum mean discrepancy
         between each new batch's codes and the model's :attr:`reference_codes` (codes of training
         cells kept with the model) pulls the query onto the reference. Genes are matched by name
         as in :meth:`transform` (missing ones read as zero).

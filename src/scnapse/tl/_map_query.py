@@ -30,8 +30,8 @@ def map_query(
     """Map new cells onto a trained batch-aware autoencoder, reference weights frozen.
 
     The query's batches the reference does not know get their own parameters (their columns of
-    the encoder's and decoder's batch paths, and a scale of the encoder's first layer), learnt on the query's cells while every reference
-    weight stays exactly as it was (as scArches does); cells of known batches use theirs. A penalty
+    the encoder's and decoder's batch paths, and a scale of the encoder's first layer), learnt on
+    the query's cells while every reference weight stays exactly as it was (as scArches does); cells of known batches use theirs. A penalty
     on the maximum mean discrepancy between the query's codes and reference codes kept with the
     model pulls the query onto the reference. Genes are matched by name as in
     :meth:`scnapse.models.Autoencoder.transform`.

@@ -116,11 +116,11 @@ class RunOptions:
             return None
         return Checkpoint(self.checkpoint_dir, every=self.checkpoint_every, resume=self.resume)
 
-    def to_dict(self, workload: str | None = None) -> dict:
+    def to_dict(self) -> dict:
         """The options that belong in a run's provenance (not the callback or cancel objects);
-        ``workload`` as in :meth:`n_threads`."""
+        ``threads`` resolved as :meth:`n_threads` resolves it (give the count a run used)."""
         return {"precision": self.precision or "fp32", "checkpoint_every": self.checkpoint_every,
-                "resume": self.resume, "chunk_size": self.chunk_size, "threads": self.n_threads(workload)}
+                "resume": self.resume, "chunk_size": self.chunk_size, "threads": self.n_threads()}
 
     def n_threads(self, workload: str | None = None) -> int:
         """The number of CPU threads these options train with; ``workload`` is the kind of
